@@ -1,0 +1,178 @@
+"""The one interface every attack implements, and the result every attack returns.
+
+``Attack.__call__`` does the common work once (checks, eval mode, device, timing, the final
+re-check of success on a fresh forward pass, moving results to the CPU); each attack implements
+only ``_run``. Success is never taken on the attack's word: it is what the model says about the
+returned images at the attack's threshold.
+"""
+
+from __future__ import annotations
+
+import time
+from abc import ABC, abstractmethod
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any, ClassVar
+
+import torch
+
+from ..device import DeviceLike, resolve_device
+from ..errors import InvalidInputError
+from ..models.base import MultiLabelClassifier, check_image_batch
+
+#: progress(done, total, message): called by attacks between steps. It may raise (for example
+#: :class:`AttackCancelled`, or a UI's own stop signal) to abandon the run.
+ProgressFn = Callable[[int, int, str], None]
+
+
+class AttackCancelled(Exception):
+    """Raised from a progress callback to stop an attack early."""
+
+
+@dataclass
+class AttackRun:
+    """What ``_run`` hands back; the base class completes it into an :class:`AttackResult`."""
+
+    x_adv: torch.Tensor
+    iterations: torch.Tensor  # (B,) long
+    model_calls: torch.Tensor  # (B,) long: forward + backward passes spent on each example
+    trace: list[list[dict[str, Any]]]  # per example, one dict per iteration
+    elapsed_s: torch.Tensor | None = None  # (B,) seconds, when the attack measures per example
+
+
+@dataclass
+class AttackResult:
+    """Per-example outcome of one attack on a batch. Tensors live on the CPU; pixels in [0,1]."""
+
+    attack: str
+    params: dict[str, Any]
+    threshold: float
+    x: torch.Tensor  # (B, 3, H, W) clean images
+    x_adv: torch.Tensor  # (B, 3, H, W) adversarial images, in [0,1]
+    target: torch.Tensor  # (B, l) bool: y*, True = label should be predicted
+    probs_clean: torch.Tensor  # (B, l)
+    probs_adv: torch.Tensor  # (B, l)
+    success: torch.Tensor  # (B,) bool: every label at the threshold equals y*
+    iterations: torch.Tensor  # (B,) long
+    model_calls: torch.Tensor  # (B,) long
+    elapsed_s: torch.Tensor  # (B,) seconds
+    trace: list[list[dict[str, Any]]] = field(default_factory=list)
+
+    @property
+    def perturbation(self) -> torch.Tensor:
+        """r = x_adv - x, in [0,1] pixel units."""
+        return self.x_adv - self.x
+
+    @property
+    def batch_size(self) -> int:
+        return int(self.x.shape[0])
+
+    def select(self, index: int | slice | torch.Tensor) -> "AttackResult":
+        """The result restricted to some examples (keeps the batch dimension)."""
+        if isinstance(index, int):
+            index = slice(index, index + 1)
+        idx = index
+        pick = (lambda t: t[idx])
+        if isinstance(idx, slice):
+            trace = self.trace[idx]
+        else:
+            ids = torch.as_tensor(idx)
+            ids = ids.nonzero().flatten() if ids.dtype == torch.bool else ids.flatten()
+            trace = [self.trace[i] for i in ids.tolist()]
+        return AttackResult(
+            attack=self.attack, params=dict(self.params), threshold=self.threshold,
+            x=pick(self.x), x_adv=pick(self.x_adv), target=pick(self.target),
+            probs_clean=pick(self.probs_clean), probs_adv=pick(self.probs_adv),
+            success=pick(self.success), iterations=pick(self.iterations),
+            model_calls=pick(self.model_calls), elapsed_s=pick(self.elapsed_s), trace=trace,
+        )
+
+
+def success_mask(probs: torch.Tensor, target: torch.Tensor, threshold: float) -> torch.Tensor:
+    """(B,) True where every label thresholded at ``threshold`` equals the target."""
+    return ((probs >= threshold) == target.bool()).all(dim=1)
+
+
+def check_target(target: torch.Tensor, batch: int, num_labels: int) -> torch.Tensor:
+    """Validate y* and return it as a bool tensor (B, l); accepts {0,1}, {-1,+1} or bool."""
+    if not isinstance(target, torch.Tensor):
+        target = torch.as_tensor(target)
+    if target.shape != (batch, num_labels):
+        raise InvalidInputError(f"target must have shape ({batch}, {num_labels}), got {tuple(target.shape)}")
+    if target.dtype == torch.bool:
+        return target
+    vals = set(torch.unique(target).tolist())
+    if vals <= {0, 1}:
+        return target > 0
+    if vals <= {-1, 1}:
+        return target > 0
+    raise InvalidInputError(f"target values must be bool, {{0,1}} or {{-1,+1}}, got {sorted(vals)}")
+
+
+class Attack(ABC):
+    """Base class of the five attacks.
+
+    Subclasses declare ``name`` and ``param_names``, take their settings as keyword arguments in
+    ``__init__`` (the paper's values as defaults), store them as attributes, validate them in ``_check_params`` with a plain-words
+    ``InvalidInputError``, and implement ``_run`` on a batch already on the right device.
+    """
+
+    name: ClassVar[str] = "attack"
+    #: attributes that make up the attack's settings (set them before calling ``super().__init__``)
+    param_names: ClassVar[tuple[str, ...]] = ()
+
+    def __init__(self, model: MultiLabelClassifier, *, threshold: float | None = None,
+                 device: DeviceLike = None) -> None:
+        self.model = model
+        self.threshold = float(model.threshold if threshold is None else threshold)
+        if not 0.0 < self.threshold < 1.0:
+            raise InvalidInputError(f"threshold must lie in (0, 1), got {self.threshold}")
+        self.device = resolve_device(device)
+        self._check_params()
+
+    # ---- to implement ------------------------------------------------------------------------
+    def _check_params(self) -> None:
+        """Raise InvalidInputError naming any bad setting."""
+
+    def config(self) -> dict[str, Any]:
+        """The attack's settings (stored with every result): the attributes named in ``param_names``."""
+        return {"threshold": self.threshold, **{k: getattr(self, k) for k in self.param_names}}
+
+    @abstractmethod
+    def _run(self, x: torch.Tensor, target: torch.Tensor, progress: ProgressFn | None) -> AttackRun:
+        """Attack images ``x`` (B,3,H,W) in [0,1] towards bool targets ``target`` (B,l)."""
+
+    # ---- common work -------------------------------------------------------------------------
+    def __call__(self, x: torch.Tensor, target: torch.Tensor, *, progress: ProgressFn | None = None) -> AttackResult:
+        check_image_batch(x, self.model.input_size)
+        target = check_target(target, x.shape[0], self.model.num_labels)
+        model = self.model.to(self.device).eval()
+        x_dev = x.detach().to(self.device, torch.float32).clamp(0.0, 1.0)
+        t_dev = target.to(self.device)
+        t0 = time.perf_counter()
+        with torch.no_grad():
+            probs_clean = model.probabilities(x_dev)
+        run = self._run(x_dev, t_dev, progress)
+        x_adv = run.x_adv.detach().clamp(0.0, 1.0)
+        if self.device.type == "cuda":
+            torch.cuda.synchronize(self.device)
+        wall = time.perf_counter() - t0
+        with torch.no_grad():
+            probs_adv = model.probabilities(x_adv)
+        b = x.shape[0]
+        elapsed = run.elapsed_s if run.elapsed_s is not None else torch.full((b,), wall / max(b, 1))
+        return AttackResult(
+            attack=self.name,
+            params=self.config(),
+            threshold=self.threshold,
+            x=x_dev.cpu(),
+            x_adv=x_adv.cpu(),
+            target=target.cpu(),
+            probs_clean=probs_clean.cpu(),
+            probs_adv=probs_adv.cpu(),
+            success=success_mask(probs_adv, t_dev, self.threshold).cpu(),
+            iterations=run.iterations.cpu().long(),
+            model_calls=run.model_calls.cpu().long(),
+            elapsed_s=elapsed.cpu().double(),
+            trace=run.trace,
+        )

@@ -1,0 +1,68 @@
+"""The ``mlalp`` command line.
+
+Each subcommand is a small function ``_cmd_<name>(args) -> int``; errors of the library
+(:class:`~mlalp_core.errors.MlalpError`) become one line on stderr and exit code 2.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+from . import __version__
+from .errors import MlalpError
+
+
+def _cmd_devices(args: argparse.Namespace) -> int:
+    from .device import available_devices, describe_device
+
+    print("default:", describe_device(args.device))
+    print("available:", ", ".join(available_devices()))
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="mlalp", description=__doc__.splitlines()[0])
+    parser.add_argument("--version", action="version", version=f"mlalp {__version__}")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    p = sub.add_parser("devices", help="show the device mlalp would use and the ones available")
+    p.add_argument("--device", default=None, help="auto (default), cpu or cuda[:N]")
+    p.set_defaults(func=_cmd_devices)
+
+    # Subcommands of other modules register themselves here.
+    for register in _registrars():
+        register(sub)
+    return parser
+
+
+def _registrars():
+    """Functions ``register(subparsers)`` of the modules that add subcommands."""
+    import importlib
+
+    found = []
+    for mod_name, attr in _SUBCOMMAND_MODULES:
+        mod = importlib.import_module(f"{__package__}.{mod_name}")
+        found.append(getattr(mod, attr))
+    return found
+
+
+#: (module, function) pairs; each function adds its subparsers. Imports stay inside the commands.
+_SUBCOMMAND_MODULES: list[tuple[str, str]] = []
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        return int(args.func(args) or 0)
+    except MlalpError as exc:
+        print(f"mlalp {args.command}: error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print(f"mlalp {args.command}: interrupted; finished work is kept", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

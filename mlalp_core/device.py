@@ -1,0 +1,65 @@
+"""The one place that decides where tensors live.
+
+CUDA when present, else the CPU; overridable by argument or by the ``MLALP_DEVICE`` environment
+variable. Asking for a device that does not exist is an error, never a silent fallback.
+"""
+
+from __future__ import annotations
+
+import os
+
+import torch
+
+from .errors import ConfigurationError
+
+DeviceLike = str | torch.device | None
+
+
+def available_devices() -> list[str]:
+    """Device names a user can pick from (for menus and help texts)."""
+    names = ["cpu"]
+    if torch.cuda.is_available():
+        names += [f"cuda:{i}" for i in range(torch.cuda.device_count())]
+    return names
+
+
+def resolve_device(device: DeviceLike = None) -> torch.device:
+    """Turn ``None``/``"auto"``/a name into a usable ``torch.device``.
+
+    ``None`` and ``"auto"`` honour ``MLALP_DEVICE`` first, then prefer CUDA.
+    """
+    if isinstance(device, torch.device):
+        dev = device
+    else:
+        name = (device or "auto").strip().lower()
+        if name == "auto":
+            name = os.environ.get("MLALP_DEVICE", "auto").strip().lower() or "auto"
+        if name == "auto":
+            return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+        try:
+            dev = torch.device(name)
+        except RuntimeError as exc:
+            raise ConfigurationError(
+                f"unknown device {device!r}: use 'auto', 'cpu' or 'cuda[:N]'"
+            ) from exc
+    if dev.type == "cuda":
+        if not torch.cuda.is_available():
+            raise ConfigurationError(
+                f"device {str(dev)!r} was asked for but no CUDA GPU is visible; use 'cpu' or 'auto'"
+            )
+        if dev.index is not None and dev.index >= torch.cuda.device_count():
+            raise ConfigurationError(
+                f"device {str(dev)!r} does not exist: {torch.cuda.device_count()} CUDA device(s) visible"
+            )
+    elif dev.type not in ("cpu", "mps"):
+        raise ConfigurationError(f"unsupported device type {dev.type!r}: use 'cpu' or 'cuda[:N]'")
+    return dev
+
+
+def describe_device(device: DeviceLike = None) -> str:
+    """A short human-readable description, e.g. for the app's sidebar."""
+    dev = resolve_device(device)
+    if dev.type == "cuda":
+        idx = dev.index if dev.index is not None else torch.cuda.current_device()
+        return f"{dev} ({torch.cuda.get_device_name(idx)})"
+    return f"cpu ({torch.get_num_threads()} threads)"

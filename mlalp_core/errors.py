@@ -1,0 +1,27 @@
+"""Exceptions whose message is a one-line explanation a user can act on."""
+
+from __future__ import annotations
+
+
+class MlalpError(Exception):
+    """Base class: the message is meant to be shown to the user as it is."""
+
+
+class ConfigurationError(MlalpError):
+    """A path, a setting or a device that cannot be used."""
+
+
+class InvalidInputError(MlalpError, ValueError):
+    """An image, a target or a parameter of the wrong shape, range or type."""
+
+
+class ModelLoadError(MlalpError):
+    """A checkpoint, manifest or auxiliary file that cannot be loaded as the model it claims."""
+
+
+class DataError(MlalpError):
+    """A data set folder, split file, annotation or image that cannot be read."""
+
+
+class SolverError(MlalpError):
+    """An LP backend that is unavailable or failed."""

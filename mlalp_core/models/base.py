@@ -1,0 +1,133 @@
+"""The multi-label classifier contract every model in mlalp meets.
+
+A classifier takes images in [0,1] of shape (B, 3, H, W) at its declared ``input_size``,
+normalises them itself, and returns per-label logits; probabilities are their sigmoid. It carries
+its label names and decision threshold, so attacks, metrics and the app need nothing else to use
+it. Attacks differentiate through ``forward`` with respect to the [0,1] pixels.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import NamedTuple
+
+import torch
+from torch import nn
+
+from ..errors import InvalidInputError
+
+#: Tolerance on the [0,1] range check: values a round trip through normalisation can produce.
+RANGE_TOLERANCE = 1e-4
+
+
+class ModelOutput(NamedTuple):
+    logits: torch.Tensor
+    probs: torch.Tensor
+
+
+class MultiLabelClassifier(nn.Module):
+    """Base class: subclasses implement :meth:`classify` on normalised images.
+
+    Parameters
+    ----------
+    label_names: names of the l labels, in output order.
+    input_size: (H, W) the model expects.
+    mean, std: per-channel normalisation applied inside :meth:`forward`.
+    threshold: a label is predicted positive when its probability is >= threshold.
+    """
+
+    def __init__(
+        self,
+        label_names: Sequence[str],
+        input_size: tuple[int, int],
+        mean: Sequence[float] = (0.0, 0.0, 0.0),
+        std: Sequence[float] = (1.0, 1.0, 1.0),
+        threshold: float = 0.5,
+    ) -> None:
+        super().__init__()
+        if len(label_names) == 0:
+            raise InvalidInputError("a classifier needs at least one label name")
+        if len(set(label_names)) != len(label_names):
+            raise InvalidInputError(f"label names must be unique, got {list(label_names)}")
+        if not 0.0 < threshold < 1.0:
+            raise InvalidInputError(f"threshold must lie in (0, 1), got {threshold}")
+        self.label_names: tuple[str, ...] = tuple(str(n) for n in label_names)
+        self.input_size: tuple[int, int] = (int(input_size[0]), int(input_size[1]))
+        self.threshold: float = float(threshold)
+        # Non-persistent: checkpoints of the published models do not contain them.
+        self.register_buffer("norm_mean", torch.tensor(mean, dtype=torch.float32).view(1, 3, 1, 1), persistent=False)
+        self.register_buffer("norm_std", torch.tensor(std, dtype=torch.float32).view(1, 3, 1, 1), persistent=False)
+
+    # ---- the contract ------------------------------------------------------------------------
+    @property
+    def num_labels(self) -> int:
+        return len(self.label_names)
+
+    @property
+    def input_shape(self) -> tuple[int, int, int]:
+        return (3, *self.input_size)
+
+    @property
+    def num_pixels(self) -> int:
+        """d: the dimension of the attack's search space."""
+        return 3 * self.input_size[0] * self.input_size[1]
+
+    def normalize(self, x: torch.Tensor) -> torch.Tensor:
+        return (x - self.norm_mean) / self.norm_std
+
+    def classify(self, x_normalized: torch.Tensor) -> torch.Tensor:
+        """Logits (B, l) from normalised images. Subclasses implement this."""
+        raise NotImplementedError
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """Logits (B, l) from images in [0,1] of shape (B, 3, H, W)."""
+        return self.classify(self.normalize(x))
+
+    def probabilities(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.sigmoid(self.forward(x))
+
+    def outputs(self, x: torch.Tensor) -> ModelOutput:
+        logits = self.forward(x)
+        return ModelOutput(logits, torch.sigmoid(logits))
+
+    @torch.no_grad()
+    def predict(self, x: torch.Tensor) -> torch.Tensor:
+        """Boolean predictions (B, l) at the model's threshold."""
+        return self.probabilities(x) >= self.threshold
+
+    # ---- helpers -----------------------------------------------------------------------------
+    def check_input(self, x: torch.Tensor) -> None:
+        """Raise a clear error if ``x`` is not a batch of [0,1] images of this model's size."""
+        check_image_batch(x, self.input_size)
+
+    def describe(self) -> dict:
+        """A small summary for listings and ``mlalp check-model``."""
+        return {
+            "class": type(self).__name__,
+            "labels": list(self.label_names),
+            "num_labels": self.num_labels,
+            "input_size": list(self.input_size),
+            "threshold": self.threshold,
+            "parameters": sum(p.numel() for p in self.parameters()),
+        }
+
+
+def check_image_batch(x: torch.Tensor, input_size: tuple[int, int] | None = None) -> None:
+    """Validate a batch of [0,1] images (B, 3, H, W), with a tolerance for round-off."""
+    if not isinstance(x, torch.Tensor):
+        raise InvalidInputError(f"images must be a torch.Tensor, got {type(x).__name__}")
+    if x.dim() != 4 or x.shape[1] != 3:
+        raise InvalidInputError(f"images must have shape (B, 3, H, W), got {tuple(x.shape)}")
+    if input_size is not None and tuple(x.shape[2:]) != tuple(input_size):
+        raise InvalidInputError(
+            f"images are {x.shape[2]}x{x.shape[3]} but the model expects "
+            f"{input_size[0]}x{input_size[1]}: resize them first (mlalp_core.data.images)"
+        )
+    if not torch.is_floating_point(x):
+        raise InvalidInputError(f"images must be floating point in [0,1], got dtype {x.dtype}")
+    if x.numel():
+        lo, hi = float(x.min()), float(x.max())
+        if lo < -RANGE_TOLERANCE or hi > 1 + RANGE_TOLERANCE or x.isnan().any():
+            raise InvalidInputError(
+                f"images must lie in [0,1] (pixels divided by 255), got values in [{lo:.4g}, {hi:.4g}]"
+            )

@@ -1,0 +1,111 @@
+"""Building the target label vectors y* for a batch.
+
+Targets are bool tensors (B, l): True means the label must be predicted positive after the
+attack. The paper's setting is :func:`hide_one`: one ground-truth positive label, chosen
+uniformly at random with a seed, is flipped to negative; every other label keeps its ground truth.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+
+from .errors import InvalidInputError
+
+
+def _as_bool_labels(labels: torch.Tensor) -> torch.Tensor:
+    labels = torch.as_tensor(labels)
+    if labels.dim() == 1:
+        labels = labels[None]
+    if labels.dim() != 2:
+        raise InvalidInputError(f"labels must be (B, l), got shape {tuple(labels.shape)}")
+    return labels > 0 if labels.dtype != torch.bool else labels
+
+
+def _indices(names_or_ids: Sequence[str | int], label_names: Sequence[str] | None, l: int) -> list[int]:
+    out = []
+    for item in names_or_ids:
+        if isinstance(item, str):
+            if label_names is None or item not in label_names:
+                raise InvalidInputError(f"unknown label {item!r}; known labels: {list(label_names or [])}")
+            out.append(list(label_names).index(item))
+        else:
+            j = int(item)
+            if not 0 <= j < l:
+                raise InvalidInputError(f"label index {j} is out of range 0..{l - 1}")
+            out.append(j)
+    return out
+
+
+def hide_one(labels: torch.Tensor, seed: int = 0, example_ids: Sequence[int] | None = None) -> torch.Tensor:
+    """Flip one positive label per example, chosen at random (the paper's setting).
+
+    The choice for each example depends only on ``seed`` and that example's id (its position by
+    default), so a batch split across processes or resumed later gets the same targets.
+    """
+    y = _as_bool_labels(labels)
+    if example_ids is None:
+        example_ids = range(y.shape[0])
+    target = y.clone()
+    for row, ex_id in enumerate(example_ids):
+        pos = y[row].nonzero().flatten()
+        if len(pos) == 0:
+            raise InvalidInputError(f"example {ex_id} has no positive label to hide")
+        g = torch.Generator().manual_seed((int(seed) * 1_000_003 + int(ex_id)) % (2**63 - 1))
+        j = pos[torch.randint(len(pos), (1,), generator=g)].item()
+        target[row, j] = False
+    return target
+
+
+def hide(labels: torch.Tensor, which: Sequence[str | int], label_names: Sequence[str] | None = None) -> torch.Tensor:
+    """Flip the chosen labels to negative; each must be positive in every example."""
+    y = _as_bool_labels(labels)
+    idx = _indices(which, label_names, y.shape[1])
+    if not idx:
+        raise InvalidInputError("choose at least one label to hide")
+    for j in idx:
+        if not y[:, j].all():
+            name = label_names[j] if label_names else j
+            raise InvalidInputError(f"label {name!r} is not present, so it cannot be hidden")
+    target = y.clone()
+    target[:, idx] = False
+    return target
+
+
+def add(labels: torch.Tensor, which: Sequence[str | int], label_names: Sequence[str] | None = None) -> torch.Tensor:
+    """Flip the chosen labels to positive; each must be negative in every example."""
+    y = _as_bool_labels(labels)
+    idx = _indices(which, label_names, y.shape[1])
+    if not idx:
+        raise InvalidInputError("choose at least one label to add")
+    for j in idx:
+        if y[:, j].any():
+            name = label_names[j] if label_names else j
+            raise InvalidInputError(f"label {name!r} is already present, so it cannot be added")
+    target = y.clone()
+    target[:, idx] = True
+    return target
+
+
+def custom(labels: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    """A full target vector; it must differ from the labels in at least one place per example."""
+    y = _as_bool_labels(labels)
+    t = _as_bool_labels(target)
+    if t.shape[1] != y.shape[1]:
+        raise InvalidInputError(f"target has {t.shape[1]} labels, the model has {y.shape[1]}")
+    if t.shape[0] == 1 and y.shape[0] > 1:
+        t = t.expand_as(y)
+    if t.shape != y.shape:
+        raise InvalidInputError(f"target shape {tuple(t.shape)} does not match labels {tuple(y.shape)}")
+    same = (t == y).all(dim=1)
+    if same.any():
+        raise InvalidInputError(
+            f"the target equals the current labels for {int(same.sum())} example(s): nothing to attack"
+        )
+    return t.clone()
+
+
+def flipped(labels: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    """(B, l) bool: the labels the attack must change."""
+    return _as_bool_labels(labels) != _as_bool_labels(target)
