@@ -1,0 +1,44 @@
+"""What a multi-label data set offers the rest of mlalp (the demo set, VOC splits, uploads).
+
+Images are produced on request at the size a model asks for, as float tensors in [0,1];
+labels are bool tensors (N, l). ``valid`` marks label entries that take part in training and
+evaluation (VOC's 'difficult' objects can be excluded).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Protocol, runtime_checkable
+
+import torch
+
+
+@runtime_checkable
+class MultiLabelDataset(Protocol):
+    name: str
+    label_names: tuple[str, ...]
+
+    def __len__(self) -> int: ...
+
+    def ids(self) -> list[str]:
+        """Stable identifiers of the examples (file stems for VOC, scene ids for the demo)."""
+        ...
+
+    def labels(self) -> torch.Tensor:
+        """(N, l) bool ground truth."""
+        ...
+
+    def valid(self) -> torch.Tensor:
+        """(N, l) bool: entries that count (all True unless 'difficult' objects are excluded)."""
+        ...
+
+    def image(self, index: int, size: tuple[int, int]) -> torch.Tensor:
+        """(3, H, W) float32 in [0,1] at ``size`` = (H, W)."""
+        ...
+
+
+def stack_images(ds: MultiLabelDataset, indices: Sequence[int], size: tuple[int, int]) -> torch.Tensor:
+    """(B, 3, H, W) batch of the given examples."""
+    if len(indices) == 0:
+        return torch.empty(0, 3, *size)
+    return torch.stack([ds.image(int(i), size) for i in indices])
