@@ -1,0 +1,103 @@
+"""Data sets by name: the bundled demo, generated held-out demo scenes, VOC2007 and VOC2012.
+
+VOC splits: 2007 has train, val, trainval, test (default test, the paper's test set); 2012 has
+train, val (default val, the paper's test set) and the paper's seeded 80/20 split of train,
+``train80`` (training) and ``train20`` (model selection).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from ..errors import ConfigurationError, DataError
+from ..settings import Settings, load_settings
+from .base import MultiLabelDataset
+from .voc import DifficultMode, VOCDataset, find_years, paper_split
+
+#: Held-out demo scenes: how many and from which seed (the demo models' evaluation seed).
+DEMO_TEST_N = 500
+DEMO_TEST_SEED = 1001
+
+
+@dataclass(frozen=True)
+class DatasetInfo:
+    name: str
+    description: str
+    splits: tuple[str, ...]
+    default_split: str
+    available: bool
+    reason: str = ""
+
+
+VOC_SPLITS_BY_YEAR: dict[int, tuple[tuple[str, ...], str]] = {
+    2007: (("test", "train", "val", "trainval"), "test"),
+    2012: (("val", "train", "train80", "train20"), "val"),
+}
+
+
+def _voc_info(year: int, s: Settings) -> DatasetInfo:
+    splits, default = VOC_SPLITS_BY_YEAR[year]
+    name = f"voc{year}"
+    desc = f"PASCAL VOC{year} ({', '.join(splits)}; default {default})"
+    if s.voc_root is None:
+        return DatasetInfo(name, desc, splits, default, False, f"{name}: set MLALP_VOC_ROOT (the VOCdevkit folder)")
+    try:
+        years = find_years(s.voc_root)
+    except DataError as exc:
+        return DatasetInfo(name, desc, splits, default, False, f"{name}: {exc}")
+    if year not in years and 0 not in years:
+        have = ", ".join(f"VOC{y}" for y in sorted(years)) or "no VOC year"
+        return DatasetInfo(name, desc, splits, default, False, f"{name}: {s.voc_root} holds {have}, not VOC{year}")
+    return DatasetInfo(name, desc, splits, default, True)
+
+
+def list_datasets(settings: Settings | None = None) -> list[DatasetInfo]:
+    s = settings or load_settings()
+    out = [
+        DatasetInfo("demo", "the bundled demo gallery (digits on photographs, 96x96)", ("gallery",), "gallery", True),
+        DatasetInfo("demo-test", f"{DEMO_TEST_N} generated held-out demo scenes (seed {DEMO_TEST_SEED})",
+                    ("test",), "test", True),
+    ]
+    try:
+        from .demo import GALLERY_DIR, GALLERY_LABELS
+    except ImportError as exc:
+        out = [DatasetInfo(i.name, i.description, i.splits, i.default_split, False, f"{i.name}: {exc}") for i in out]
+    else:
+        if not (GALLERY_DIR / GALLERY_LABELS).is_file():
+            g = out[0]
+            out[0] = DatasetInfo(g.name, g.description, g.splits, g.default_split, False,
+                                 f"demo: {GALLERY_DIR / GALLERY_LABELS} is missing: run `mlalp make-gallery`")
+    return out + [_voc_info(2007, s), _voc_info(2012, s)]
+
+
+def load_dataset(
+    name: str,
+    split: str | None = None,
+    settings: Settings | None = None,
+    difficult: DifficultMode = "negative",
+) -> MultiLabelDataset:
+    """The data set ``name`` (split ``split`` or its default)."""
+    s = settings or load_settings()
+    infos = {i.name: i for i in list_datasets(s)}
+    if name not in infos:
+        raise ConfigurationError(f"unknown data set {name!r}; known: {', '.join(infos)}")
+    info = infos[name]
+    if not info.available:
+        raise ConfigurationError(info.reason)
+    split = split or info.default_split
+    if split not in info.splits:
+        raise ConfigurationError(f"{name} has no split {split!r}; choose one of {', '.join(info.splits)}")
+    if name == "demo":
+        from .demo import load_gallery
+
+        return load_gallery()
+    if name == "demo-test":
+        from .demo import DemoScenes
+
+        return DemoScenes(DEMO_TEST_N, DEMO_TEST_SEED, "test")
+    year = int(name[3:])
+    if split in ("train80", "train20"):
+        train = VOCDataset(s.voc_root, year, "train", difficult=difficult, cache_dir=s.cache_dir)
+        fit, select = paper_split(train)
+        return fit if split == "train80" else select
+    return VOCDataset(s.voc_root, year, split, difficult=difficult, cache_dir=s.cache_dir)

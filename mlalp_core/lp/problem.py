@@ -1,0 +1,161 @@
+"""Validation, reduction and scaling shared by every backend, and the float64 certificate.
+
+Every backend solves the same reduced, scaled problem
+
+    min z  s.t.  Ah rho <= beta,  |rho_i| <= z,  lo_i <= rho_i <= hi_i
+
+where Ah has the non-zero rows of A scaled to unit l1 norm and only the columns that can
+matter, and rho = r / s with s = max_j(-b_j / ||A_j||_1) (a lower bound on z, so the scaled
+optimum is >= 1). Results are mapped back and certified on the original data in float64 by
+:func:`certify`, whatever the backend: the gap a result reports is proven, not claimed.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from ..errors import InvalidInputError
+from .selection import smallest_crossing
+
+
+@dataclass
+class Scaled:
+    A: torch.Tensor  # (m, n) float64: kept rows / their l1 norm, kept columns
+    beta: torch.Tensor  # (m,) float64, min(beta) == -1
+    lo: torch.Tensor | None  # (n,) float64 scaled bounds, or None (no box)
+    hi: torch.Tensor | None
+    rows: torch.Tensor  # (m,) original row indices
+    cols: torch.Tensor | None  # (n,) original column indices, None = all
+    row_norm: torch.Tensor  # (m,)
+    s: float  # z scale
+
+
+@dataclass
+class Prepared:
+    """Either a problem to solve (``scaled``) or an answer found during preparation."""
+
+    l: int
+    d: int
+    device: torch.device
+    b: torch.Tensor  # (l,) float64 original
+    lo: torch.Tensor | None  # (d,) float64 original
+    hi: torch.Tensor | None
+    scaled: Scaled | None = None
+    trivial: str | None = None  # "zero" (r = 0 optimal) or "infeasible"
+    farkas: torch.Tensor | None = None  # (l,) certificate when trivially infeasible
+    message: str = ""
+
+
+def _as_tensor(a, device=None) -> torch.Tensor:
+    if isinstance(a, torch.Tensor):
+        return a.detach().to(device=device if device is not None else a.device, dtype=torch.float64)
+    return torch.as_tensor(np.asarray(a, dtype=np.float64), device=device)
+
+
+def prepare(A, b, lo=None, hi=None) -> tuple[Prepared, torch.Tensor]:
+    """Validate and reduce. Returns the preparation and A as a float64 tensor (kept for certify)."""
+    A64 = _as_tensor(A)
+    if A64.dim() != 2:
+        raise InvalidInputError(f"A must be a matrix (l, d), got shape {tuple(A64.shape)}")
+    l, d = A64.shape
+    dev = A64.device
+    b64 = _as_tensor(b, dev).flatten()
+    if b64.numel() != l:
+        raise InvalidInputError(f"b must have {l} entries (one per row of A), got {b64.numel()}")
+    if not (torch.isfinite(A64).all() and torch.isfinite(b64).all()):
+        raise InvalidInputError("A and b must be finite (no NaN or inf)")
+    lo64 = hi64 = None
+    if lo is not None or hi is not None:
+        lo64 = _as_tensor(lo, dev).flatten() if lo is not None else torch.full((d,), -np.inf, dtype=torch.float64, device=dev)
+        hi64 = _as_tensor(hi, dev).flatten() if hi is not None else torch.full((d,), np.inf, dtype=torch.float64, device=dev)
+        if lo64.numel() == 1:
+            lo64 = lo64.expand(d)
+        if hi64.numel() == 1:
+            hi64 = hi64.expand(d)
+        if lo64.numel() != d or hi64.numel() != d:
+            raise InvalidInputError(f"lo and hi must have {d} entries (one per column of A)")
+        if bool((lo64 > 1e-12).any()) or bool((hi64 < -1e-12).any()):
+            raise InvalidInputError("bounds must contain 0 (lo <= 0 <= hi): r = 0 must satisfy them")
+        if bool(torch.isnan(lo64).any() | torch.isnan(hi64).any()):
+            raise InvalidInputError("bounds must not be NaN")
+        lo64, hi64 = lo64.clamp(max=0.0), hi64.clamp(min=0.0)
+    prep = Prepared(l=l, d=d, device=dev, b=b64, lo=lo64, hi=hi64)
+
+    norms = A64.abs().sum(1)
+    zero_rows = norms == 0
+    bad = zero_rows & (b64 < 0)
+    if bool(bad.any()):
+        j = int(bad.nonzero()[0])
+        farkas = torch.zeros(l, dtype=torch.float64, device=dev)
+        farkas[j] = 1.0
+        prep.trivial, prep.farkas = "infeasible", farkas
+        prep.message = f"row {j} of A is zero but b[{j}] = {float(b64[j]):.3g} < 0: no r can satisfy it"
+        return prep, A64
+    keep_rows = (~zero_rows).nonzero().flatten()
+    need = b64[keep_rows] < 0
+    if not bool(need.any()):
+        prep.trivial, prep.message = "zero", "b >= 0: r = 0 is optimal"
+        return prep, A64
+
+    # Columns that can matter: a non-zero entry in a kept row, and room to move on some side.
+    Ak = A64[keep_rows]
+    useful = Ak.abs().amax(0) > 0
+    if lo64 is not None:
+        useful &= (lo64 < 0) | (hi64 > 0)
+    cols = None
+    if not bool(useful.all()):
+        cols = useful.nonzero().flatten()
+        Ak = Ak[:, cols]
+    n_k = norms[keep_rows]
+    Ah = Ak / n_k[:, None]
+    beta = b64[keep_rows] / n_k
+    s = float(-beta.min())
+    beta = beta / s
+    lo_s = hi_s = None
+    if lo64 is not None:
+        lo_s = (lo64 if cols is None else lo64[cols]) / s
+        hi_s = (hi64 if cols is None else hi64[cols]) / s
+    if Ah.shape[1] == 0:
+        farkas = torch.zeros(l, dtype=torch.float64, device=dev)
+        farkas[keep_rows[need.nonzero()[0]]] = 1.0
+        prep.trivial, prep.farkas = "infeasible", farkas
+        prep.message = "no pixel can move in a direction that matters (all bounds are zero)"
+        return prep, A64
+    prep.scaled = Scaled(A=Ah, beta=beta, lo=lo_s, hi=hi_s, rows=keep_rows, cols=cols, row_norm=n_k, s=s)
+    return prep, A64
+
+
+def room(u: torch.Tensor, lo: torch.Tensor | None, hi: torch.Tensor | None) -> torch.Tensor:
+    """How far each coordinate may move in the direction -sign(u) that lowers lam^T A r."""
+    if lo is None:
+        return torch.full_like(u, float("inf"))
+    return torch.where(u > 0, -lo, hi)
+
+
+def dual_bound(u: torch.Tensor, c: float, lo: torch.Tensor | None, hi: torch.Tensor | None) -> float:
+    """The lower bound a dual point proves: the smallest z with sum_i |u_i| min(z, room_i) >= c.
+
+    u = A^T lam, c = -b^T lam. The aggregated constraint lam^T A r <= lam^T b is a relaxation of
+    A r <= b, and its optimum is exactly this z; ``inf`` certifies infeasibility.
+    """
+    if c <= 0.0:
+        return 0.0
+    a = u.abs()
+    if lo is None:
+        total = float(a.sum())
+        return c / total if total > 0 else float("inf")
+    nz = a > 0
+    return smallest_crossing(room(u, lo, hi)[nz], None, a[nz], c)
+
+
+def certify(A64: torch.Tensor, prep: Prepared, r: torch.Tensor, lam: torch.Tensor) -> tuple[float, float]:
+    """(lower bound proved by lam, max violation of A r <= b), in float64 on the original data."""
+    viol = float((A64 @ r - prep.b).max().clamp(min=0.0))
+    if prep.lo is not None:
+        viol = max(viol, float((prep.lo - r).max().clamp(min=0.0)), float((r - prep.hi).max().clamp(min=0.0)))
+    u = lam @ A64
+    c = float(-(prep.b @ lam))
+    return dual_bound(u, c, prep.lo, prep.hi), viol

@@ -1,0 +1,628 @@
+"""Commands for the paper's models and real data: ``mlalp models``, ``datasets``, ``check-model``,
+``train`` and ``eval``; plus the training recipes they run (callable without the command line).
+
+Training recipes (the paper, section IV-C, and REFERENCE.md):
+
+- ML-GCN: ImageNet ResNet-101 trunk fine-tuned with the graph head; SGD (momentum 0.9, weight
+  decay 1e-4), lr 0.01 for the graph convolutions and 0.001 for the trunk (ML-GCN's ``lrp``),
+  x0.1 every 40 epochs, 100 epochs, batch 32, MultiLabelSoftMarginLoss; training images get
+  ML-GCN's multi-scale crop + flip at 448x448; labels whose only objects are difficult count as
+  positive in the loss (ML-GCN's training did so). The best epoch by validation mAP (difficult
+  labels ignored, as ML-GCN's AP meter) is kept.
+- ML-LIW: ImageNet Inception-v3 trunk frozen in eval mode, fc only, the LIW loss of eq. (19)
+  (difficult labels excluded), Adam lr 1e-3, StepLR(30, 0.9), batch 100, 100 epochs, images
+  resized to 299x299 without augmentation; the best epoch by validation loss is kept. The trunk
+  is frozen and deterministic, so its 2048-d features are computed once and cached: training the
+  head on them is the same computation as the authors' 100 full passes, minus the repetition.
+- Data: VOC2007 trains on train and selects on val; VOC2012 trains on the seeded 80 % of train
+  and selects on the other 20 % (its val split is the paper's test set).
+
+Every epoch writes a resumable checkpoint (``train-checkpoint.pt``) through
+:func:`mlalp_core.training.fit`; rerunning the same command continues where it stopped.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from .errors import ConfigurationError, DataError, InvalidInputError, MlalpError, ModelLoadError
+
+TRAIN_CHECKPOINT = "train-checkpoint.pt"
+
+
+# ---------------------------------------------------------------------------------------------
+# Small helpers
+# ---------------------------------------------------------------------------------------------
+
+
+def _fmt_labels(names: Sequence[str], limit: int = 12) -> str:
+    shown = ", ".join(names[:limit])
+    return shown + (f", ... ({len(names) - limit} more)" if len(names) > limit else "")
+
+
+def _progress(iterable: Any, enabled: bool, **kwargs: Any) -> Any:
+    if not enabled:
+        return iterable
+    from tqdm.auto import tqdm
+
+    return tqdm(iterable, dynamic_ncols=True, file=sys.stderr, **kwargs)
+
+
+def _one_line(exc: BaseException) -> str:
+    lines = [ln.strip() for ln in str(exc).splitlines() if ln.strip()]
+    return lines[-1] if lines else type(exc).__name__
+
+
+# ---------------------------------------------------------------------------------------------
+# Evaluation (Table I)
+# ---------------------------------------------------------------------------------------------
+
+
+@torch.no_grad()
+def predict_dataset(
+    model: torch.nn.Module, ds: Any, batch_size: int = 8, limit: int | None = None, progress: bool = False
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """(probabilities, labels, valid) of a model over a data set, images resized to its size."""
+    from .data.base import stack_images
+
+    n = len(ds) if limit is None else min(limit, len(ds))
+    if n == 0:
+        raise DataError(f"{ds.name} holds no example")
+    device = next(model.parameters()).device
+    model.eval()
+    chunks = []
+    starts = range(0, n, batch_size)
+    for lo in _progress(starts, progress, desc=f"eval {ds.name}", total=len(starts), unit="batch"):
+        idx = list(range(lo, min(lo + batch_size, n)))
+        x = stack_images(ds, idx, model.input_size).to(device)
+        chunks.append(model.probabilities(x).float().cpu())
+    return torch.cat(chunks), ds.labels()[:n], ds.valid()[:n]
+
+
+def table_one(scores: torch.Tensor, labels: torch.Tensor, threshold: float = 0.5) -> dict[str, float]:
+    from .metrics import classification_report
+
+    return classification_report(scores, labels, threshold)
+
+
+TABLE_ONE_ROWS = (
+    ("hamming_loss", "hamming loss"),
+    ("ranking_loss", "ranking loss"),
+    ("micro_f1", "micro-F1"),
+    ("macro_f1", "macro-F1"),
+    ("average_precision", "average precision"),
+    ("mean_ap", "mAP (per label)"),
+    ("exact_match", "exact match"),
+)
+
+
+def masked_map(scores: torch.Tensor, labels: torch.Tensor, valid: torch.Tensor) -> float:
+    """Mean over labels of the average precision computed on the valid entries only (ML-GCN's
+    AP meter with ``difficult_examples=True``)."""
+    from .metrics import mean_average_precision
+
+    aps = []
+    for j in range(scores.shape[1]):
+        m = valid[:, j].bool()
+        if labels[m, j].any():
+            aps.append(mean_average_precision(scores[m, j:j + 1], labels[m, j:j + 1]))
+    return float(np.mean(aps)) if aps else 0.0
+
+
+# ---------------------------------------------------------------------------------------------
+# Training
+# ---------------------------------------------------------------------------------------------
+
+
+@dataclass
+class TrainConfig:
+    """A training run; None fields take the recipe's value."""
+
+    model: str  # "ml-gcn" or "ml-liw"
+    voc_root: Path
+    year: int
+    out: Path
+    epochs: int = 100
+    batch_size: int | None = None
+    lr: float | None = None
+    image_size: int | None = None
+    trunk_weights: Path | None = None
+    random_trunk: bool = False  # skip the ImageNet trunk (smoke tests only)
+    word_vectors: Path | None = None  # ML-GCN
+    adjacency: Path | None = None  # ML-GCN; None: counted from the training labels
+    device: str | None = None
+    workers: int = 0
+    limit: int | None = None  # use only the first N training and N validation images
+    seed: int = 0
+    resume: bool = True
+    progress: bool = True
+    cache_dir: Path | None = None
+
+
+def paper_splits(root: Path, year: int, cache_dir: Path | None = None) -> tuple[Any, Any]:
+    """(training, model-selection) splits of the paper, difficult labels marked invalid."""
+    from .data.voc import VOCDataset, paper_split
+
+    cache = cache_dir if cache_dir is not None else None
+    if year == 2007:
+        return (VOCDataset(root, 2007, "train", difficult="ignore", cache_dir=cache),
+                VOCDataset(root, 2007, "val", difficult="ignore", cache_dir=cache))
+    if year == 2012:
+        return paper_split(VOCDataset(root, 2012, "train", difficult="ignore", cache_dir=cache))
+    raise ConfigurationError(f"--year must be 2007 or 2012, got {year}")
+
+
+def _head(ds: Any, n: int | None) -> Any:
+    from .data.voc import VOCDataset, VOCSubset
+
+    if n is None or n >= len(ds):
+        return ds
+    if isinstance(ds, VOCDataset):
+        return ds.subset(range(n), ds.split)
+    return VOCSubset(ds.base, ds.indices[:n], ds.split)
+
+
+class _AugmentedVOC(torch.utils.data.Dataset):
+    """Training images (full size from disk, then ML-GCN's augmentation) and loss targets."""
+
+    def __init__(self, ds: Any, size: tuple[int, int], targets: torch.Tensor) -> None:
+        self.ds, self.size, self.targets = ds, size, targets
+
+    def __len__(self) -> int:
+        return len(self.ds)
+
+    def __getitem__(self, i: int) -> tuple[torch.Tensor, torch.Tensor]:
+        from .data.images import load_tensor
+        from .models.ml_gcn import training_augment
+
+        path = self.ds.image_path(i)
+        try:
+            x = load_tensor(path, None, name=str(path))
+        except InvalidInputError as exc:
+            raise DataError(str(exc)) from None
+        return training_augment(x, self.size), self.targets[i]
+
+
+def _best_so_far(ckpt: Path, key: str, mode: str) -> float | None:
+    from .training import load_checkpoint
+
+    if not ckpt.is_file():
+        return None
+    hist = load_checkpoint(ckpt).get("history", [])
+    vals = [h[key] for h in hist if key in h]
+    if not vals:
+        return None
+    return max(vals) if mode == "max" else min(vals)
+
+
+def train_ml_gcn(cfg: TrainConfig) -> dict[str, Any]:
+    """ML-GCN's recipe; returns {'history', 'best', 'model_file'}."""
+    from .device import resolve_device
+    from .models import ml_gcn
+    from .models.gcn import cooccurrence_adjacency
+    from .training import fit
+
+    if cfg.word_vectors is None:
+        raise ConfigurationError("ML-GCN needs label word vectors: pass --word-vectors voc_glove_word2vec.pkl "
+                                 "(or set MLALP_MLGCN_WORD_VECTORS)")
+    device = resolve_device(cfg.device)
+    size = (cfg.image_size or 448,) * 2
+    train_ds, val_ds = paper_splits(Path(cfg.voc_root), cfg.year, cfg.cache_dir)
+    train_ds, val_ds = _head(train_ds, cfg.limit), _head(val_ds, cfg.limit)
+    if cfg.adjacency is not None:
+        adjacency = ml_gcn.load_adjacency(cfg.adjacency)
+    else:
+        adjacency = cooccurrence_adjacency(*ml_gcn.cooccurrence_from_labels(train_ds.labels()), t=0.4)
+    features = ml_gcn.resnet101_features() if cfg.random_trunk else ml_gcn.imagenet_resnet101_features(cfg.trunk_weights)
+    torch.manual_seed(cfg.seed)
+    model = ml_gcn.build_ml_gcn(cfg.word_vectors, adjacency, features=features, input_size=size).to(device)
+
+    targets = (train_ds.labels() | ~train_ds.valid()).float()  # ML-GCN: difficult-only -> positive
+    data = _AugmentedVOC(train_ds, size, targets)
+    batch = cfg.batch_size or 32
+
+    def batches(epoch: int) -> Iterator:
+        g = torch.Generator().manual_seed(cfg.seed * 1_000_003 + epoch)
+        return iter(torch.utils.data.DataLoader(data, batch_size=batch, shuffle=True, generator=g,
+                                                num_workers=cfg.workers, drop_last=False))
+
+    def loss_fn(m: torch.nn.Module, b: tuple[torch.Tensor, torch.Tensor]) -> torch.Tensor:
+        x, y = b
+        return ml_gcn.paper_loss(m(x), y)
+
+    out = Path(cfg.out)
+    out.mkdir(parents=True, exist_ok=True)
+    ckpt = out / TRAIN_CHECKPOINT
+    best_file = out / "ml-gcn-best.pt"
+    best = {"val_map": _best_so_far(ckpt, "val_map", "max") if cfg.resume else None}
+
+    def eval_fn(m: torch.nn.Module, epoch: int) -> dict[str, float]:
+        probs, labels, valid = predict_dataset(m, val_ds, batch_size=max(1, batch // 2))
+        logits = torch.logit(probs.double().clamp(1e-7, 1 - 1e-7))
+        val_loss = float(ml_gcn.paper_loss(logits, (labels | ~valid).double()))
+        val_map = masked_map(probs, labels, valid)
+        if best["val_map"] is None or val_map > best["val_map"]:
+            best["val_map"] = val_map
+            ml_gcn.save_ml_gcn(m, best_file, epoch=epoch + 1, val_map=val_map, year=cfg.year)
+        return {"val_loss": val_loss, "val_map": val_map}
+
+    optimizer = ml_gcn.paper_optimizer(model, lr=cfg.lr or 0.01)
+    scheduler = ml_gcn.paper_scheduler(optimizer)
+    try:
+        history = fit(model, batches, loss_fn, optimizer, cfg.epochs, scheduler=scheduler, checkpoint_path=ckpt,
+                      resume=cfg.resume, progress=cfg.progress, eval_fn=eval_fn)
+    except MlalpError as exc:  # errors from DataLoader workers arrive with a traceback attached
+        raise type(exc)(_one_line(exc)) from None
+    ml_gcn.save_ml_gcn(model, out / "ml-gcn-last.pt", epoch=len(history), year=cfg.year)
+    (out / "history.json").write_text(json.dumps(history, indent=1))
+    return {"history": history, "best": best["val_map"], "model_file": best_file}
+
+
+@torch.no_grad()
+def calibrate_batchnorm(module: torch.nn.Module, images: torch.Tensor) -> None:
+    """Set every BatchNorm's running statistics to those of ``images`` (one forward in train
+    mode with a cumulative average), then return to eval mode.
+
+    Random-weight networks otherwise run eval-mode BatchNorm on its initial statistics (0, 1),
+    so activations shrink to denormal floats (slow on CPUs) or blow up layer after layer; with
+    calibrated statistics they have the scale of a trained network's. For smoke tests and
+    benchmarks only: a real model's statistics come from its checkpoint.
+    """
+    bns = [m for m in module.modules() if isinstance(m, torch.nn.modules.batchnorm._BatchNorm)]
+    saved = [(m.momentum, m.training) for m in bns]
+    for m in bns:
+        m.reset_running_stats()
+        m.momentum = None
+        m.train()
+    try:
+        module(images)
+    finally:
+        for m, (mom, _) in zip(bns, saved):
+            m.momentum = mom
+        module.eval()
+
+
+def _trunk_features(model: Any, ds: Any, size: tuple[int, int], batch: int, cache: Path, progress: bool) -> torch.Tensor:
+    """The frozen trunk's (N, 2048) features of a split, cached on disk by ids and trunk."""
+    from .data.base import stack_images
+
+    ids = ds.ids()
+    tag = f"{model.source or 'random'}|{size}"
+    if cache.is_file():
+        try:
+            c = torch.load(cache, map_location="cpu", weights_only=True)
+            if c.get("ids") == ids and c.get("tag") == tag:
+                return c["features"]
+        except Exception:  # noqa: BLE001 - a damaged cache is recomputed
+            pass
+    device = next(model.parameters()).device
+    chunks = []
+    with torch.no_grad():
+        model.eval()
+        starts = range(0, len(ds), batch)
+        for lo in _progress(starts, progress, desc=f"features {ds.name}", total=len(starts), unit="batch"):
+            x = stack_images(ds, list(range(lo, min(lo + batch, len(ds)))), size).to(device)
+            chunks.append(model.trunk(model.normalize(x)).flatten(1).float().cpu())
+    feats = torch.cat(chunks)
+    tmp = cache.with_name(cache.name + ".tmp")
+    torch.save({"ids": ids, "tag": tag, "features": feats}, tmp)
+    tmp.replace(cache)
+    return feats
+
+
+def train_ml_liw(cfg: TrainConfig) -> dict[str, Any]:
+    """ML-LIW's recipe on cached trunk features; returns {'history', 'best', 'model_file'}."""
+    from .device import resolve_device
+    from .models import ml_liw
+    from .training import fit
+
+    device = resolve_device(cfg.device)
+    size = (cfg.image_size or 299,) * 2
+    if size[0] < 75:
+        raise ConfigurationError("Inception-v3 needs images of at least 75x75 (--image-size)")
+    train_ds, val_ds = paper_splits(Path(cfg.voc_root), cfg.year, cfg.cache_dir)
+    train_ds, val_ds = _head(train_ds, cfg.limit), _head(val_ds, cfg.limit)
+    trunk = ml_liw.inception_v3_trunk() if cfg.random_trunk else ml_liw.imagenet_inception_v3_trunk(cfg.trunk_weights)
+    torch.manual_seed(cfg.seed)
+    model = ml_liw.MLLIW(trunk=trunk, input_size=size).to(device).eval()
+    model.source = "random-trunk" if cfg.random_trunk else str(cfg.trunk_weights or "imagenet")
+    if cfg.random_trunk:
+        from .data.base import stack_images
+
+        probe = stack_images(train_ds, list(range(min(8, len(train_ds)))), size).to(device)
+        calibrate_batchnorm(model.trunk, model.normalize(probe))
+    out = Path(cfg.out)
+    out.mkdir(parents=True, exist_ok=True)
+    batch = cfg.batch_size or 100
+    f_train = _trunk_features(model, train_ds, size, min(batch, 32), out / f"features-{train_ds.name}.pt", cfg.progress)
+    f_val = _trunk_features(model, val_ds, size, min(batch, 32), out / f"features-{val_ds.name}.pt", cfg.progress)
+    y_train, v_train = train_ds.labels(), train_ds.valid()
+    y_val, v_val = val_ds.labels(), val_ds.valid()
+
+    def batches(epoch: int) -> Iterator:
+        g = torch.Generator().manual_seed(cfg.seed * 1_000_003 + epoch)
+        perm = torch.randperm(len(f_train), generator=g)
+        for lo in range(0, len(perm), batch):
+            i = perm[lo:lo + batch]
+            yield f_train[i], y_train[i], v_train[i]
+
+    def loss_fn(fc: torch.nn.Module, b: tuple) -> torch.Tensor:
+        f, y, v = b
+        return ml_liw.paper_loss(fc(f), y, v)
+
+    ckpt = out / TRAIN_CHECKPOINT
+    best_file = out / "ml-liw-best.pt"
+    # Only the head changes, so the best epoch's head is kept (small) and the full model file is
+    # written once at the end; a resumed run picks the kept head up.
+    best_head = out / "best-head.pt"
+    best: dict[str, Any] = {"val_loss": None, "epoch": None, "fc": None}
+    if cfg.resume and best_head.is_file() and ckpt.is_file():
+        saved = torch.load(best_head, map_location="cpu", weights_only=True)
+        best.update(val_loss=saved["val_loss"], epoch=saved["epoch"], fc=saved["fc"])
+
+    @torch.no_grad()
+    def eval_fn(fc: torch.nn.Module, epoch: int) -> dict[str, float]:
+        losses = []
+        for lo in range(0, len(f_val), batch):
+            sl = slice(lo, lo + batch)
+            losses.append(float(ml_liw.paper_loss(fc(f_val[sl].to(device)), y_val[sl].to(device), v_val[sl].to(device))))
+        val_loss = float(np.mean(losses))
+        if best["val_loss"] is None or val_loss < best["val_loss"]:
+            state = {k: v.detach().cpu().clone() for k, v in fc.state_dict().items()}
+            best.update(val_loss=val_loss, epoch=epoch + 1, fc=state)
+            tmp = best_head.with_name(best_head.name + ".tmp")
+            torch.save({"val_loss": val_loss, "epoch": epoch + 1, "fc": state}, tmp)
+            tmp.replace(best_head)
+        return {"val_loss": val_loss}
+
+    optimizer = ml_liw.paper_optimizer(model, lr=cfg.lr or 1e-3)
+    scheduler = ml_liw.paper_scheduler(optimizer)
+    history = fit(model.fc, batches, loss_fn, optimizer, cfg.epochs, scheduler=scheduler, checkpoint_path=ckpt,
+                  resume=cfg.resume, progress=cfg.progress, eval_fn=eval_fn)
+    ml_liw.save_ml_liw(model, out / "ml-liw-last.pt", epoch=len(history), year=cfg.year)
+    if best["fc"] is not None:
+        last_fc = {k: v.clone() for k, v in model.fc.state_dict().items()}
+        model.fc.load_state_dict(best["fc"])
+        ml_liw.save_ml_liw(model, best_file, epoch=best["epoch"], val_loss=best["val_loss"], year=cfg.year)
+        model.fc.load_state_dict(last_fc)
+    (out / "history.json").write_text(json.dumps(history, indent=1))
+    return {"history": history, "best": best["val_loss"], "best_epoch": best["epoch"], "model_file": best_file}
+
+
+TRAINERS: dict[str, Callable[[TrainConfig], dict[str, Any]]] = {"ml-gcn": train_ml_gcn, "ml-liw": train_ml_liw}
+
+
+# ---------------------------------------------------------------------------------------------
+# check-model
+# ---------------------------------------------------------------------------------------------
+
+
+def check_model(model: torch.nn.Module, device: Any = None) -> dict[str, Any]:
+    """One forward pass on a blank (grey) image at the model's size; returns a summary."""
+    from .device import resolve_device
+
+    dev = resolve_device(device)
+    model = model.to(dev).eval()
+    x = torch.full((1, 3, *model.input_size), 0.5, device=dev)
+    t0 = time.perf_counter()
+    try:
+        with torch.no_grad():
+            probs = model.probabilities(x)
+    except MlalpError:
+        raise
+    except Exception as exc:  # noqa: BLE001 - a model that loads but cannot run
+        src = getattr(model, "source", None) or type(model).__name__
+        raise ModelLoadError(f"{src}: the forward pass failed: {_one_line(exc)[:200]}") from None
+    dt = time.perf_counter() - t0
+    if tuple(probs.shape) != (1, model.num_labels) or not torch.isfinite(probs).all():
+        src = getattr(model, "source", None) or type(model).__name__
+        raise ModelLoadError(f"{src}: the forward pass gave {tuple(probs.shape)} / non-finite outputs")
+    info = model.describe()
+    info.update(device=str(dev), forward_s=dt, prob_min=float(probs.min()), prob_max=float(probs.max()))
+    return info
+
+
+def _print_summary(name: str, info: dict[str, Any], model: Any) -> None:
+    print(f"{name}: OK")
+    rows = [("model", info.get("model", info["class"]))]
+    if getattr(model, "source", None):
+        rows.append(("weights", model.source))
+    meta = getattr(model, "checkpoint_info", None)
+    if meta:
+        rows.append(("checkpoint", ", ".join(f"{k} {v}" for k, v in meta.items())))
+    rows += [
+        ("parameters", f"{info['parameters']:,}"),
+        ("input size", f"{info['input_size'][0]}x{info['input_size'][1]} (RGB in [0,1])"),
+        (f"labels ({info['num_labels']})", _fmt_labels(info["labels"], 20)),
+        ("threshold", f"{info['threshold']}"),
+        ("forward", f"1 blank image in {info['forward_s']:.2f} s on {info['device']}; probabilities in "
+                    f"[{info['prob_min']:.3f}, {info['prob_max']:.3f}]"),
+    ]
+    match = getattr(model, "adjacency_matches", None)
+    if match is not None:
+        rows.append(("adjacency", "the co-occurrence file reproduces the checkpoint's graph A" if match else
+                     "the co-occurrence file does NOT reproduce the checkpoint's graph A (the checkpoint's is used)"))
+    width = max(len(k) for k, _ in rows)
+    for k, v in rows:
+        print(f"  {k:<{width}}  {v}")
+
+
+def _cmd_check_model(args: argparse.Namespace) -> int:
+    from .settings import load_settings
+
+    target = args.target
+    if target == "ml-gcn" and args.checkpoint:
+        from .models.ml_gcn import load_ml_gcn
+
+        model = load_ml_gcn(args.checkpoint, args.word_vectors, args.adjacency)
+    elif target == "ml-liw" and args.checkpoint:
+        from .models.ml_liw import load_ml_liw
+
+        model = load_ml_liw(args.checkpoint)
+    elif target == "user":
+        if not args.manifest:
+            raise ConfigurationError("check-model user needs --manifest FILE")
+        from .models.user import load_user_model
+
+        model = load_user_model(args.manifest)
+        target = model.manifest.name
+    else:
+        if args.word_vectors or args.adjacency or args.manifest:
+            raise ConfigurationError(f"--word-vectors/--adjacency/--manifest need --checkpoint (or 'user'); "
+                                     f"without them {target!r} is loaded from the settings")
+        from .models.registry import load_model
+
+        model = load_model(target, device="cpu", settings=load_settings())
+    info = check_model(model, args.device)
+    _print_summary(target, info, model)
+    return 0
+
+
+# ---------------------------------------------------------------------------------------------
+# models, datasets, train, eval
+# ---------------------------------------------------------------------------------------------
+
+
+def _cmd_models(args: argparse.Namespace) -> int:
+    from .models.registry import list_models
+    from .settings import load_settings
+
+    infos = list_models(load_settings())
+    w = max(len(i.name) for i in infos)
+    for i in infos:
+        size = f"{i.input_size[0]}x{i.input_size[1]}" if i.input_size else "?"
+        labels = f"{i.num_labels} labels" if i.num_labels else "? labels"
+        state = "available" if i.available else "unavailable"
+        print(f"{i.name:<{w}}  {state:<11}  {size:>7}  {labels:>9}  {i.description}")
+        if not i.available:
+            print(f"{'':<{w}}  -> {i.reason}")
+    return 0
+
+
+def _cmd_datasets(args: argparse.Namespace) -> int:
+    from .data.registry import list_datasets
+    from .settings import load_settings
+
+    infos = list_datasets(load_settings())
+    w = max(len(i.name) for i in infos)
+    for i in infos:
+        state = "available" if i.available else "unavailable"
+        print(f"{i.name:<{w}}  {state:<11}  {i.description}")
+        if not i.available:
+            print(f"{'':<{w}}  -> {i.reason}")
+    return 0
+
+
+def _cmd_train(args: argparse.Namespace) -> int:
+    from .settings import load_settings
+
+    s = load_settings()
+    root = args.voc_root or s.voc_root
+    if root is None:
+        raise ConfigurationError("give --voc-root DIR (the VOCdevkit folder) or set MLALP_VOC_ROOT")
+    wv = args.word_vectors or (s.mlgcn_word_vectors if args.model == "ml-gcn" else None)
+    cfg = TrainConfig(
+        model=args.model, voc_root=Path(root), year=args.year, out=Path(args.out), epochs=args.epochs,
+        batch_size=args.batch_size, lr=args.lr, image_size=args.image_size, trunk_weights=args.trunk_weights,
+        random_trunk=args.random_trunk, word_vectors=wv, adjacency=args.adjacency, device=args.device or s.device,
+        workers=args.workers, limit=args.limit, seed=args.seed, resume=not args.restart, progress=not args.quiet,
+        cache_dir=s.cache_dir,
+    )
+    if cfg.epochs < 1:
+        raise ConfigurationError("--epochs must be at least 1")
+    result = TRAINERS[args.model](cfg)
+    h = result["history"]
+    last = h[-1] if h else {}
+    summary = ", ".join(f"{k} {v:.4f}" for k, v in last.items() if k not in ("epoch", "batches", "seconds"))
+    print(f"{args.model}: {len(h)} epoch(s); last: {summary}")
+    print(f"best model: {result['model_file']}  (use it with MLALP_{args.model.upper().replace('-', '')}_CHECKPOINT)")
+    return 0
+
+
+def _cmd_eval(args: argparse.Namespace) -> int:
+    from .data.registry import load_dataset
+    from .models.registry import load_model
+    from .settings import load_settings
+
+    s = load_settings()
+    model = load_model(args.model, device=args.device, settings=s)
+    ds = load_dataset(args.data, args.split, settings=s)
+    if tuple(model.label_names) != tuple(ds.label_names):
+        raise ConfigurationError(f"{args.model} predicts {_fmt_labels(model.label_names, 5)} but {ds.name} is labelled "
+                                 f"{_fmt_labels(ds.label_names, 5)}: pick a matching model and data set")
+    t0 = time.perf_counter()
+    scores, labels, _ = predict_dataset(model, ds, batch_size=args.batch_size, limit=args.limit,
+                                        progress=not args.quiet)
+    report = table_one(scores, labels, model.threshold)
+    dt = time.perf_counter() - t0
+    print(f"Table I: {args.model} on {ds.name} ({report['examples']} images, threshold {model.threshold}, "
+          f"{dt:.1f} s)")
+    for key, title in TABLE_ONE_ROWS:
+        print(f"  {title:<18} {report[key]:.4f}")
+    if args.json:
+        Path(args.json).write_text(json.dumps({"model": args.model, "data": ds.name, **report}, indent=1))
+    return 0
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("models", help="list the models mlalp knows and whether they can be used")
+    p.set_defaults(func=_cmd_models)
+
+    p = sub.add_parser("datasets", help="list the data sets mlalp knows and whether they can be used")
+    p.set_defaults(func=_cmd_datasets)
+
+    p = sub.add_parser("check-model", help="load a model exactly as an attack would and run one forward pass",
+                       description="Examples: check-model ml-gcn --checkpoint voc_checkpoint.pth.tar --word-vectors "
+                                   "voc_glove_word2vec.pkl; check-model ml-liw --checkpoint FILE; check-model user "
+                                   "--manifest FILE; check-model NAME (from the settings)")
+    p.add_argument("target", help="ml-gcn, ml-liw, user, or a registered model name")
+    p.add_argument("--checkpoint", type=Path, help="ML-GCN / ML-LIW weights file")
+    p.add_argument("--word-vectors", type=Path, help="ML-GCN label word vectors (voc_glove_word2vec.pkl)")
+    p.add_argument("--adjacency", type=Path, help="ML-GCN co-occurrence counts (voc_adj.pkl), checked against A")
+    p.add_argument("--manifest", type=Path, help="a user model's manifest (TOML or JSON)")
+    p.add_argument("--device", default=None, help="auto (default), cpu or cuda[:N]")
+    p.set_defaults(func=_cmd_check_model)
+
+    p = sub.add_parser("train", help="train ML-GCN or ML-LIW on VOC with the paper's recipe (resumable)")
+    p.add_argument("model", choices=sorted(TRAINERS))
+    p.add_argument("--voc-root", type=Path, default=None, help="VOCdevkit folder (default: MLALP_VOC_ROOT)")
+    p.add_argument("--year", type=int, choices=(2007, 2012), required=True)
+    p.add_argument("--out", required=True, help="output folder: checkpoints, best model, history")
+    p.add_argument("--epochs", type=int, default=100)
+    p.add_argument("--batch-size", type=int, default=None, help="default: 32 (ML-GCN), 100 (ML-LIW)")
+    p.add_argument("--lr", type=float, default=None, help="default: 0.01 (ML-GCN), 0.001 (ML-LIW)")
+    p.add_argument("--image-size", type=int, default=None, help="default: 448 (ML-GCN), 299 (ML-LIW)")
+    p.add_argument("--trunk-weights", type=Path, default=None,
+                   help="ImageNet weights file (default: torchvision's file in torch hub's cache)")
+    p.add_argument("--random-trunk", action="store_true", help="no ImageNet weights (smoke tests only)")
+    p.add_argument("--word-vectors", type=Path, default=None, help="ML-GCN: voc_glove_word2vec.pkl")
+    p.add_argument("--adjacency", type=Path, default=None,
+                   help="ML-GCN: voc_adj.pkl (default: counted from the training labels)")
+    p.add_argument("--workers", type=int, default=0, help="image-loading processes (ML-GCN)")
+    p.add_argument("--limit", type=int, default=None, help="use only the first N training/validation images")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--restart", action="store_true", help="ignore an existing checkpoint in --out")
+    p.add_argument("--quiet", action="store_true", help="no progress bars")
+    p.add_argument("--device", default=None, help="auto (default), cpu or cuda[:N]")
+    p.set_defaults(func=_cmd_train)
+
+    p = sub.add_parser("eval", help="classification quality (the paper's Table I) of a model on a data set")
+    p.add_argument("model", help="a registered model name (see `mlalp models`)")
+    p.add_argument("--data", required=True, help="a data set name (see `mlalp datasets`)")
+    p.add_argument("--split", default=None, help="default: the data set's test split")
+    p.add_argument("--batch-size", type=int, default=8)
+    p.add_argument("--limit", type=int, default=None, help="only the first N images")
+    p.add_argument("--json", default=None, help="also write the numbers to this JSON file")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.add_argument("--device", default=None, help="auto (default), cpu or cuda[:N]")
+    p.set_defaults(func=_cmd_eval)

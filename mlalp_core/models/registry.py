@@ -1,0 +1,150 @@
+"""Models by name: the demo models, the paper's ML-GCN and ML-LIW, and users' own models.
+
+``list_models`` never loads a heavy model and never raises for a missing file: each entry says
+whether it is usable and, if not, what to set. ``load_model`` returns the model in eval mode on
+the resolved device, or raises :class:`ConfigurationError` with that same reason.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+from ..data.voc import VOC_CLASSES
+from ..device import DeviceLike, resolve_device
+from ..errors import ConfigurationError, MlalpError, ModelLoadError
+from ..settings import Settings, load_settings
+from .base import MultiLabelClassifier
+
+#: The demo models' names (mirrors mlalp_core.models.demo.DEMO_MODEL_NAMES, imported lazily).
+DEMO_NAMES: tuple[str, ...] = ("demo-gcn", "demo-liw")
+PAPER_NAMES: tuple[str, ...] = ("ml-gcn", "ml-liw")
+
+
+@dataclass(frozen=True)
+class ModelInfo:
+    name: str
+    description: str
+    kind: str  # "demo", "paper" or "user"
+    input_size: tuple[int, int] | None
+    num_labels: int | None
+    available: bool
+    reason: str = ""
+    source: str = ""  # the file(s) it loads from
+
+
+def _missing(path: Path | None, env: str, what: str) -> str | None:
+    """Why a configured path cannot be used, or None if it is fine."""
+    if path is None:
+        return f"set {env} ({what})"
+    if not path.is_file():
+        return f"{env} names {path}, which does not exist"
+    return None
+
+
+def _demo_infos() -> list[ModelInfo]:
+    try:
+        from ..data.demo import DEMO_LABELS, SCENE_SIZE
+        from . import demo
+    except ImportError as exc:
+        return [ModelInfo(n, "demo model", "demo", None, None, False, f"{n}: demo models unavailable ({exc})")
+                for n in DEMO_NAMES]
+    out = []
+    for name in demo.DEMO_MODEL_NAMES:
+        style = "ML-GCN" if name.endswith("gcn") else "ML-LIW"
+        desc = f"small {style}-style model trained on the bundled demo scenes, {SCENE_SIZE}x{SCENE_SIZE}"
+        path = Path(demo.MODELS_DIR) / f"{name}.pt"
+        ok = path.is_file()
+        out.append(ModelInfo(name, desc, "demo", (SCENE_SIZE, SCENE_SIZE), len(DEMO_LABELS), ok,
+                             "" if ok else f"{name}: {path} is missing: run `mlalp train-demo`", str(path)))
+    return out
+
+
+def _mlgcn_info(s: Settings) -> ModelInfo:
+    why = [r for r in (
+        _missing(s.mlgcn_checkpoint, "MLALP_MLGCN_CHECKPOINT", "voc_checkpoint.pth.tar"),
+        _missing(s.mlgcn_word_vectors, "MLALP_MLGCN_WORD_VECTORS", "voc_glove_word2vec.pkl"),
+    ) if r]
+    if s.mlgcn_adjacency is not None and not s.mlgcn_adjacency.is_file():
+        why.append(f"MLALP_MLGCN_ADJACENCY names {s.mlgcn_adjacency}, which does not exist")
+    return ModelInfo(
+        "ml-gcn", "ML-GCN (ResNet-101 + label graph), VOC, 448x448 (the paper's first model)", "paper",
+        (448, 448), len(VOC_CLASSES), not why, ("ml-gcn: " + " and ".join(why)) if why else "",
+        str(s.mlgcn_checkpoint or ""),
+    )
+
+
+def _mlliw_info(s: Settings) -> ModelInfo:
+    why = _missing(s.mlliw_checkpoint, "MLALP_MLLIW_CHECKPOINT", "the ML-LIW state dict or an mlalp model file")
+    return ModelInfo(
+        "ml-liw", "ML-LIW (Inception-v3 + linear head, LIW loss), VOC, 299x299 (the paper's second model)",
+        "paper", (299, 299), len(VOC_CLASSES), why is None, f"ml-liw: {why}" if why else "",
+        str(s.mlliw_checkpoint or ""),
+    )
+
+
+def _user_infos(s: Settings, taken: set[str]) -> list[ModelInfo]:
+    from .user import read_manifest
+
+    out = []
+    for path in s.user_models:
+        try:
+            m = read_manifest(path)
+        except ModelLoadError as exc:
+            out.append(ModelInfo(Path(path).stem, "user model (manifest unreadable)", "user", None, None, False,
+                                 str(exc), str(path)))
+            continue
+        if m.name in taken:
+            out.append(ModelInfo(m.name, m.description or "user model", "user", m.input_size, len(m.labels), False,
+                                 f"{path}: the name {m.name!r} is already taken; rename it in the manifest", str(path)))
+            continue
+        taken.add(m.name)
+        out.append(ModelInfo(m.name, m.description or f"user model ({m.format})", "user", m.input_size,
+                             len(m.labels), True, "", str(m.manifest)))
+    return out
+
+
+def list_models(settings: Settings | None = None) -> list[ModelInfo]:
+    """Every model mlalp knows of, usable or not (with the reason)."""
+    s = settings or load_settings()
+    infos = _demo_infos() + [_mlgcn_info(s), _mlliw_info(s)]
+    infos += _user_infos(s, {i.name for i in infos})
+    return infos
+
+
+def model_names(settings: Settings | None = None, available_only: bool = True) -> list[str]:
+    return [i.name for i in list_models(settings) if i.available or not available_only]
+
+
+def load_model(name: str, device: DeviceLike = None, settings: Settings | None = None) -> MultiLabelClassifier:
+    """The model ``name`` in eval mode on ``device`` (default: the settings' device)."""
+    s = settings or load_settings()
+    dev = resolve_device(device if device is not None else s.device)
+    infos = {i.name: i for i in list_models(s)}
+    if name not in infos:
+        raise ConfigurationError(f"unknown model {name!r}; known: {', '.join(infos)}")
+    info = infos[name]
+    if not info.available:
+        raise ConfigurationError(info.reason)
+    if info.kind == "demo":
+        from .demo import load_demo_model
+
+        model = load_demo_model(name, dev)
+    elif name == "ml-gcn":
+        from .ml_gcn import load_ml_gcn
+
+        model = load_ml_gcn(s.mlgcn_checkpoint, s.mlgcn_word_vectors, s.mlgcn_adjacency)
+    elif name == "ml-liw":
+        from .ml_liw import load_ml_liw
+
+        model = load_ml_liw(s.mlliw_checkpoint)
+    else:
+        from .user import load_user_model
+
+        model = load_user_model(info.source)
+    try:
+        model = model.to(dev)
+    except (RuntimeError, MlalpError) as exc:
+        raise ConfigurationError(f"{name}: cannot move the model to {dev} ({str(exc).splitlines()[0]})") from None
+    model.registry_name = name
+    return model.eval()
