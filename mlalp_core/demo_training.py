@@ -42,14 +42,14 @@ class DemoRecipe:
     name: str = "demo-gcn"
     seed: int = 0
     n_train: int = 24000
-    epochs: int = 12
+    epochs: int = 8
     batch_size: int = 64
     lr: float = 4e-3
     weight_decay: float = 5e-4
     pct_start: float = 0.2
     channels: list[int] = field(default_factory=lambda: [16, 32, 64, 128])
     hidden_dim: int = 64
-    stem_blocks: int = 2
+    stem_blocks: int = 1  # Conv-BN-ReLU blocks at 48x48 (2 is ~0.1 % better and ~1.7x slower on a CPU)
     eval_n: int = 2000
     val_n: int = 500  # monitored after each epoch (test split, another seed); never used to select
 
@@ -60,16 +60,35 @@ DEFAULT_RECIPES: dict[str, DemoRecipe] = {
 }
 
 
-def _epoch_batches(images: torch.Tensor, labels: torch.Tensor, batch_size: int, seed: int):
-    def batches(epoch: int) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
-        g = torch.Generator().manual_seed(seed * 100_003 + epoch)
-        perm = torch.randperm(images.shape[0], generator=g)
-        for lo in range(0, perm.numel() - batch_size + 1, batch_size):  # drop the ragged tail
-            idx = perm[lo : lo + batch_size]
-            x = images[idx].float().div_(255.0).contiguous(memory_format=torch.channels_last)
-            yield x, labels[idx].float()
+class EpochBatches:
+    """``fit``'s batches: epoch -> (images float [0,1] channels-last, labels float), shuffled by a
+    generator seeded with (seed, epoch); the ragged tail of a permutation is dropped."""
 
-    return batches
+    def __init__(self, images: torch.Tensor, labels: torch.Tensor, batch_size: int, seed: int) -> None:
+        self.images, self.labels, self.batch_size, self.seed = images, labels, batch_size, seed
+
+    def __len__(self) -> int:
+        return self.images.shape[0] // self.batch_size
+
+    def __call__(self, epoch: int) -> _SizedBatches:
+        return _SizedBatches(self, epoch)
+
+
+class _SizedBatches:
+    def __init__(self, owner: EpochBatches, epoch: int) -> None:
+        self.owner, self.epoch = owner, epoch
+
+    def __len__(self) -> int:
+        return len(self.owner)
+
+    def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        o = self.owner
+        g = torch.Generator().manual_seed(o.seed * 100_003 + self.epoch)
+        perm = torch.randperm(o.images.shape[0], generator=g)
+        for b in range(len(o)):
+            idx = perm[b * o.batch_size : (b + 1) * o.batch_size]
+            x = o.images[idx].float().div_(255.0).contiguous(memory_format=torch.channels_last)
+            yield x, o.labels[idx].float()
 
 
 def bce_loss(model: torch.nn.Module, batch: tuple[torch.Tensor, torch.Tensor]) -> torch.Tensor:
@@ -161,7 +180,7 @@ def train_demo(recipe: DemoRecipe, out_dir: str | Path, progress: bool = True,
 
     ckpt = Path(checkpoint_dir) / f"{recipe.name}.ckpt" if checkpoint_dir else None
     t0 = time.perf_counter()
-    history = fit(model, _epoch_batches(images, labels, recipe.batch_size, recipe.seed), loss_fn, opt,
+    history = fit(model, EpochBatches(images, labels, recipe.batch_size, recipe.seed), loss_fn, opt,
                   recipe.epochs, scheduler=sched, scheduler_interval="step", checkpoint_path=ckpt,
                   progress=progress, eval_fn=monitor)
     train_seconds = time.perf_counter() - t0
@@ -185,6 +204,8 @@ def train_demo(recipe: DemoRecipe, out_dir: str | Path, progress: bool = True,
                            "n_train": recipe.n_train})
     if ckpt is not None and ckpt.is_file():
         ckpt.unlink()  # finished: the weights file is the result
+        if not any(ckpt.parent.iterdir()):
+            ckpt.parent.rmdir()
     return entry
 
 

@@ -193,18 +193,6 @@ class _AugmentedVOC(torch.utils.data.Dataset):
         return training_augment(x, self.size), self.targets[i]
 
 
-def _best_so_far(ckpt: Path, key: str, mode: str) -> float | None:
-    from .training import load_checkpoint
-
-    if not ckpt.is_file():
-        return None
-    hist = load_checkpoint(ckpt).get("history", [])
-    vals = [h[key] for h in hist if key in h]
-    if not vals:
-        return None
-    return max(vals) if mode == "max" else min(vals)
-
-
 def train_ml_gcn(cfg: TrainConfig) -> dict[str, Any]:
     """ML-GCN's recipe; returns {'history', 'best', 'model_file'}."""
     from .device import resolve_device
@@ -226,6 +214,11 @@ def train_ml_gcn(cfg: TrainConfig) -> dict[str, Any]:
     features = ml_gcn.resnet101_features() if cfg.random_trunk else ml_gcn.imagenet_resnet101_features(cfg.trunk_weights)
     torch.manual_seed(cfg.seed)
     model = ml_gcn.build_ml_gcn(cfg.word_vectors, adjacency, features=features, input_size=size).to(device)
+    if cfg.random_trunk:
+        from .data.base import stack_images
+
+        probe = stack_images(train_ds, list(range(min(8, len(train_ds)))), size).to(device)
+        calibrate_batchnorm(model.features, model.normalize(probe))
 
     targets = (train_ds.labels() | ~train_ds.valid()).float()  # ML-GCN: difficult-only -> positive
     data = _AugmentedVOC(train_ds, size, targets)
@@ -244,7 +237,10 @@ def train_ml_gcn(cfg: TrainConfig) -> dict[str, Any]:
     out.mkdir(parents=True, exist_ok=True)
     ckpt = out / TRAIN_CHECKPOINT
     best_file = out / "ml-gcn-best.pt"
-    best = {"val_map": _best_so_far(ckpt, "val_map", "max") if cfg.resume else None}
+    best_note = out / "best.json"  # the best epoch so far, for a resumed run
+    best: dict[str, Any] = {"val_map": None, "epoch": None}
+    if cfg.resume and ckpt.is_file() and best_note.is_file():
+        best.update(json.loads(best_note.read_text()))
 
     def eval_fn(m: torch.nn.Module, epoch: int) -> dict[str, float]:
         probs, labels, valid = predict_dataset(m, val_ds, batch_size=max(1, batch // 2))
@@ -252,8 +248,9 @@ def train_ml_gcn(cfg: TrainConfig) -> dict[str, Any]:
         val_loss = float(ml_gcn.paper_loss(logits, (labels | ~valid).double()))
         val_map = masked_map(probs, labels, valid)
         if best["val_map"] is None or val_map > best["val_map"]:
-            best["val_map"] = val_map
+            best.update(val_map=val_map, epoch=epoch + 1)
             ml_gcn.save_ml_gcn(m, best_file, epoch=epoch + 1, val_map=val_map, year=cfg.year)
+            best_note.write_text(json.dumps(best))
         return {"val_loss": val_loss, "val_map": val_map}
 
     optimizer = ml_gcn.paper_optimizer(model, lr=cfg.lr or 0.01)
@@ -265,7 +262,7 @@ def train_ml_gcn(cfg: TrainConfig) -> dict[str, Any]:
         raise type(exc)(_one_line(exc)) from None
     ml_gcn.save_ml_gcn(model, out / "ml-gcn-last.pt", epoch=len(history), year=cfg.year)
     (out / "history.json").write_text(json.dumps(history, indent=1))
-    return {"history": history, "best": best["val_map"], "model_file": best_file}
+    return {"history": history, "best": best["val_map"], "best_epoch": best["epoch"], "model_file": best_file}
 
 
 @torch.no_grad()

@@ -56,8 +56,10 @@ class Settings:
     #: Where each setting came from: "default", "file", "env" or "override".
     sources: Mapping[str, str] = field(default_factory=dict, compare=False)
 
-    def env_name(self, key: str) -> str:
-        return ENV_PREFIX + key.upper()
+
+def env_name(key: str) -> str:
+    """The environment variable of a setting: ``voc_root`` -> ``MLALP_VOC_ROOT``."""
+    return ENV_PREFIX + key.upper()
 
 
 #: The settings a user can set (everything but the bookkeeping fields).
@@ -165,7 +167,7 @@ def load_settings(
             sources[key] = "file"
 
     for key in SETTING_NAMES:
-        name = ENV_PREFIX + key.upper()
+        name = env_name(key)
         if name in env and env[name].strip():
             values[key] = _convert(key, env[name], f"environment variable {name}", here)
             sources[key] = "env"

@@ -142,7 +142,8 @@ def fit(
         batches = train_batches(epoch) if callable(train_batches) else train_batches
         t0 = time.perf_counter()
         total, count = 0.0, 0
-        bar = _tqdm(batches, progress, desc=f"epoch {epoch + 1}/{epochs}", leave=False)
+        total = len(batches) if hasattr(batches, "__len__") else None
+        bar = _tqdm(batches, progress, desc=f"epoch {epoch + 1}/{epochs}", leave=False, total=total)
         for batch in bar:
             batch = _to_device(batch, device)
             optimizer.zero_grad(set_to_none=True)

@@ -145,19 +145,17 @@ def tiny():
 
 
 def _demo_setup():
-    """The team's demo model with gallery images, when both exist (else None)."""
-    ckpt = REPO / "assets" / "models" / "demo-gcn.pt"
-    if not ckpt.exists():
+    """The team's demo-gcn model and the demo gallery's attackable scenes (None without weights)."""
+    if not (REPO / "assets" / "models" / "demo-gcn.pt").exists():
         return None
-    from mlalp_core.data.images import load_tensor
+    from mlalp_core.data.demo import load_gallery
     from mlalp_core.models.demo import load_demo_model
 
-    model = load_demo_model("demo-gcn").eval()
-    files = sorted(p for ext in ("png", "jpg", "jpeg") for p in (REPO / "assets").rglob(f"*.{ext}"))
-    if not files:
-        return None
-    x = torch.stack([load_tensor(p, size=model.input_size) for p in files[:32]])
-    x, target = attackable(model, x, None, 3)
+    model = load_demo_model("demo-gcn", device="cpu")
+    for p in model.parameters():
+        p.requires_grad_(False)
+    gallery = load_gallery()
+    x, target = attackable(model, gallery.images(model.input_size), gallery.labels(), 3)
     return (model, x, target) if len(x) else None
 
 
@@ -166,40 +164,41 @@ def _demo_setup():
 # ---------------------------------------------------------------------------------------------
 
 
-def t(*rows):
-    return torch.tensor(rows, dtype=torch.float32)
+def rows(*values):
+    """A (B, l) float tensor from B lists."""
+    return torch.tensor(values, dtype=torch.float32)
 
 
 def test_ml_cw_loss_by_hand():
     # -y*(f - 0.5): 0.4, -0.3, -0.2 -> hinge -> 0.4
-    assert ml_cw_loss(t([0.9, 0.2, 0.7]), t([-1, -1, 1])).item() == pytest.approx(0.4)
+    assert ml_cw_loss(rows([0.9, 0.2, 0.7]), rows([-1, -1, 1])).item() == pytest.approx(0.4)
     # 0.2 (positive wanted at 0.3) + 0.1 (negative wanted at 0.6) + 0 (exactly at 0.5, negative wanted)
-    assert ml_cw_loss(t([0.3, 0.6, 0.5]), t([1, -1, -1])).item() == pytest.approx(0.3)
+    assert ml_cw_loss(rows([0.3, 0.6, 0.5]), rows([1, -1, -1])).item() == pytest.approx(0.3)
     # another threshold: only label 0 (0.9 vs 0.7) is on the wrong side, by 0.2
-    assert ml_cw_loss(t([0.9, 0.2, 0.7]), t([-1, -1, 1]), threshold=0.7).item() == pytest.approx(0.2)
-    batch = ml_cw_loss(t([0.9, 0.2, 0.7], [0.3, 0.6, 0.5]), t([-1, -1, 1], [1, -1, -1]))
+    assert ml_cw_loss(rows([0.9, 0.2, 0.7]), rows([-1, -1, 1]), threshold=0.7).item() == pytest.approx(0.2)
+    batch = ml_cw_loss(rows([0.9, 0.2, 0.7], [0.3, 0.6, 0.5]), rows([-1, -1, 1], [1, -1, -1]))
     assert batch.tolist() == pytest.approx([0.4, 0.3])
 
 
 def test_rank1_loss_by_hand():
     # max over negatives {0.9, 0.2} = 0.9, min over positives {0.7, 0.4} = 0.4
-    assert rank1_loss(t([0.9, 0.2, 0.7, 0.4]), t([-1, -1, 1, 1])).item() == pytest.approx(0.5)
+    assert rank1_loss(rows([0.9, 0.2, 0.7, 0.4]), rows([-1, -1, 1, 1])).item() == pytest.approx(0.5)
     # ranking already right (0.2 < 0.4): 0, whatever the threshold says
-    assert rank1_loss(t([0.1, 0.2, 0.7, 0.4]), t([-1, -1, 1, 1])).item() == 0.0
+    assert rank1_loss(rows([0.1, 0.2, 0.7, 0.4]), rows([-1, -1, 1, 1])).item() == 0.0
     # no positive or no negative label in y*: nothing to rank
-    assert rank1_loss(t([0.9, 0.2, 0.7]), t([-1, -1, -1])).item() == 0.0
-    assert rank1_loss(t([0.9, 0.2, 0.7]), t([1, 1, 1])).item() == 0.0
+    assert rank1_loss(rows([0.9, 0.2, 0.7]), rows([-1, -1, -1])).item() == 0.0
+    assert rank1_loss(rows([0.9, 0.2, 0.7]), rows([1, 1, 1])).item() == 0.0
 
 
 def test_rank2_loss_by_hand():
-    f = t([0.9, 0.2, 0.7, 0.4, 0.6])
-    y = t([-1, -1, 1, 1, -1])  # clean prediction positive on {0, 2, 3}: label 0 is hidden
+    f = rows([0.9, 0.2, 0.7, 0.4, 0.6])
+    y = rows([-1, -1, 1, 1, -1])  # clean prediction positive on {0, 2, 3}: label 0 is hidden
     hidden = torch.tensor([[True, False, False, False, False]])  # A+
     stay_neg = torch.tensor([[False, True, False, False, True]])  # B-
     # Rank1: 0.9 - 0.4 = 0.5; second term: max_{A+} 0.9 - min_{B-} 0.2 = 0.7
     assert rank2_loss(f, y, hidden, stay_neg).item() == pytest.approx(1.2)
     # A+ below B-: the second term is 0
-    f2 = t([0.1, 0.2, 0.7, 0.4, 0.6])
+    f2 = rows([0.1, 0.2, 0.7, 0.4, 0.6])
     assert rank2_loss(f2, y, hidden, stay_neg).item() == pytest.approx(rank1_loss(f2, y).item())
     # empty A+ or empty B-: the term is 0, so Rank2 = Rank1
     none = torch.zeros_like(hidden)
@@ -208,18 +207,18 @@ def test_rank2_loss_by_hand():
 
 
 def test_rank_losses_have_finite_gradients_with_empty_sets():
-    f = t([0.9, 0.2, 0.7]).requires_grad_(True)
-    y = t([-1, -1, -1])  # no positive label: every term undefined
+    f = rows([0.9, 0.2, 0.7]).requires_grad_(True)
+    y = rows([-1, -1, -1])  # no positive label: every term undefined
     none = torch.zeros(1, 3, dtype=torch.bool)
     (g,) = torch.autograd.grad(rank2_loss(f, y, none, none).sum(), f)
     assert torch.isfinite(g).all() and (g == 0).all()
-    f = t([0.9, 0.2, 0.7, 0.4]).requires_grad_(True)
-    (g,) = torch.autograd.grad(rank1_loss(f, t([-1, -1, 1, 1])).sum(), f)
+    f = rows([0.9, 0.2, 0.7, 0.4]).requires_grad_(True)
+    (g,) = torch.autograd.grad(rank1_loss(f, rows([-1, -1, 1, 1])).sum(), f)
     assert g.tolist() == [[1.0, 0.0, 0.0, -1.0]]  # pushes the top negative down, the lowest positive up
 
 
 def test_labels_matching():
-    f = t([0.9, 0.5, 0.1], [0.4, 0.6, 0.5])
+    f = rows([0.9, 0.5, 0.1], [0.4, 0.6, 0.5])
     target = torch.tensor([[True, True, False], [True, False, False]])
     assert labels_matching(f, target, 0.5).tolist() == [3, 0]  # 0.5 counts as positive
 
@@ -246,6 +245,13 @@ def test_binary_search_update_on_a_script():
         assert c.tolist() == pytest.approx(list(expected))
     assert lo.tolist() == pytest.approx([5.5e6, 3.75e4])
     assert hi.tolist() == pytest.approx([7.75e6, 4.375e4])
+    # a first success only at c = 1e11 (six failures from 1e5): upper = min(1e10, 1e11) is no
+    # known bound (>= 1e9), so c stays; the next failure multiplies it by 10 again
+    c, lo, hi = update_binary_search(torch.tensor([1e11], dtype=f64), torch.tensor([1e10], dtype=f64),
+                                     torch.tensor([1e10], dtype=f64), torch.tensor([True]))
+    assert (c.item(), hi.item()) == (1e11, 1e10)
+    c, lo, hi = update_binary_search(c, lo, hi, torch.tensor([False]))
+    assert (c.item(), lo.item()) == (1e12, 1e11)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -483,7 +489,7 @@ def test_attack_on_trained_model(tiny, name):
 def test_attacks_on_demo_model_when_available():
     setup = _demo_setup()
     if setup is None:
-        pytest.skip("demo-gcn weights or gallery images not present")
+        pytest.skip("assets/models/demo-gcn.pt is not there (or no gallery scene is attackable)")
     model, x, target = setup
     for name, (cls, kwargs) in ATTACKS.items():
         kwargs = dict(kwargs, max_iterations=50, binary_search_steps=2) if cls is not MLDeepFool else {}

@@ -6,7 +6,6 @@ full size (check-model); everything else at reduced resolution (both trunks are 
 
 from __future__ import annotations
 
-import io
 import os
 import pickle
 from collections import OrderedDict
@@ -355,7 +354,7 @@ def test_missing_imagenet_weights_message(tmp_path: Path, monkeypatch: pytest.Mo
 def test_mlliw_training_lowers_the_loss_and_resumes(tmp_path: Path) -> None:
     root = make_voc(tmp_path / "data")
     cfg = dict(model="ml-liw", voc_root=root, year=2007, out=tmp_path / "run", image_size=75, random_trunk=True,
-               progress=False, cache_dir=tmp_path / "cache", lr=0.05)
+               progress=False, cache_dir=tmp_path / "cache", lr=0.05, device="cpu")
     first = train_ml_liw(TrainConfig(epochs=2, **cfg))
     losses = [h["loss"] for h in first["history"]]
     assert losses[-1] < losses[0]
@@ -380,7 +379,7 @@ def test_mlgcn_training_runs_checkpoints_and_resumes(tmp_path: Path, official: d
     root = make_voc(tmp_path / "data")
     cfg = dict(model="ml-gcn", voc_root=root, year=2007, out=tmp_path / "run", image_size=64, random_trunk=True,
                progress=False, cache_dir=tmp_path / "cache", word_vectors=official["wv"], limit=2, batch_size=2,
-               lr=1e-3)
+               lr=1e-3, device="cpu")
     first = train_ml_gcn(TrainConfig(epochs=1, **cfg))
     assert len(first["history"]) == 1 and np.isfinite(first["history"][0]["loss"])
     again = train_ml_gcn(TrainConfig(epochs=2, **cfg))

@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import math
 from abc import abstractmethod
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from typing import Any, ClassVar
 
 import torch
@@ -133,7 +133,7 @@ class TargetSets:
     added: torch.Tensor  # A-: predicted negative before the attack, positive in y*
 
     def take(self, idx: torch.Tensor) -> "TargetSets":
-        return TargetSets(*(getattr(self, f)[idx] for f in self.__dataclass_fields__))
+        return TargetSets(*(getattr(self, f.name)[idx] for f in fields(self)))
 
 
 class CarliniWagnerL2(Attack):

@@ -127,9 +127,6 @@ class MLDeepFool(Attack):
         if not isinstance(self.authors_tiebreak, bool):
             raise InvalidInputError(f"authors_tiebreak must be True or False, got {self.authors_tiebreak!r}")
 
-    def _outputs(self, x: torch.Tensor) -> torch.Tensor:
-        return self.model.probabilities(x)
-
     def _tiebreak_norm(self, x_adv: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
         """(B,) the quantity ties are broken on (smaller wins)."""
         diff = x_adv if self.authors_tiebreak else x_adv - x
@@ -139,7 +136,7 @@ class MLDeepFool(Attack):
         b, l, dev, t = x.shape[0], target.shape[1], x.device, self.threshold
         target_pm1 = target.to(torch.float32) * 2 - 1
         with torch.no_grad():
-            f0 = self._outputs(x)
+            f0 = self.model.probabilities(x)
         best_x = x.clone()
         best_match = ((f0 >= t) == target).sum(dim=1)
         best_norm = self._tiebreak_norm(x, x)
@@ -154,13 +151,13 @@ class MLDeepFool(Attack):
             idx = active.nonzero().flatten()
             if idx.numel() == 0:
                 break
-            values, jac = batched_jacobian(self._outputs, x_cur[idx])
+            values, jac = batched_jacobian(self.model.probabilities, x_cur[idx])
             r, dropped = deepfool_step(values, jac, target_pm1[idx], t, float(self.margin))
             r_tot[idx] += r
             x_new = (x[idx] + r_tot[idx]).clamp(0.0, 1.0)
             x_cur[idx] = x_new
             with torch.no_grad():
-                f_new = self._outputs(x_new)
+                f_new = self.model.probabilities(x_new)
             calls[idx] += 2 + l
             iterations[idx] += 1
 
@@ -171,17 +168,14 @@ class MLDeepFool(Attack):
             best_x[sel], best_match[sel], best_norm[sel] = x_new[better], match[better], norm[better]
             active[idx] = best_match[idx] < l
 
-            step_norm = r.flatten(1).double().norm(dim=1)
-            pert_norm = (x_new - x[idx]).flatten(1).double().norm(dim=1)
-            for k, e in enumerate(idx.tolist()):
+            rows = zip(idx.tolist(), match.tolist(), best_match[idx].tolist(),
+                       (x_new - x[idx]).flatten(1).double().norm(dim=1).tolist(),
+                       r.flatten(1).double().norm(dim=1).tolist(), dropped.tolist(),
+                       (f_new - t).abs().amax(dim=1).tolist())
+            for e, m, bm, l2, step_l2, drop, gap in rows:
                 trace[e].append({
-                    "iteration": it,
-                    "labels_matching": int(match[k]),
-                    "best_labels_matching": int(best_match[e]),
-                    "l2": float(pert_norm[k]),
-                    "step_l2": float(step_norm[k]),
-                    "dropped_labels": int(dropped[k]),
-                    "max_gap_to_threshold": float((f_new[k] - t).abs().max()),
+                    "iteration": it, "labels_matching": m, "best_labels_matching": bm, "l2": l2,
+                    "step_l2": step_l2, "dropped_labels": drop, "max_gap_to_threshold": gap,
                 })
             if progress is not None:
                 progress(it + 1, self.max_iterations,

@@ -58,7 +58,7 @@ def solve_linf(A, b, lo=None, hi=None, backend: str = "auto", tol: float = 1e-9,
     if backend not in BACKENDS:
         raise InvalidInputError(f"unknown LP backend {backend!r}; choose one of {', '.join(BACKENDS)}")
     t0 = time.perf_counter()
-    prep, A64 = prepare(A, b, lo, hi)
+    prep = prepare(A, b, lo, hi)
     l, d, dev = prep.l, prep.d, prep.device
     name = "structured" if backend == "auto" else backend
 
@@ -100,9 +100,9 @@ def solve_linf(A, b, lo=None, hi=None, backend: str = "auto", tol: float = 1e-9,
         r = sol.rho.to(dev) * P.s
     else:
         r[P.cols] = sol.rho.to(dev) * P.s
-    lower, viol = certify(A64, prep, r, lam)
+    lower, viol = certify(prep, sol.rho.to(dev), sol.lam.to(dev), r)
     z = float(r.abs().max())
     return LPResult(_restore(r, A, d), z, "optimal", sol.message, dual=_restore(lam, A, l),
-                    lower_bound=min(lower, z) if lower <= z * (1 + 1e-12) else lower,
+                    lower_bound=min(lower, z),
                     max_violation=viol, backend=name, iterations=sol.iterations, passes=sol.passes,
                     time_s=time.perf_counter() - t0, info=sol.info)

@@ -55,8 +55,10 @@ def _as_tensor(a, device=None) -> torch.Tensor:
     return torch.as_tensor(np.asarray(a, dtype=np.float64), device=device)
 
 
-def prepare(A, b, lo=None, hi=None) -> tuple[Prepared, torch.Tensor]:
-    """Validate and reduce. Returns the preparation and A as a float64 tensor (kept for certify)."""
+def prepare(A, b, lo=None, hi=None) -> Prepared:
+    """Validate, reduce and scale (one float64 copy of A, scaled in place)."""
+    owns_copy = not (isinstance(A, torch.Tensor) and A.dtype == torch.float64) and not (
+        isinstance(A, np.ndarray) and A.dtype == np.float64)
     A64 = _as_tensor(A)
     if A64.dim() != 2:
         raise InvalidInputError(f"A must be a matrix (l, d), got shape {tuple(A64.shape)}")
@@ -84,7 +86,7 @@ def prepare(A, b, lo=None, hi=None) -> tuple[Prepared, torch.Tensor]:
         lo64, hi64 = lo64.clamp(max=0.0), hi64.clamp(min=0.0)
     prep = Prepared(l=l, d=d, device=dev, b=b64, lo=lo64, hi=hi64)
 
-    norms = A64.abs().sum(1)
+    norms = torch.linalg.vector_norm(A64, ord=1, dim=1)
     zero_rows = norms == 0
     bad = zero_rows & (b64 < 0)
     if bool(bad.any()):
@@ -93,16 +95,17 @@ def prepare(A, b, lo=None, hi=None) -> tuple[Prepared, torch.Tensor]:
         farkas[j] = 1.0
         prep.trivial, prep.farkas = "infeasible", farkas
         prep.message = f"row {j} of A is zero but b[{j}] = {float(b64[j]):.3g} < 0: no r can satisfy it"
-        return prep, A64
+        return prep
     keep_rows = (~zero_rows).nonzero().flatten()
     need = b64[keep_rows] < 0
     if not bool(need.any()):
         prep.trivial, prep.message = "zero", "b >= 0: r = 0 is optimal"
-        return prep, A64
+        return prep
 
     # Columns that can matter: a non-zero entry in a kept row, and room to move on some side.
-    Ak = A64[keep_rows]
-    useful = Ak.abs().amax(0) > 0
+    all_rows = keep_rows.numel() == l
+    Ak = A64 if all_rows else A64[keep_rows]
+    useful = (Ak != 0).any(0)
     if lo64 is not None:
         useful &= (lo64 < 0) | (hi64 > 0)
     cols = None
@@ -110,7 +113,9 @@ def prepare(A, b, lo=None, hi=None) -> tuple[Prepared, torch.Tensor]:
         cols = useful.nonzero().flatten()
         Ak = Ak[:, cols]
     n_k = norms[keep_rows]
-    Ah = Ak / n_k[:, None]
+    # Scale rows to unit l1 norm; in place when Ak is already a private copy.
+    private = Ak is not A64 or owns_copy
+    Ah = Ak.div_(n_k[:, None]) if private else Ak / n_k[:, None]
     beta = b64[keep_rows] / n_k
     s = float(-beta.min())
     beta = beta / s
@@ -123,9 +128,9 @@ def prepare(A, b, lo=None, hi=None) -> tuple[Prepared, torch.Tensor]:
         farkas[keep_rows[need.nonzero()[0]]] = 1.0
         prep.trivial, prep.farkas = "infeasible", farkas
         prep.message = "no pixel can move in a direction that matters (all bounds are zero)"
-        return prep, A64
+        return prep
     prep.scaled = Scaled(A=Ah, beta=beta, lo=lo_s, hi=hi_s, rows=keep_rows, cols=cols, row_norm=n_k, s=s)
-    return prep, A64
+    return prep
 
 
 def room(u: torch.Tensor, lo: torch.Tensor | None, hi: torch.Tensor | None) -> torch.Tensor:
@@ -151,11 +156,16 @@ def dual_bound(u: torch.Tensor, c: float, lo: torch.Tensor | None, hi: torch.Ten
     return smallest_crossing(room(u, lo, hi)[nz], None, a[nz], c)
 
 
-def certify(A64: torch.Tensor, prep: Prepared, r: torch.Tensor, lam: torch.Tensor) -> tuple[float, float]:
-    """(lower bound proved by lam, max violation of A r <= b), in float64 on the original data."""
-    viol = float((A64 @ r - prep.b).max().clamp(min=0.0))
+def certify(prep: Prepared, rho: torch.Tensor, lam_s: torch.Tensor, r: torch.Tensor) -> tuple[float, float]:
+    """(lower bound proved by the scaled dual lam_s, max violation of A r <= b and of the box).
+
+    Computed in float64 on the row-scaled matrix, which is the original data up to one rounding:
+    the violation of row j is ||A_j||_1 * s * (Ah rho - beta)_j, in the units of b.
+    """
+    P = prep.scaled
+    viol = float(((P.A @ rho - P.beta) * (P.row_norm * P.s)).max().clamp(min=0.0))
     if prep.lo is not None:
         viol = max(viol, float((prep.lo - r).max().clamp(min=0.0)), float((r - prep.hi).max().clamp(min=0.0)))
-    u = lam @ A64
-    c = float(-(prep.b @ lam))
-    return dual_bound(u, c, prep.lo, prep.hi), viol
+    u = lam_s @ P.A
+    c = float(-(P.beta @ lam_s))
+    return P.s * dual_bound(u, c, P.lo, P.hi), viol

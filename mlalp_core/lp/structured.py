@@ -47,6 +47,11 @@ class Solution:
     info: dict
 
 
+#: A certified scaled lower bound above this means "infeasible" for practical purposes (rows of A
+#: that cancel exactly, with b asking for the impossible).
+_Z_INFEASIBLE = 1e12
+
+
 class _Counter:
     def __init__(self) -> None:
         self.passes = 0
@@ -273,6 +278,18 @@ def _master(A, beta, lo, hi, u, z_est, K, cnt: _Counter, elastic: bool):
     return rho, float(x[0]), lam, "optimal", slack
 
 
+def _best_response(A, beta, lo, hi, u, z, rho_master):
+    """r_i = -sign(u_i) min(z, room_i) off the kinks (master's values, clipped, on them), if feasible."""
+    kink = u.abs() <= 1e-13 * float(u.abs().max())
+    rho = -torch.sign(u) * torch.clamp(room(u, lo, hi), max=z)
+    rho = torch.where(kink, rho_master.clamp(-z, z), rho)
+    if lo is not None:
+        rho = torch.minimum(torch.maximum(rho, lo), hi)
+    if float((A @ rho - beta).max()) > 1e-13:
+        return None
+    return rho
+
+
 def solve_structured(P: Scaled, tol: float = 1e-9, max_newton: int = 40, max_rounds: int = 30,
                      band_min: int | None = None, master_size: int | None = None) -> Solution:
     """Solve the scaled problem exactly; see the module docstring."""
@@ -292,6 +309,10 @@ def solve_structured(P: Scaled, tol: float = 1e-9, max_newton: int = 40, max_rou
         lam, u, it = _dual_newton(A, beta, lam, None, None, cnt, max_newton, band0, band_min)
         iters += it
         z_lb = dual_bound(u, 1.0, None, None)
+        if z_lb > _Z_INFEASIBLE:
+            return Solution(None, math.inf, lam, "infeasible",
+                            f"the rows of A are (nearly) dependent in a way no r can satisfy: ||r||_inf would have to "
+                            f"exceed {z_lb * 1.0:.3g} times the scale of the problem", iters, cnt.passes, info)
     else:
         z = 1.0
         z_lb = 0.0
@@ -327,11 +348,21 @@ def solve_structured(P: Scaled, tol: float = 1e-9, max_newton: int = 40, max_rou
         c_m = float(-(beta @ lam_m))
         lb = dual_bound(u_m, c_m, lo, hi)
         if elastic and slack > 1e-9:
-            if math.isinf(lb):
+            if lb > _Z_INFEASIBLE:
                 return Solution(None, math.inf, lam_m, "infeasible",
                                 "no r satisfies A r <= b within the box (certified)", iters + rnd, cnt.passes, info)
         elif best is None or lb > best[0]:
             best = (lb, lam_m)
+        if slack <= 1e-9 and not math.isinf(lb) and lb > 0:
+            # The best response to the master's dual, at the bound it proves, is often feasible
+            # already: then it is optimal (its z equals a certified lower bound). This catches the
+            # master's own round-off, which leaves coordinates with tiny reduced costs unmoved.
+            rho_br = _best_response(A, beta, lo, hi, u_m, lb, rho)
+            cnt.passes += 1
+            if rho_br is not None:
+                z_br = float(rho_br.abs().max())
+                if z_br < z_m:
+                    rho, z_m = rho_br, z_br
         if slack <= 1e-9:
             z_best_lb = best[0] if best else lb
             gap = (z_m - z_best_lb) / max(z_m, 1e-300)
@@ -364,6 +395,13 @@ def solve_structured(P: Scaled, tol: float = 1e-9, max_newton: int = 40, max_rou
         score = (u_m.abs() * torch.minimum(rm_new, torch.full_like(rm_new, z_ref))).masked_fill(~wrong, -1.0)
         add = torch.topk(score, min(nwrong, max(2 * master_size, 1000))).indices
         K = torch.cat([K, add])
+    if elastic and lo is None:
+        # The masters stayed infeasible: look for a Farkas certificate (rows of A that cancel).
+        lam2, u2, it2 = _dual_newton(A, beta, _initial_dual(beta), None, None, cnt, 400, band_min, max(m, 2))
+        z2 = dual_bound(u2, 1.0, None, None)
+        if z2 > _Z_INFEASIBLE:
+            return Solution(None, math.inf, lam2, "infeasible",
+                            "the rows of A cancel in a way no r can satisfy (certified)", iters + it2, cnt.passes, info)
     gap_msg = "" if best is None else f" (best certified lower bound {best[0]:.6g})"
     if best is not None and rho is not None and slack <= 1e-9:
         return Solution(rho, z_m, best[1], "optimal", "stopped at the round limit; gap not closed" + gap_msg,

@@ -13,6 +13,7 @@ from dataclasses import dataclass
 import highspy
 import numpy as np
 import scipy.sparse as sp
+import scipy.sparse.linalg as spla
 
 INF = highspy.kHighsInf
 
@@ -92,7 +93,7 @@ def solve_tiny_lp(c: np.ndarray, A: sp.spmatrix | np.ndarray, row_lo: np.ndarray
         x2, y2 = _polish(h, A, c, lp)
         if x2 is not None:
             x, y, polished = x2, y2, True
-    except np.linalg.LinAlgError:
+    except (np.linalg.LinAlgError, RuntimeError):
         pass
     return TinyLPResult("optimal", x, y, "optimal", polished)
 
@@ -118,24 +119,24 @@ def _polish(h: highspy.Highs, A: sp.csc_matrix, c: np.ndarray, lp) -> tuple[np.n
     act = np.where(rs[nr] == UPPER, row_hi[nr], row_lo[nr])
     if not np.isfinite(act).all():
         return None, None
-    Ad = A.toarray()
+    Ar = sp.csr_matrix(A)
     nbc = np.flatnonzero(cs != BASIC)
-    rhs = act - Ad[np.ix_(nr, nbc)] @ x[nbc]
-    B = Ad[np.ix_(nr, bc)]
-    if bc.size:
-        x[bc] = np.linalg.solve(B, rhs)
-    # Duals: B^T y_nr = c_B, y = 0 on basic rows.
+    rhs = act - Ar[nr][:, nbc] @ x[nbc]
+    B = sp.csc_matrix(Ar[nr][:, bc])
     y = np.zeros(A.shape[0])
     if bc.size:
-        y[nr] = np.linalg.solve(B.T, np.asarray(c, dtype=np.float64)[bc])
+        lu = spla.splu(B)
+        x[bc] = lu.solve(rhs)
+        # Duals: B^T y_nr = c_B, y = 0 on basic rows.
+        y[nr] = lu.solve(np.asarray(c, dtype=np.float64)[bc], trans="T")
     # Accept only a vertex at least as feasible as HiGHS's own.
-    act_all = Ad @ x
+    act_all = Ar @ x
     scale = 1.0 + np.abs(x).max()
     viol = max(np.max(np.maximum(row_lo - act_all, act_all - row_hi), initial=0.0),
                np.max(np.maximum(col_lo - x, x - col_hi), initial=0.0))
     sol = h.getSolution()
     x0 = np.array(sol.col_value)
-    act0 = Ad @ x0
+    act0 = Ar @ x0
     viol0 = max(np.max(np.maximum(row_lo - act0, act0 - row_hi), initial=0.0),
                 np.max(np.maximum(col_lo - x0, x0 - col_hi), initial=0.0))
     if not np.isfinite(x).all() or viol > max(viol0, 1e-14 * scale):
