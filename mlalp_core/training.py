@@ -158,6 +158,7 @@ def fit(
             if scheduler is not None and scheduler_interval == "step":
                 scheduler.step()
             total += float(loss.detach())
+            if os.environ.get("DBG") and count < 12: print("DBG", count, float(loss.detach()), total, flush=True)
             count += 1
             if progress and count % 10 == 0:
                 bar.set_postfix(loss=f"{total / count:.4f}")
