@@ -142,8 +142,8 @@ def fit(
         batches = train_batches(epoch) if callable(train_batches) else train_batches
         t0 = time.perf_counter()
         total, count = 0.0, 0
-        total = len(batches) if hasattr(batches, "__len__") else None
-        bar = _tqdm(batches, progress, desc=f"epoch {epoch + 1}/{epochs}", leave=False, total=total)
+        n_batches = len(batches) if hasattr(batches, "__len__") else None
+        bar = _tqdm(batches, progress, desc=f"epoch {epoch + 1}/{epochs}", leave=False, total=n_batches)
         for batch in bar:
             batch = _to_device(batch, device)
             optimizer.zero_grad(set_to_none=True)
@@ -158,7 +158,6 @@ def fit(
             if scheduler is not None and scheduler_interval == "step":
                 scheduler.step()
             total += float(loss.detach())
-            if os.environ.get("DBG") and count < 12: print("DBG", count, float(loss.detach()), total, flush=True)
             count += 1
             if progress and count % 10 == 0:
                 bar.set_postfix(loss=f"{total / count:.4f}")

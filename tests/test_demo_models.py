@@ -190,6 +190,23 @@ def test_fit_lowers_the_loss_and_resumes_exactly(tmp_path):
     assert len(again) == 6
 
 
+def test_fit_history_is_the_mean_batch_loss():
+    seen = []
+
+    def recording_loss(model, batch):
+        loss = _loss(model, batch)
+        seen.append(float(loss))
+        return loss
+
+    model = _tiny_model()
+    opt = torch.optim.SGD(model.parameters(), lr=0.1)
+    x, y = _tiny_problem()
+    hist = fit(model, _batches(x, y), recording_loss, opt, 2, progress=True)
+    assert [h["batches"] for h in hist] == [6, 6]
+    assert hist[0]["loss"] == pytest.approx(np.mean(seen[:6]))
+    assert hist[1]["loss"] == pytest.approx(np.mean(seen[6:]))
+
+
 def test_fit_checkpoint_errors(tmp_path):
     bad = tmp_path / "bad.ckpt"
     torch.save({"format": "other"}, bad)

@@ -1,0 +1,166 @@
+"""The exact l_inf LP solver against HiGHS, on many instances of the MLA-LP shape."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+import torch
+
+from lp_instances import mlalp_instance
+from mlalp_core.errors import InvalidInputError, SolverError
+from mlalp_core.lp import solve_linf
+
+
+def _row_violation(A, b, r):
+    """max_j (A r - b)_j relative to the row's own scale |b_j| + ||A_j||_1 ||r||_inf."""
+    A = torch.as_tensor(np.asarray(A), dtype=torch.float64)
+    b = torch.as_tensor(np.asarray(b), dtype=torch.float64)
+    r = torch.as_tensor(np.asarray(r), dtype=torch.float64)
+    scale = b.abs() + A.abs().sum(1) * r.abs().max() + 1e-300
+    return float(((A @ r - b) / scale).max().clamp(min=0))
+
+
+def _check_against_highs(A, b, lo=None, hi=None):
+    ours = solve_linf(A, b, lo, hi)
+    ref = solve_linf(A, b, lo, hi, backend="highs")
+    assert ours.status == ref.status, (ours.message, ref.message)
+    if ref.status != "optimal":
+        return ours, ref
+    assert ours.z == pytest.approx(ref.z, rel=1e-6, abs=1e-15)
+    r = torch.as_tensor(np.asarray(ours.r))
+    # a feasible point: A r <= b, |r| <= z, and the box
+    assert _row_violation(A, b, r) <= 1e-12
+    assert float(r.abs().max()) <= ours.z * (1 + 1e-12) + 1e-300
+    if lo is not None:
+        assert bool((r >= lo - 1e-12).all()) and bool((r <= hi + 1e-12).all())
+    # the certificate is a true lower bound on the reference optimum, and tight
+    assert ours.lower_bound <= ref.z * (1 + 1e-9) + 1e-300
+    assert ours.gap <= 1e-6
+    return ours, ref
+
+
+@pytest.mark.parametrize("seed", range(24))
+def test_random_instances_match_highs(seed):
+    l = [1, 2, 3, 5, 10, 20][seed % 6]
+    d = [40, 300, 1500, 3000][seed % 4]
+    n_neg = [1, 2, 3][seed % 3]
+    A, b, lo, hi = mlalp_instance(l, d, n_neg, seed=1000 + seed, box=bool(seed % 2))
+    _check_against_highs(A, b, lo, hi)
+
+
+def test_float32_torch_and_numpy_inputs_give_the_same_optimum():
+    A, b, _, _ = mlalp_instance(20, 2000, 3, seed=7)
+    r64 = solve_linf(A, b)
+    r32 = solve_linf(A.float(), b.float())
+    rnp = solve_linf(A.float().numpy(), b.float().numpy())
+    assert isinstance(r32.r, torch.Tensor) and isinstance(rnp.r, np.ndarray)
+    # float32 data is a slightly different problem; both are solved exactly
+    assert r32.z == pytest.approx(rnp.z, rel=1e-12)
+    assert r32.z == pytest.approx(r64.z, rel=1e-5)
+
+
+def test_degenerate_and_tied_instances():
+    A, b, _, _ = mlalp_instance(20, 2000, 3, seed=1)
+    _check_against_highs(torch.cat([A, A[:3]]), torch.cat([b, b[:3] * 0.5]))  # duplicate rows
+    _check_against_highs(A[:, :200].repeat(1, 10), b)  # repeated columns: ties everywhere
+    quant = torch.sign(A) * (A.abs() > A.abs().median()).double() * 1e-3
+    _check_against_highs(quant, b)  # few distinct values
+    A0 = A.clone()
+    A0[:, ::3] = 0.0
+    _check_against_highs(A0, b)  # columns that do not matter
+
+
+def test_single_binding_row_is_solved_exactly():
+    """Only one constraint binds: z* = -b_j / ||A_j||_1 exactly (a case a tolerance-bound master misses)."""
+    A, b, _, _ = mlalp_instance(20, 20000, 1, seed=602113)
+    res = solve_linf(A, b)
+    j = int(torch.argmin(b / A.abs().sum(1)))
+    candidate = -torch.sign(A[j]) * float(-b[j] / A[j].abs().sum())
+    if bool((A @ candidate <= b + 1e-15).all()):
+        assert res.z == pytest.approx(float(-b[j] / A[j].abs().sum()), rel=1e-12)
+    assert res.gap <= 1e-9
+
+
+def test_scales_do_not_matter():
+    A, b, _, _ = mlalp_instance(20, 1000, 3, seed=3)
+    base = solve_linf(A, b)
+    assert solve_linf(A * 1e-9, b * 1e-9).z == pytest.approx(base.z, rel=1e-9)
+    assert solve_linf(A * 1e9, b).z == pytest.approx(base.z * 1e-9, rel=1e-9)
+    mixed = torch.logspace(-6, 6, 20, dtype=torch.float64)[:, None]
+    _check_against_highs(A * mixed, b)
+
+
+def test_zero_rows():
+    A, b, _, _ = mlalp_instance(20, 1000, 3, seed=4)
+    A[5] = 0.0
+    b_ok = b.clone()
+    b_ok[5] = 1e-3
+    _check_against_highs(A, b_ok)  # dropped
+    b_bad = b.clone()
+    b_bad[5] = -1e-3
+    res = solve_linf(A, b_bad)
+    assert res.status == "infeasible" and "row 5" in res.message
+    assert torch.as_tensor(res.dual)[5] > 0
+
+
+def test_nothing_to_do_gives_zero():
+    A, b, _, _ = mlalp_instance(5, 100, 1, seed=5)
+    res = solve_linf(A, b.abs())
+    assert res.status == "optimal" and res.z == 0.0 and float(torch.as_tensor(res.r).abs().max()) == 0.0
+
+
+def test_infeasible_box_is_reported_with_a_certificate():
+    A, b, _, _ = mlalp_instance(20, 2000, 3, seed=1)
+    x = torch.full((2000,), 0.5, dtype=torch.float64)
+    res = solve_linf(A, b * 300, -x, 1 - x)
+    assert res.status == "infeasible"
+    # Farkas: sum_i |u_i| room_i < -b.lam, so no r in the box satisfies the aggregated row
+    lam = torch.as_tensor(res.dual)
+    u = lam @ A
+    assert float((u.abs() * 0.5).sum()) < float(-(b * 300) @ lam)
+    assert solve_linf(A, b * 300, -x, 1 - x, backend="highs").status == "infeasible"
+
+
+def test_cancelling_rows_are_reported_infeasible():
+    A, b, _, _ = mlalp_instance(20, 2000, 3, seed=1)
+    A2 = torch.cat([A, -A[:1]])
+    b2 = torch.cat([b, torch.tensor([-float(b[0]) - 1e-3], dtype=torch.float64)])
+    assert solve_linf(A2, b2).status == "infeasible"
+
+
+def test_saturated_pixels_and_tight_boxes():
+    A, b, _, _ = mlalp_instance(20, 2000, 2, seed=9)
+    x = (torch.rand(2000, generator=torch.Generator().manual_seed(0)) > 0.5).double()  # pixels at 0 or 1
+    _check_against_highs(A, b, -x, 1 - x)
+    x = torch.full((2000,), 0.02, dtype=torch.float64)  # the box binds on one side everywhere
+    _check_against_highs(A, b, -x, 1 - x)
+
+
+def test_bad_input_is_explained():
+    A, b, _, _ = mlalp_instance(3, 10, 1, seed=0)
+    with pytest.raises(InvalidInputError, match="b must have 3"):
+        solve_linf(A, b[:2])
+    with pytest.raises(InvalidInputError, match="finite"):
+        solve_linf(A * float("nan"), b)
+    with pytest.raises(InvalidInputError, match="contain 0"):
+        solve_linf(A, b, lo=torch.full((10,), 0.1), hi=torch.ones(10))
+    with pytest.raises(InvalidInputError, match="unknown LP backend"):
+        solve_linf(A, b, backend="cplex")
+
+
+def test_mosek_without_a_licence_names_the_file(monkeypatch, tmp_path):
+    pytest.importorskip("mosek")
+    monkeypatch.setenv("HOME", str(tmp_path))
+    monkeypatch.delenv("MOSEKLM_LICENSE_FILE", raising=False)
+    A, b, _, _ = mlalp_instance(3, 10, 1, seed=0)
+    with pytest.raises(SolverError, match="mosek.lic"):
+        solve_linf(A, b, backend="mosek")
+
+
+def test_device_placement_follows_A():
+    A, b, _, _ = mlalp_instance(5, 200, 1, seed=2)
+    res = solve_linf(A.float(), b)
+    assert res.r.device == A.device and res.r.dtype == torch.float64
+    assert math.isfinite(res.z) and res.passes > 0
