@@ -23,7 +23,7 @@ def full_lp(P: Scaled):
 
     Variable order: rho (n), z.
     """
-    A = P.A.cpu().numpy()
+    A = P.dense64().cpu().numpy()
     m, n = A.shape
     I = sp.identity(n, format="csr")
     ones = sp.csr_matrix(np.ones((n, 1)))
@@ -47,14 +47,14 @@ def full_lp(P: Scaled):
 
 def solve_highs(P: Scaled, method: str = "highs", time_limit: float | None = None, tol: float = 1e-10) -> Solution:
     c, A_ub, b_ub, bounds = full_lp(P)
-    m = P.A.shape[0]
+    m = P.shape[0]
     opts = {"primal_feasibility_tolerance": tol, "dual_feasibility_tolerance": tol}
     if method == "highs-ipm":
         opts["ipm_optimality_tolerance"] = 1e-12
     if time_limit is not None:
         opts["time_limit"] = float(time_limit)
     res = scipy.optimize.linprog(c, A_ub=A_ub, b_ub=b_ub, bounds=bounds, method=method, options=opts)
-    dev = P.A.device
+    dev = P.device
     if res.status == 2:
         marg = getattr(getattr(res, "ineqlin", None), "marginals", None)
         lam = torch.from_numpy(-np.asarray(marg[:m])).to(dev) if marg is not None \

@@ -56,7 +56,7 @@ def solve_mosek(P: Scaled) -> Solution:
         raise SolverError(f"MOSEK backend unavailable: {why}")
     import mosek
 
-    A = P.A.cpu().numpy()
+    A = P.dense64().cpu().numpy()
     m, n = A.shape
     inf = 0.0
     with mosek.Env() as env, env.Task() as task:
@@ -91,7 +91,7 @@ def solve_mosek(P: Scaled) -> Solution:
             raise SolverError(f"MOSEK failed: {exc}") from exc
         sol = mosek.soltype.itr
         solsta = task.getsolsta(sol)
-        dev = P.A.device
+        dev = P.device
         if solsta in (mosek.solsta.prim_infeas_cer,):
             y = np.array(task.gety(sol))[:m]
             return Solution(None, math.inf, torch.from_numpy(-y).to(dev).clamp(min=0), "infeasible",

@@ -4,8 +4,8 @@ Every backend solves the same reduced, scaled problem
 
     min z  s.t.  Ah rho <= beta,  |rho_i| <= z,  lo_i <= rho_i <= hi_i
 
-where Ah has the non-zero rows of A scaled to unit l1 norm and only the columns that can
-matter, and rho = r / s with s = max_j(-b_j / ||A_j||_1) (a lower bound on z, so the scaled
+where Ah has the non-zero rows of A scaled to unit l1 norm (applied as an operator, never as a
+copy of A) and only the columns that can matter, and rho = r / s with s = max_j(-b_j / ||A_j||_1) (a lower bound on z, so the scaled
 optimum is >= 1). Results are mapped back and certified on the original data in float64 by
 :func:`certify`, whatever the backend: the gap a result reports is proven, not claimed.
 """
@@ -21,9 +21,21 @@ from ..errors import InvalidInputError
 from .selection import smallest_crossing
 
 
+#: Columns per chunk when a float32 matrix is used in float64 (bounded temporary memory).
+_CHUNK = 1 << 16
+
+
 @dataclass
 class Scaled:
-    A: torch.Tensor  # (m, n) float64: kept rows / their l1 norm, kept columns
+    """The scaled matrix Ah = diag(1/||A_j||_1) M as an operator; M is A (kept rows/columns) as
+    given, in its own dtype and on its own device: no float64 copy of A is ever made.
+
+    ``exact=True`` products are computed in float64 (in column chunks when M is float32);
+    the others in M's dtype, which is what the search phase needs.
+    """
+
+    M: torch.Tensor  # (m, n) kept rows/columns of A, original dtype
+    inv_norm: torch.Tensor  # (m,) float64: 1 / ||A_j||_1
     beta: torch.Tensor  # (m,) float64, min(beta) == -1
     lo: torch.Tensor | None  # (n,) float64 scaled bounds, or None (no box)
     hi: torch.Tensor | None
@@ -31,6 +43,56 @@ class Scaled:
     cols: torch.Tensor | None  # (n,) original column indices, None = all
     row_norm: torch.Tensor  # (m,)
     s: float  # z scale
+
+    @property
+    def shape(self) -> tuple[int, int]:
+        return tuple(self.M.shape)
+
+    @property
+    def device(self) -> torch.device:
+        return self.M.device
+
+    @property
+    def search_dtype(self) -> torch.dtype:
+        return self.M.dtype
+
+    def rmatvec(self, lam: torch.Tensor, exact: bool = False) -> torch.Tensor:
+        """Ah^T lam, (n,)."""
+        w = lam.double() * self.inv_norm
+        if not exact or self.M.dtype == torch.float64:
+            return w.to(self.M.dtype) @ self.M
+        out = torch.empty(self.M.shape[1], dtype=torch.float64, device=self.M.device)
+        for a in range(0, self.M.shape[1], _CHUNK):
+            out[a:a + _CHUNK] = w @ self.M[:, a:a + _CHUNK].double()
+        return out
+
+    def matvec(self, v: torch.Tensor, exact: bool = False) -> torch.Tensor:
+        """Ah v for v of shape (n,) or (n, k)."""
+        if not exact or self.M.dtype == torch.float64:
+            out = self.M @ v.to(self.M.dtype)
+        else:
+            v = v.double()
+            out = torch.zeros((self.M.shape[0],) + tuple(v.shape[1:]), dtype=torch.float64, device=self.M.device)
+            for a in range(0, self.M.shape[1], _CHUNK):
+                out += self.M[:, a:a + _CHUNK].double() @ v[a:a + _CHUNK]
+        scale = self.inv_norm if out.dim() == 1 else self.inv_norm[:, None]
+        return out.double() * scale if exact else out * scale.to(out.dtype)
+
+    def columns(self, idx: torch.Tensor) -> torch.Tensor:
+        """Ah[:, idx] in float64."""
+        return self.M[:, idx].double() * self.inv_norm[:, None]
+
+    def gram(self) -> torch.Tensor:
+        """Ah Ah^T in float64 (m x m)."""
+        G = torch.zeros(self.M.shape[0], self.M.shape[0], dtype=torch.float64, device=self.M.device)
+        for a in range(0, self.M.shape[1], _CHUNK):
+            c = self.M[:, a:a + _CHUNK].double()
+            G += c @ c.t()
+        return G * self.inv_norm[:, None] * self.inv_norm[None, :]
+
+    def dense64(self) -> torch.Tensor:
+        """Ah materialised in float64 (for the full-LP reference backends only)."""
+        return self.M.double() * self.inv_norm[:, None]
 
 
 @dataclass
@@ -55,19 +117,29 @@ def _as_tensor(a, device=None) -> torch.Tensor:
     return torch.as_tensor(np.asarray(a, dtype=np.float64), device=device)
 
 
+def _as_matrix(A) -> torch.Tensor:
+    """A as a float tensor without copying when it already is one (float32 stays float32)."""
+    if isinstance(A, torch.Tensor):
+        A = A.detach()
+        return A if A.dtype in (torch.float32, torch.float64) else A.double()
+    arr = np.asarray(A)
+    if arr.dtype not in (np.float32, np.float64):
+        arr = arr.astype(np.float64)
+    return torch.from_numpy(np.ascontiguousarray(arr))
+
+
 def prepare(A, b, lo=None, hi=None) -> Prepared:
-    """Validate, reduce and scale (one float64 copy of A, scaled in place)."""
-    owns_copy = not (isinstance(A, torch.Tensor) and A.dtype == torch.float64) and not (
-        isinstance(A, np.ndarray) and A.dtype == np.float64)
-    A64 = _as_tensor(A)
-    if A64.dim() != 2:
-        raise InvalidInputError(f"A must be a matrix (l, d), got shape {tuple(A64.shape)}")
-    l, d = A64.shape
-    dev = A64.device
+    """Validate, drop what cannot matter, and scale (as an operator: A itself is not copied)."""
+    M = _as_matrix(A)
+    if M.dim() != 2:
+        raise InvalidInputError(f"A must be a matrix (l, d), got shape {tuple(M.shape)}")
+    l, d = M.shape
+    dev = M.device
     b64 = _as_tensor(b, dev).flatten()
     if b64.numel() != l:
         raise InvalidInputError(f"b must have {l} entries (one per row of A), got {b64.numel()}")
-    if not (torch.isfinite(A64).all() and torch.isfinite(b64).all()):
+    norms = torch.linalg.vector_norm(M, ord=1, dim=1).double()
+    if not (torch.isfinite(norms).all() and torch.isfinite(b64).all()):
         raise InvalidInputError("A and b must be finite (no NaN or inf)")
     lo64 = hi64 = None
     if lo is not None or hi is not None:
@@ -79,14 +151,13 @@ def prepare(A, b, lo=None, hi=None) -> Prepared:
             hi64 = hi64.expand(d)
         if lo64.numel() != d or hi64.numel() != d:
             raise InvalidInputError(f"lo and hi must have {d} entries (one per column of A)")
-        if bool((lo64 > 1e-12).any()) or bool((hi64 < -1e-12).any()):
-            raise InvalidInputError("bounds must contain 0 (lo <= 0 <= hi): r = 0 must satisfy them")
         if bool(torch.isnan(lo64).any() | torch.isnan(hi64).any()):
             raise InvalidInputError("bounds must not be NaN")
+        if bool((lo64 > 1e-12).any()) or bool((hi64 < -1e-12).any()):
+            raise InvalidInputError("bounds must contain 0 (lo <= 0 <= hi): r = 0 must satisfy them")
         lo64, hi64 = lo64.clamp(max=0.0), hi64.clamp(min=0.0)
     prep = Prepared(l=l, d=d, device=dev, b=b64, lo=lo64, hi=hi64)
 
-    norms = torch.linalg.vector_norm(A64, ord=1, dim=1)
     zero_rows = norms == 0
     bad = zero_rows & (b64 < 0)
     if bool(bad.any()):
@@ -103,19 +174,15 @@ def prepare(A, b, lo=None, hi=None) -> Prepared:
         return prep
 
     # Columns that can matter: a non-zero entry in a kept row, and room to move on some side.
-    all_rows = keep_rows.numel() == l
-    Ak = A64 if all_rows else A64[keep_rows]
-    useful = (Ak != 0).any(0)
+    Mk = M if keep_rows.numel() == l else M[keep_rows]
+    useful = (Mk != 0).any(0)
     if lo64 is not None:
         useful &= (lo64 < 0) | (hi64 > 0)
     cols = None
     if not bool(useful.all()):
         cols = useful.nonzero().flatten()
-        Ak = Ak[:, cols]
+        Mk = Mk[:, cols]
     n_k = norms[keep_rows]
-    # Scale rows to unit l1 norm; in place when Ak is already a private copy.
-    private = Ak is not A64 or owns_copy
-    Ah = Ak.div_(n_k[:, None]) if private else Ak / n_k[:, None]
     beta = b64[keep_rows] / n_k
     s = float(-beta.min())
     beta = beta / s
@@ -123,13 +190,14 @@ def prepare(A, b, lo=None, hi=None) -> Prepared:
     if lo64 is not None:
         lo_s = (lo64 if cols is None else lo64[cols]) / s
         hi_s = (hi64 if cols is None else hi64[cols]) / s
-    if Ah.shape[1] == 0:
+    if Mk.shape[1] == 0:
         farkas = torch.zeros(l, dtype=torch.float64, device=dev)
         farkas[keep_rows[need.nonzero()[0]]] = 1.0
         prep.trivial, prep.farkas = "infeasible", farkas
         prep.message = "no pixel can move in a direction that matters (all bounds are zero)"
         return prep
-    prep.scaled = Scaled(A=Ah, beta=beta, lo=lo_s, hi=hi_s, rows=keep_rows, cols=cols, row_norm=n_k, s=s)
+    prep.scaled = Scaled(M=Mk, inv_norm=1.0 / n_k, beta=beta, lo=lo_s, hi=hi_s, rows=keep_rows, cols=cols,
+                         row_norm=n_k, s=s)
     return prep
 
 
@@ -163,9 +231,9 @@ def certify(prep: Prepared, rho: torch.Tensor, lam_s: torch.Tensor, r: torch.Ten
     the violation of row j is ||A_j||_1 * s * (Ah rho - beta)_j, in the units of b.
     """
     P = prep.scaled
-    viol = float(((P.A @ rho - P.beta) * (P.row_norm * P.s)).max().clamp(min=0.0))
+    viol = float(((P.matvec(rho, exact=True) - P.beta) * (P.row_norm * P.s)).max().clamp(min=0.0))
     if prep.lo is not None:
         viol = max(viol, float((prep.lo - r).max().clamp(min=0.0)), float((r - prep.hi).max().clamp(min=0.0)))
-    u = lam_s @ P.A
+    u = P.rmatvec(lam_s, exact=True)
     c = float(-(P.beta @ lam_s))
     return P.s * dual_bound(u, c, P.lo, P.hi), viol

@@ -17,9 +17,9 @@ import math
 
 import torch
 
-_FINAL_SORT = 4096
-_PIVOTS = 15
-_SAMPLE = 2048
+_FINAL_SORT = 16384
+_PIVOTS = 63
+_SAMPLE = 4096
 
 
 def smallest_crossing(
@@ -27,11 +27,12 @@ def smallest_crossing(
     p: torch.Tensor | None,
     q: torch.Tensor | None,
     target: float,
+    finite: bool = False,
 ) -> float:
     """Smallest t >= 0 with H(t) >= target; ``inf`` if H never reaches it.
 
     tau: (n,) breakpoints >= 0 (``inf`` allowed); p, q: (n,) non-negative weights or None (zero).
-    All float64 on any device.
+    Any float dtype, on any device; ``finite=True`` promises there is no ``inf`` in tau.
     """
     if target <= 0.0:
         return 0.0
@@ -40,9 +41,12 @@ def smallest_crossing(
     p = zero.expand(n) if p is None else p
     q = zero.expand(n) if q is None else q
     # Elements at +inf never contribute p, and contribute q * t for every t: fold them in now.
-    finite = torch.isfinite(tau)
-    slope = float(q[~finite].sum()) if not bool(finite.all()) else 0.0
-    tau, p, q = tau[finite], p[finite], q[finite]
+    slope = 0.0
+    if not finite:
+        fin = torch.isfinite(tau)
+        if not bool(fin.all()):
+            slope = float(q[~fin].sum())
+            tau, p, q = tau[fin], p[fin], q[fin]
     const = 0.0  # sum of p_i + q_i tau_i over breakpoints known to be <= the bracket's low end
     lo = 0.0
     # Breakpoints at 0 (or below, by round-off) are below every candidate t > 0.

@@ -66,8 +66,8 @@ def _weights(z: float, lo, hi):
 
 def _fvalue(u, alpha, gamma) -> float:
     if alpha is None:
-        return float(u.abs().sum())
-    return float((alpha * u.clamp(min=0) - gamma * u.clamp(max=0)).sum())
+        return float(u.abs().sum(dtype=torch.float64))
+    return float((alpha * u.clamp(min=0) - gamma * u.clamp(max=0)).sum(dtype=torch.float64))
 
 
 def _newton_direction(g: np.ndarray, H: np.ndarray, beta: np.ndarray, lam: np.ndarray) -> np.ndarray:
@@ -107,29 +107,37 @@ def _newton_direction(g: np.ndarray, H: np.ndarray, beta: np.ndarray, lam: np.nd
 def _line_search(u, v, alpha, gamma, t_max: float) -> float:
     """argmin_{0 <= t <= t_max} f(lam + t d), exactly (f is convex piecewise linear in t)."""
     if alpha is None:
-        slope0 = float(torch.where(u != 0, v * torch.sign(u), v.abs()).sum())
+        slope0 = float(torch.where(u != 0, v * torch.sign(u), v.abs()).sum(dtype=torch.float64))
         cross = (u * v) < 0
         w = 2.0 * v[cross].abs()
     else:
         s_pos = alpha * v
         s_neg = -gamma * v
         slope_i = torch.where(u > 0, s_pos, torch.where(u < 0, s_neg, torch.maximum(s_pos, s_neg)))
-        slope0 = float(slope_i.sum())
+        slope0 = float(slope_i.sum(dtype=torch.float64))
         cross = (u * v) < 0
         w = ((alpha + gamma) * v.abs())[cross]
     if slope0 >= 0.0:
         return 0.0
     tau = -u[cross] / v[cross]
-    t = smallest_crossing(tau, w, None, -slope0)
+    t = smallest_crossing(tau, w, None, -slope0, finite=True)
     return min(t, t_max)
 
 
-def _dual_newton(A, beta, lam, alpha, gamma, cnt: _Counter, max_iter: int, band0: int, band_min: int,
+def _dual_newton(P: Scaled, lam, alpha, gamma, cnt: _Counter, max_iter: int, band0: int, band_min: int,
                  ftol: float = 1e-12) -> tuple[torch.Tensor, torch.Tensor, int]:
-    """Minimise f over {lam >= 0, -beta.lam = 1} from lam; returns (lam, u = A^T lam, iterations)."""
-    m, n = A.shape
+    """Minimise f over {lam >= 0, -beta.lam = 1} from lam; returns (lam, u = A^T lam, iterations).
+
+    Passes over A run in A's own dtype (float32 for Jacobians): this phase only steers; the
+    finish and the certificate are float64.
+    """
+    m, n = P.shape
+    beta = P.beta
     beta_np = beta.cpu().numpy()
-    u = lam @ A
+    sdt = P.search_dtype
+    if alpha is not None:
+        alpha, gamma = alpha.to(sdt), gamma.to(sdt)
+    u = P.rmatvec(lam)
     cnt.passes += 1
     f = _fvalue(u, alpha, gamma)
     band = min(band0, n)
@@ -144,23 +152,23 @@ def _dual_newton(A, beta, lam, alpha, gamma, cnt: _Counter, max_iter: int, band0
         if alpha is None:
             psi = torch.sign(u)
             psi[S] = (u[S] / mu).clamp(-1.0, 1.0)
-            wS = torch.full((k,), 1.0 / mu, dtype=A.dtype, device=A.device)
+            wS = torch.full((k,), 1.0 / mu, dtype=torch.float64, device=P.device)
         else:
             psi = torch.where(u > 0, alpha, -gamma)
             aS, gS = alpha[S], gamma[S]
-            psi[S] = (-gS + (aS + gS) * (u[S] + mu) / (2 * mu)).clamp(min=-gS, max=aS)
-            wS = (aS + gS) / (2 * mu)
-        g = (A @ psi)
+            psi[S] = torch.minimum(torch.maximum(-gS + (aS + gS) * (u[S] + mu) / (2 * mu), -gS), aS)
+            wS = ((aS + gS) / (2 * mu)).double()
+        g = P.matvec(psi).double()
         cnt.passes += 1
-        AS = A[:, S]
+        AS = P.columns(S)
         H = (AS * wS) @ AS.t()
         d = _newton_direction(g.cpu().numpy(), H.cpu().numpy(), beta_np, lam.cpu().numpy())
         if not np.isfinite(d).all() or np.abs(d).max() == 0.0:
             break
-        d_t = torch.from_numpy(d).to(A.device)
+        d_t = torch.from_numpy(d).to(P.device)
         neg = d_t < 0
         t_max = float((lam[neg] / -d_t[neg]).min()) if bool(neg.any()) else math.inf
-        v = d_t @ A
+        v = P.rmatvec(d_t)
         cnt.passes += 1
         t = _line_search(u, v, alpha, gamma, t_max)
         if t <= 0.0:
@@ -170,18 +178,14 @@ def _dual_newton(A, beta, lam, alpha, gamma, cnt: _Counter, max_iter: int, band0
             continue
         lam = (lam + t * d_t).clamp(min=0.0)
         lam = lam / float(-(beta @ lam))  # stay exactly on -beta.lam = 1
-        u = u + t * v  # exact up to round-off; refreshed below
-        if it % 5 == 0:
-            u = lam @ A
-            cnt.passes += 1
+        u = P.rmatvec(lam)
+        cnt.passes += 1
         f_new = _fvalue(u, alpha, gamma)
         done = band <= band_min and (f - f_new) <= ftol * abs(f)
         f = f_new
         band = max(band_min, band // 3)
         if done:
             break
-    u = lam @ A
-    cnt.passes += 1
     return lam, u, it
 
 
@@ -190,10 +194,12 @@ def _initial_dual(beta: torch.Tensor) -> torch.Tensor:
     return lam / float(-(beta @ lam))
 
 
-def _master(A, beta, lo, hi, u, z_est, K, cnt: _Counter, elastic: bool):
-    """Solve the restricted LP; returns (rho, z, lam, status) with rho on A's device."""
-    m, n = A.shape
-    dev = A.device
+def _master(P: Scaled, u, z_est, K, cnt: _Counter, elastic: bool):
+    """Solve the restricted LP; returns (rho, z, lam, status, slack) with rho on A's device."""
+    beta, lo, hi = P.beta, P.lo, P.hi
+    m, n = P.shape
+    dev = P.device
+    u = u.double()
     sigma = -torch.sign(u)
     rm = room(u, lo, hi)
     inK = torch.zeros(n, dtype=torch.bool, device=dev)
@@ -202,7 +208,7 @@ def _master(A, beta, lo, hi, u, z_est, K, cnt: _Counter, elastic: bool):
     bgrp = (~inK) & (rm < z_est)
     vz = torch.where(zgrp, sigma, torch.zeros_like(sigma))
     vb = torch.where(bgrp, sigma * torch.where(bgrp, rm, torch.zeros_like(rm)), torch.zeros_like(sigma))
-    cols = A @ torch.stack([vz, vb], 1)  # (m, 2): one pass
+    cols = P.matvec(torch.stack([vz, vb], 1), exact=True)  # (m, 2): one pass
     cnt.passes += 1
     c_z, c_b = cols[:, 0], cols[:, 1]
     has_z = bool(zgrp.any())
@@ -210,7 +216,7 @@ def _master(A, beta, lo, hi, u, z_est, K, cnt: _Counter, elastic: bool):
     rho_lo = float(rm[zgrp].min()) if has_z else math.inf
     rho_hi = float(rm[bgrp].max()) if has_b else 0.0
 
-    AK = A[:, K].cpu().numpy()
+    AK = P.columns(K).cpu().numpy()
     k = AK.shape[1]
     # variable order: z, r_K (k), [w], [theta], [e (m)]
     nv = 1 + k + int(has_z) + int(has_b) + (m if elastic else 0)
@@ -268,7 +274,7 @@ def _master(A, beta, lo, hi, u, z_est, K, cnt: _Counter, elastic: bool):
         return None, math.inf, None, f"failed: {res.message}", 0.0
     x = res.x
     lam = torch.from_numpy(-res.row_dual[:m]).to(dev).clamp(min=0.0)
-    rho = torch.zeros(n, dtype=A.dtype, device=dev)
+    rho = torch.zeros(n, dtype=torch.float64, device=dev)
     if has_z:
         rho = torch.where(zgrp, sigma * x[iw], rho)
     if has_b:
@@ -278,13 +284,14 @@ def _master(A, beta, lo, hi, u, z_est, K, cnt: _Counter, elastic: bool):
     return rho, float(x[0]), lam, "optimal", slack
 
 
-def _cancelling_rows(A: torch.Tensor, beta: torch.Tensor) -> torch.Tensor | None:
+def _cancelling_rows(P: Scaled) -> torch.Tensor | None:
     """lam >= 0 with A^T lam ~ 0 and beta.lam < 0 (the problem is then infeasible), or None.
 
     Such a lam lies in the null space of the l x l Gram matrix A A^T; a tiny LP over that space
     finds one with beta.lam < 0 if it exists. It counts only if it proves z > _Z_INFEASIBLE.
     """
-    G = (A @ A.t()).cpu().numpy()
+    beta = P.beta
+    G = P.gram().cpu().numpy()
     w, V = np.linalg.eigh(G)
     N = V[:, w <= 1e-13 * max(w.max(), 1e-300)]
     if N.shape[1] == 0:
@@ -296,21 +303,22 @@ def _cancelling_rows(A: torch.Tensor, beta: torch.Tensor) -> torch.Tensor | None
                         np.r_[np.full(m, np.inf), 1.0], np.full(k, -np.inf), np.full(k, np.inf))
     if res.status != "optimal":
         return None
-    lam = torch.from_numpy(np.clip(N @ res.x, 0.0, None)).to(A.device)
+    lam = torch.from_numpy(np.clip(N @ res.x, 0.0, None)).to(P.device)
     c = float(-(beta @ lam))
-    if c <= 0 or float((lam @ A).abs().sum()) * _Z_INFEASIBLE > c:
+    if c <= 0 or float(P.rmatvec(lam, exact=True).abs().sum()) * _Z_INFEASIBLE > c:
         return None
     return lam
 
 
-def _best_response(A, beta, lo, hi, u, z, rho_master):
+def _best_response(P: Scaled, u, z, rho_master):
     """r_i = -sign(u_i) min(z, room_i) off the kinks (master's values, clipped, on them), if feasible."""
+    lo, hi = P.lo, P.hi
     kink = u.abs() <= 1e-13 * float(u.abs().max())
     rho = -torch.sign(u) * torch.clamp(room(u, lo, hi), max=z)
     rho = torch.where(kink, rho_master.clamp(-z, z), rho)
     if lo is not None:
         rho = torch.minimum(torch.maximum(rho, lo), hi)
-    if float((A @ rho - beta).max()) > 1e-13:
+    if float((P.matvec(rho, exact=True) - P.beta).max()) > 1e-13:
         return None
     return rho
 
@@ -318,8 +326,8 @@ def _best_response(A, beta, lo, hi, u, z, rho_master):
 def solve_structured(P: Scaled, tol: float = 1e-9, max_newton: int = 40, max_rounds: int = 30,
                      band_min: int | None = None, master_size: int | None = None) -> Solution:
     """Solve the scaled problem exactly; see the module docstring."""
-    A, beta, lo, hi = P.A, P.beta, P.lo, P.hi
-    m, n = A.shape
+    beta, lo, hi = P.beta, P.lo, P.hi
+    m, n = P.shape
     cnt = _Counter()
     t0 = time.perf_counter()
     info: dict = {}
@@ -331,9 +339,10 @@ def solve_structured(P: Scaled, tol: float = 1e-9, max_newton: int = 40, max_rou
 
     # ---- 1. search: Newton on the dual (outer loop on z when there is a box) ----
     if lo is None:
-        lam, u, it = _dual_newton(A, beta, lam, None, None, cnt, max_newton, band0, band_min)
+        lam, u, it = _dual_newton(P, lam, None, None, cnt, max_newton, band0, band_min)
         iters += it
-        z_lb = dual_bound(u, 1.0, None, None)
+        z_lb = dual_bound(P.rmatvec(lam, exact=True), float(-(beta @ lam)), None, None)
+        cnt.passes += 1
         if z_lb > _Z_INFEASIBLE:
             return Solution(None, math.inf, lam, "infeasible",
                             f"the rows of A are (nearly) dependent in a way no r can satisfy: ||r||_inf would have to "
@@ -343,9 +352,10 @@ def solve_structured(P: Scaled, tol: float = 1e-9, max_newton: int = 40, max_rou
         z_lb = 0.0
         for outer in range(12):
             alpha, gamma = _weights(z, lo, hi)
-            lam, u, it = _dual_newton(A, beta, lam, alpha, gamma, cnt, max_newton, band0 if outer == 0 else band_min * 4, band_min)
+            lam, u, it = _dual_newton(P, lam, alpha, gamma, cnt, max_newton, band0 if outer == 0 else band_min * 4, band_min)
             iters += it
-            z_lb = dual_bound(u, float(-(beta @ lam)), lo, hi)
+            z_lb = dual_bound(P.rmatvec(lam, exact=True), float(-(beta @ lam)), lo, hi)
+            cnt.passes += 1
             if math.isinf(z_lb):
                 return Solution(None, math.inf, lam, "infeasible",
                                 "the box [lo, hi] leaves too little room: no r satisfies A r <= b", iters, cnt.passes, info)
@@ -362,13 +372,13 @@ def solve_structured(P: Scaled, tol: float = 1e-9, max_newton: int = 40, max_rou
     best = None
     elastic = False
     for rnd in range(1, max_rounds + 1):
-        rho, z_m, lam_m, status, slack = _master(A, beta, lo, hi, u, z_est, K, cnt, elastic)
+        rho, z_m, lam_m, status, slack = _master(P, u, z_est, K, cnt, elastic)
         if status == "infeasible" and not elastic:
             elastic = True
             continue
         if status != "optimal":
             return Solution(None, math.inf, lam, "failed", f"restricted LP {status}", iters + rnd, cnt.passes, info)
-        u_m = lam_m @ A
+        u_m = P.rmatvec(lam_m, exact=True)
         cnt.passes += 1
         c_m = float(-(beta @ lam_m))
         lb = dual_bound(u_m, c_m, lo, hi)
@@ -382,7 +392,7 @@ def solve_structured(P: Scaled, tol: float = 1e-9, max_newton: int = 40, max_rou
             # The best response to the master's dual, at the bound it proves, is often feasible
             # already: then it is optimal (its z equals a certified lower bound). This catches the
             # master's own round-off, which leaves coordinates with tiny reduced costs unmoved.
-            rho_br = _best_response(A, beta, lo, hi, u_m, lb, rho)
+            rho_br = _best_response(P, u_m, lb, rho)
             cnt.passes += 1
             if rho_br is not None:
                 z_br = float(rho_br.abs().max())
@@ -400,10 +410,10 @@ def solve_structured(P: Scaled, tol: float = 1e-9, max_newton: int = 40, max_rou
         # pricing: coordinates whose fixed value disagrees with the best response to lam_m
         sigma_new = -torch.sign(u_m)
         rm_new = room(u_m, lo, hi)
-        inK = torch.zeros(n, dtype=torch.bool, device=A.device)
+        inK = torch.zeros(n, dtype=torch.bool, device=P.device)
         inK[K] = True
-        sigma_old = -torch.sign(u)
-        rm_old = room(u, lo, hi)
+        sigma_old = -torch.sign(u).double()
+        rm_old = room(u.double(), lo, hi)
         z_ref = z_m if slack <= 1e-9 else z_est
         wrong_sign = (sigma_new != sigma_old) & (u_m != 0)
         type_old = rm_old >= z_est
@@ -422,7 +432,7 @@ def solve_structured(P: Scaled, tol: float = 1e-9, max_newton: int = 40, max_rou
         K = torch.cat([K, add])
     if elastic and lo is None:
         # The masters stayed infeasible: look for rows of A that cancel (a Farkas certificate).
-        lam_f = _cancelling_rows(A, beta)
+        lam_f = _cancelling_rows(P)
         if lam_f is not None:
             return Solution(None, math.inf, lam_f, "infeasible",
                             "the rows of A cancel in a way no r can satisfy (certified)", iters, cnt.passes, info)
