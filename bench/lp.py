@@ -72,6 +72,7 @@ def main() -> None:
     ap.add_argument("--highs", action="store_true", help="also run HiGHS's interior point")
     ap.add_argument("--highs-time-limit", type=float, default=120.0)
     ap.add_argument("--repeat", type=int, default=3, help="runs of the structured solver (best time shown)")
+    ap.add_argument("--check-cpu", action="store_true", help="with --device cuda: also solve on the CPU and compare z")
     args = ap.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -121,6 +122,10 @@ def main() -> None:
                     except Exception as exc:  # time limit
                         h_cols = [f">{args.highs_time_limit:.0f}", type(exc).__name__[:8]]
                 speed = f"{c_time / best:8.0f}x" if c_time else "-"
+                if args.check_cpu and dev.type != "cpu":
+                    rc = solve_linf(A, b, lo, hi)
+                    c_cols[1] = f"{(res.z - rc.z) / rc.z:8.1e}"
+                    c_cols[0] = "(cpu ours)"
                 print(f"{d:7d} {str(box):>4} {neg:3d} | {best:8.3f} {res.z:11.6g} {res.gap:8.1e} {v_ours:8.1e} "
                       f"{res.passes:6d} | {c_cols[0]:>10} {c_cols[1]:>8} {c_cols[2]:>8} | {h_cols[0]:>8} {h_cols[1]:>8} | "
                       f"{speed:>8}", flush=True)
