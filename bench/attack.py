@@ -22,6 +22,7 @@ import torch
 
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), ".."))
 
+from mlalp_core.device import resolve_device  # noqa: E402
 from mlalp_core.attacks import make_attack  # noqa: E402
 from mlalp_core.data.demo import load_gallery  # noqa: E402
 from mlalp_core.data.base import stack_images  # noqa: E402
@@ -45,7 +46,7 @@ def main() -> None:
     ap.add_argument("--box", action="store_true", help="MLA-LP with the exact [0,1] box")
     ap.add_argument("--full-size", action="store_true")
     args = ap.parse_args()
-    dev = torch.device(args.device)
+    dev = resolve_device(args.device)
     print(f"# torch {torch.__version__}, device {dev}, threads {torch.get_num_threads()}")
     gallery = load_gallery()
     hdr = f"{'model':10} {'attack':12} | {'attacked':>8} {'success':>8} {'linf':>9} {'l2':>8} {'s/img':>8}"

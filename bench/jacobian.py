@@ -21,6 +21,7 @@ import torch
 
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), ".."))
 
+from mlalp_core.device import resolve_device  # noqa: E402
 from mlalp_core.jacobian import batched_jacobian  # noqa: E402
 from mlalp_core.losses import per_label_bce  # noqa: E402
 
@@ -72,7 +73,7 @@ def main() -> None:
     ap.add_argument("--skip-full", action="store_true", help="only the demo models")
     ap.add_argument("--skip-loop-full", action="store_true", help="no sequential passes for the full-size models")
     args = ap.parse_args()
-    dev = torch.device(args.device)
+    dev = resolve_device(args.device)
     torch.manual_seed(0)
     print(f"# torch {torch.__version__}, device {dev}, threads {torch.get_num_threads()}")
     hdr = f"{'model':24} {'B':>3} | {'forward/img':>11} {'batched/img':>11} {'loop/img':>10} {'speed-up':>8} {'max rel diff':>12}"

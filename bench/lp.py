@@ -29,6 +29,7 @@ sys.path.insert(0, os.path.join(os.path.dirname(__file__), ".."))
 
 from lp_instances import mlalp_instance  # noqa: E402
 
+from mlalp_core.device import resolve_device  # noqa: E402
 from mlalp_core.lp import solve_linf  # noqa: E402
 
 
@@ -76,7 +77,7 @@ def main() -> None:
     args = ap.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
-    dev = torch.device(args.device)
+    dev = resolve_device(args.device)
     print(f"# torch {torch.__version__}, device {dev}, threads {torch.get_num_threads()}")
     hdr = (f"{'d':>7} {'box':>4} {'neg':>3} | {'ours s':>8} {'z':>11} {'gap':>8} {'viol':>8} {'passes':>6} | "
            f"{'clarabel s':>10} {'rel diff':>8} {'viol':>8} | {'highs s':>8} {'rel diff':>8} | {'speed-up':>8}")

@@ -67,7 +67,8 @@ def main() -> None:
     ap.add_argument("--device", default="cpu")
     ap.add_argument("--models", nargs="+", default=["ml-gcn", "ml-liw"])
     ap.add_argument("--batch", nargs="+", type=int, default=[1])
-    ap.add_argument("--methods", nargs="+", default=["batched", "loop"], choices=["batched", "loop"])
+    ap.add_argument("--methods", nargs="*", default=["batched", "loop"], choices=["batched", "loop"],
+                    help="Jacobian methods to time (none: forward only)")
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's)")
     args = ap.parse_args()
