@@ -48,7 +48,7 @@ def _registrars():
 
 
 #: (module, function) pairs; each function adds its subparsers. Imports stay inside the commands.
-_SUBCOMMAND_MODULES: list[tuple[str, str]] = [("demo_cli", "register"), ("model_cli", "register")]
+_SUBCOMMAND_MODULES: list[tuple[str, str]] = [("demo_cli", "register"), ("model_cli", "register"), ("bench_cli", "register")]
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -1,0 +1,153 @@
+"""``mlalp bench`` (run or resume a batch experiment) and ``mlalp report`` (tables from a store)."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+from .errors import InvalidInputError
+
+
+def _parse_sets(items: list[str]) -> dict[str, dict]:
+    """``attack.setting=value`` pairs; values parsed as JSON when they can be (true, 100, 0.5)."""
+    out: dict[str, dict] = {}
+    for item in items or []:
+        if "=" not in item or "." not in item.split("=", 1)[0]:
+            raise InvalidInputError(f"--set takes attack.setting=value (e.g. mla-lp.box=true), got {item!r}")
+        lhs, value = item.split("=", 1)
+        attack, key = lhs.split(".", 1)
+        try:
+            parsed = json.loads(value)
+        except json.JSONDecodeError:
+            parsed = value
+        out.setdefault(attack.strip().lower(), {})[key.strip()] = parsed
+    return out
+
+
+def _print_tables(store, rows, paper: bool, fmt: str = "md") -> str:
+    from .reporting import TABLE3_COLUMNS, export, table2, table3, with_paper
+
+    t2 = table2(store)
+    t3 = table3(rows)
+    text = "Table II\n\n" + export(t2, fmt) + "\nTable III\n\n" + export(t3, fmt)
+    if paper:
+        cols = dict(TABLE3_COLUMNS)
+        for k, h in (("paper_success_rate", "paper success"), ("paper_rmsd", "paper RMSD"), ("paper_l2", "paper l2"),
+                     ("paper_linf", "paper linf")):
+            cols[k] = (h, "{:.4f}", None)
+        from .reporting import to_markdown
+
+        text += "\nTable III with the paper's values\n\n" + to_markdown(with_paper(t3), cols)
+    return text
+
+
+def _cmd_bench(args: argparse.Namespace) -> int:
+    from tqdm import tqdm
+
+    from .attacks import ATTACKS
+    from .runner import BenchConfig, init_distributed_from_env, run_benchmark
+    from .reporting import export, table2
+    from .store import ResultsStore
+    from .settings import load_settings
+
+    rank, world, dist_dev = init_distributed_from_env()
+    attacks = list(ATTACKS) if args.attacks == ["all"] else args.attacks
+    cfg = BenchConfig(models=args.models, dataset=args.data, split=args.split, attacks=attacks, n=args.n,
+                      seed=args.seed, batch_size=args.batch, device=dist_dev or args.device,
+                      attack_settings=_parse_sets(args.set), store=args.store, precision=args.precision)
+    bars: dict[str, tqdm] = {}
+
+    def progress(done: int, total: int, message: str) -> None:
+        name = message.split(":", 1)[0]
+        bar = bars.get(name)
+        if bar is None:
+            bar = bars[name] = tqdm(total=total, desc=name + (f" [rank {rank}]" if world > 1 else ""),
+                                    position=rank if world > 1 else None, leave=True, disable=args.quiet)
+        bar.total = total
+        bar.n = done
+        bar.refresh()
+
+    t3 = run_benchmark(cfg, progress=progress)
+    for bar in bars.values():
+        bar.close()
+    if rank != 0:
+        return 0
+    store = ResultsStore(cfg.store or load_settings().results)
+    print(f"\nresults store: {store.path}")
+    print("\nTable II\n\n" + export(table2(store), "md"))
+    print("Table III\n\n" + export(t3, "md"))
+    if args.out:
+        out = Path(args.out)
+        out.mkdir(parents=True, exist_ok=True)
+        for fmt, ext in (("csv", "csv"), ("md", "md"), ("latex", "tex")):
+            (out / f"table3.{ext}").write_text(export(t3, fmt))
+            (out / f"table2.{ext}").write_text(export(table2(store), fmt))
+        print(f"tables written to {out}/table{{2,3}}.{{csv,md,tex}}")
+    return 0
+
+
+def _cmd_report(args: argparse.Namespace) -> int:
+    from .reporting import budget_curves, export, table2, table3, with_paper
+    from .settings import load_settings
+    from .store import ResultsStore
+
+    path = Path(args.store or load_settings().results)
+    if not path.is_file():
+        raise InvalidInputError(f"no results store at {path}: run `mlalp bench` first or pass --store")
+    store = ResultsStore(path)
+    rows = store.rows(model=args.model, dataset=args.data, attack=args.attack)
+    if args.budget:
+        curves = budget_curves(rows, norm=args.budget)
+        lines = [f"success rate within {args.budget} <= eps"]
+        for (m, d, a), (eps, rate) in curves.items():
+            marks = [(e, r) for e, r in zip(eps, rate)][:: max(1, len(eps) // 12)]
+            lines.append(f"{m} {d} {a}: " + "  ".join(f"{e:.4g}:{r:.2f}" for e, r in marks))
+        text = "\n".join(lines) + "\n"
+    elif args.table == "2":
+        text = export(table2(store), args.format)
+    else:
+        t3 = table3(rows)
+        text = export(with_paper(t3) if args.paper and args.format == "csv" else t3, args.format)
+    if args.out:
+        Path(args.out).write_text(text)
+        print(f"written to {args.out}")
+    else:
+        sys.stdout.write(text)
+    return 0
+
+
+def register(sub) -> None:
+    p = sub.add_parser("bench", help="run or resume a batch experiment (Tables II and III)",
+                       description="Select the examples the paper attacks, run attacks on them in batches and "
+                                   "store every finished example; re-running resumes. Under torchrun the work is "
+                                   "sharded across processes/GPUs.")
+    p.add_argument("--models", nargs="+", default=["demo-gcn", "demo-liw"], help="registry names (mlalp models)")
+    p.add_argument("--data", default="demo", help="data set name: demo, demo-test, voc2007, voc2012")
+    p.add_argument("--split", default=None, help="split (default: the data set's test split)")
+    p.add_argument("--attacks", nargs="+", default=["all"], help="attack names or 'all'")
+    p.add_argument("--n", type=int, default=None, help="attack at most N selected examples per model")
+    p.add_argument("--seed", type=int, default=0, help="seed of the hidden-label choice")
+    p.add_argument("--batch", type=int, default=8, help="images per attack batch")
+    p.add_argument("--device", default=None, help="auto (default), cpu or cuda[:N]")
+    p.add_argument("--set", action="append", default=[], metavar="ATTACK.SETTING=VALUE",
+                   help="override an attack setting, e.g. --set mla-lp.box=true --set ml-cw.max_iterations=200")
+    p.add_argument("--store", default=None, help="results store (default: MLALP_RESULTS or results/mlalp.sqlite)")
+    p.add_argument("--precision", default="float16", choices=["float16", "float32"],
+                   help="how perturbations are stored")
+    p.add_argument("--out", default=None, help="also write Tables II and III as CSV, Markdown and LaTeX here")
+    p.add_argument("--quiet", action="store_true", help="no progress bars")
+    p.set_defaults(func=_cmd_bench)
+
+    p = sub.add_parser("report", help="Tables II/III or budget curves from a results store")
+    p.add_argument("--store", default=None)
+    p.add_argument("--table", choices=["2", "3"], default="3")
+    p.add_argument("--format", choices=["md", "csv", "latex"], default="md")
+    p.add_argument("--model", default=None)
+    p.add_argument("--data", default=None)
+    p.add_argument("--attack", default=None)
+    p.add_argument("--paper", action="store_true", help="CSV: add the paper's values beside ours")
+    p.add_argument("--budget", choices=["linf", "l2"], default=None, help="success rate against a distortion budget")
+    p.add_argument("--out", default=None)
+    p.set_defaults(func=_cmd_report)

@@ -1,0 +1,246 @@
+"""Aggregates of stored results: the paper's Tables II and III, success-against-budget curves,
+and their export as CSV, Markdown and LaTeX.
+
+Conventions (the paper's): success rate over all attacked examples; distortions (RMSD, l_2,
+l_inf) averaged over the successful examples only; l_2 and l_inf in [0,1] pixel units; RMSD on
+the 0..255 scale (``rmsd``) and as printed in the paper (``rmsd_paper`` = 127.5 * RMS(r)).
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import math
+from collections import defaultdict
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+
+from .attacks import DISPLAY_NAMES
+
+#: Column name -> (header, format, best: "max" | "min" | None)
+TABLE3_COLUMNS: dict[str, tuple[str, str, str | None]] = {
+    "model": ("model", "{}", None),
+    "dataset": ("dataset", "{}", None),
+    "attack": ("attack", "{}", None),
+    "attacked": ("attacked", "{:d}", None),
+    "success_rate": ("success rate", "{:.4f}", "max"),
+    "rmsd": ("RMSD (0..255)", "{:.4f}", "min"),
+    "rmsd_paper": ("RMSD (paper)", "{:.4f}", "min"),
+    "l2": ("l2", "{:.4f}", "min"),
+    "linf": ("linf", "{:.4f}", "min"),
+    "time_s": ("time/example (s)", "{:.3f}", None),
+    "model_calls": ("model calls/example", "{:.0f}", None),
+}
+
+TABLE2_COLUMNS: dict[str, tuple[str, str, str | None]] = {
+    "model": ("model", "{}", None),
+    "dataset": ("dataset", "{}", None),
+    "split": ("split", "{}", None),
+    "test_examples": ("test examples", "{:d}", None),
+    "to_attack": ("examples to be attacked", "{:d}", None),
+}
+
+#: The paper's Table III, for side-by-side comparison: (model, dataset, attack) ->
+#: (success rate, RMSD as printed, l2, linf).
+PAPER_TABLE3: dict[tuple[str, str, str], tuple[float, float | None, float | None, float | None]] = {
+    ("ml-gcn", "voc2007", "ml-cw"): (0.9757, 0.2868, 1.7456, 0.0243),
+    ("ml-gcn", "voc2007", "ml-rank1"): (0.1931, 1.1466, 6.9787, 0.0357),
+    ("ml-gcn", "voc2007", "ml-rank2"): (0.9128, 1.1637, 7.0824, 0.0395),
+    ("ml-gcn", "voc2007", "ml-deepfool"): (0.0000, None, None, None),
+    ("ml-gcn", "voc2007", "mla-lp"): (0.8751, 0.0917, 0.5585, 0.0009),
+    ("ml-gcn", "voc2012", "ml-cw"): (0.9361, 0.3229, 1.9652, 0.0151),
+    ("ml-gcn", "voc2012", "ml-rank1"): (0.2227, 1.2951, 7.8825, 0.0318),
+    ("ml-gcn", "voc2012", "ml-rank2"): (0.8863, 1.1687, 7.1130, 0.0323),
+    ("ml-gcn", "voc2012", "ml-deepfool"): (0.0092, 73.6378, 448.1560, 1.0000),
+    ("ml-gcn", "voc2012", "mla-lp"): (0.8329, 0.0399, 0.2432, 0.0004),
+    ("ml-liw", "voc2007", "ml-cw"): (0.9972, 0.3204, 1.3014, 0.0423),
+    ("ml-liw", "voc2007", "ml-rank1"): (0.2070, 1.8699, 7.5953, 0.0496),
+    ("ml-liw", "voc2007", "ml-rank2"): (0.9296, 2.0951, 8.5102, 0.0717),
+    ("ml-liw", "voc2007", "ml-deepfool"): (0.4492, 64.0180, 260.0303, 0.9978),
+    ("ml-liw", "voc2007", "mla-lp"): (0.9052, 0.2418, 0.9824, 0.0026),
+    ("ml-liw", "voc2012", "ml-cw"): (0.9948, 0.3209, 1.3036, 0.0349),
+    ("ml-liw", "voc2012", "ml-rank1"): (0.1487, 1.8550, 7.5349, 0.0454),
+    ("ml-liw", "voc2012", "ml-rank2"): (0.8632, 1.8746, 7.6146, 0.0578),
+    ("ml-liw", "voc2012", "ml-deepfool"): (0.3914, 67.4167, 273.8353, 0.9962),
+    ("ml-liw", "voc2012", "mla-lp"): (0.8888, 0.1952, 0.7928, 0.0020),
+}
+
+PAPER_TABLE2 = {("ml-gcn", "voc2007"): (4952, 1113), ("ml-gcn", "voc2012"): (5823, 862),
+                ("ml-liw", "voc2007"): (4952, 739), ("ml-liw", "voc2012"): (5823, 585)}
+
+_ATTACK_ORDER = ["ml-cw", "ml-rank1", "ml-rank2", "ml-deepfool", "mla-lp"]  # the paper's row order
+
+
+def _mean(values: list[float]) -> float:
+    return float(np.mean(values)) if values else float("nan")
+
+
+def table3(rows: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Table III from :meth:`ResultsStore.rows` output: one row per (model, data set, attack)."""
+    groups: dict[tuple[str, str, str], list[dict]] = defaultdict(list)
+    for r in rows:
+        groups[(r["model"], r["dataset"], r["attack"])].append(r)
+    out = []
+    for (model, dataset, attack), rs in groups.items():
+        ok = [r for r in rs if r["success"]]
+        out.append({
+            "model": model, "dataset": dataset, "attack": attack, "attacked": len(rs),
+            "success_rate": len(ok) / len(rs) if rs else float("nan"),
+            "rmsd": _mean([r["rmsd"] for r in ok]),
+            "rmsd_paper": _mean([r["rmsd_paper"] for r in ok]),
+            "l2": _mean([r["l2"] for r in ok]),
+            "linf": _mean([r["linf"] for r in ok]),
+            "time_s": _mean([r["time_s"] for r in rs]),
+            "model_calls": _mean([r["model_calls"] for r in rs]),
+        })
+    order = {a: i for i, a in enumerate(_ATTACK_ORDER)}
+    out.sort(key=lambda r: (r["model"], r["dataset"], order.get(r["attack"], 99), r["attack"]))
+    return out
+
+
+def table2(store) -> list[dict[str, Any]]:
+    """Table II: test examples and examples to be attacked, per (model, data set, split)."""
+    return store.selections()
+
+
+def budget_curves(rows: Sequence[dict[str, Any]], norm: str = "linf",
+                  grid: Sequence[float] | None = None, points: int = 60) -> dict[tuple[str, str, str], tuple[np.ndarray, np.ndarray]]:
+    """Success rate within a budget: for each (model, data set, attack), the fraction of attacked
+    examples whose attack succeeded with ``norm`` (``linf`` or ``l2``, [0,1] units) <= eps.
+
+    The default grid is log-spaced over the observed successful distortions, shared by all
+    groups so that curves are comparable at equal budget.
+    """
+    if norm not in ("linf", "l2", "rmsd"):
+        raise ValueError(f"norm must be 'linf', 'l2' or 'rmsd', got {norm!r}")
+    groups: dict[tuple[str, str, str], list[dict]] = defaultdict(list)
+    for r in rows:
+        groups[(r["model"], r["dataset"], r["attack"])].append(r)
+    if grid is None:
+        vals = np.array([r[norm] for r in rows if r["success"] and r[norm] > 0])
+        if vals.size == 0:
+            grid = np.linspace(0, 1, points)
+        else:
+            grid = np.concatenate([[0.0], np.logspace(math.log10(vals.min() * 0.5), math.log10(vals.max() * 1.05), points)])
+    eps = np.asarray(grid, dtype=np.float64)
+    out = {}
+    for key, rs in groups.items():
+        ok = np.array([r[norm] for r in rs if r["success"]])
+        rate = np.array([(ok <= e).sum() / len(rs) for e in eps]) if len(rs) else np.zeros_like(eps)
+        out[key] = (eps, rate)
+    return out
+
+
+def with_paper(table: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Table III rows with the paper's numbers for the same (model, data set, attack) beside them."""
+    out = []
+    for r in table:
+        p = PAPER_TABLE3.get((r["model"], r["dataset"], r["attack"]))
+        row = dict(r)
+        row["paper_success_rate"], row["paper_rmsd"], row["paper_l2"], row["paper_linf"] = p if p else (None,) * 4
+        out.append(row)
+    return out
+
+
+# ---------------------------------------------------------------------------------------------
+# Export
+# ---------------------------------------------------------------------------------------------
+
+
+def _columns(table: Sequence[dict[str, Any]], columns: dict | None):
+    if columns is None:
+        columns = TABLE3_COLUMNS if table and "attack" in table[0] else TABLE2_COLUMNS
+    keys = [k for k in columns if not table or k in table[0]]
+    return keys, columns
+
+
+def _fmt(value: Any, fmt: str) -> str:
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return "-"
+    if isinstance(value, str):
+        return DISPLAY_NAMES.get(value, value)
+    try:
+        return fmt.format(value)
+    except (ValueError, TypeError):
+        return str(value)
+
+
+def to_csv(table: Sequence[dict[str, Any]], columns: dict | None = None) -> str:
+    """CSV with raw (unformatted) values, one header row."""
+    keys, _ = _columns(table, columns)
+    buf = io.StringIO()
+    w = csv.writer(buf)
+    w.writerow(keys)
+    for r in table:
+        w.writerow(["" if r.get(k) is None else r.get(k) for k in keys])
+    return buf.getvalue()
+
+
+def to_markdown(table: Sequence[dict[str, Any]], columns: dict | None = None) -> str:
+    keys, cols = _columns(table, columns)
+    lines = ["| " + " | ".join(cols[k][0] for k in keys) + " |",
+             "|" + "|".join("---" if cols[k][2] is None and cols[k][1] == "{}" else "---:" for k in keys) + "|"]
+    for r in table:
+        lines.append("| " + " | ".join(_fmt(r.get(k), cols[k][1]) for k in keys) + " |")
+    return "\n".join(lines) + "\n"
+
+
+def _best(table: Sequence[dict[str, Any]], keys, cols) -> set[tuple[int, str]]:
+    """(row index, column) of the best value per (model, data set) group, as the paper bolds."""
+    best = set()
+    groups: dict[tuple, list[int]] = defaultdict(list)
+    for i, r in enumerate(table):
+        groups[(r.get("model"), r.get("dataset"))].append(i)
+    for idx in groups.values():
+        for k in keys:
+            mode = cols[k][2]
+            vals = [(table[i].get(k), i) for i in idx if isinstance(table[i].get(k), (int, float))
+                    and not math.isnan(table[i].get(k))]
+            if mode and vals:
+                target = max(v for v, _ in vals) if mode == "max" else min(v for v, _ in vals)
+                best |= {(i, k) for v, i in vals if v == target}
+    return best
+
+
+def to_latex(table: Sequence[dict[str, Any]], columns: dict | None = None, caption: str = "",
+             label: str = "") -> str:
+    """A booktabs table; the best value of each (model, data set) group in bold, as in the paper."""
+    keys, cols = _columns(table, columns)
+    best = _best(table, keys, cols)
+    esc = lambda s: s.replace("_", r"\_").replace("%", r"\%").replace("&", r"\&")  # noqa: E731
+    align = "".join("l" if cols[k][1] == "{}" else "r" for k in keys)
+    head = [esc(cols[k][0]) + (r"$\uparrow$" if cols[k][2] == "max" else r"$\downarrow$" if cols[k][2] == "min" else "")
+            for k in keys]
+    lines = [r"\begin{table}[t]", r"\centering"]
+    if caption:
+        lines.append(r"\caption{" + esc(caption) + "}")
+    if label:
+        lines.append(r"\label{" + label + "}")
+    lines += [r"\begin{tabular}{" + align + "}", r"\toprule", " & ".join(head) + r" \\", r"\midrule"]
+    prev = None
+    for i, r in enumerate(table):
+        group = (r.get("model"), r.get("dataset"))
+        if prev is not None and group != prev:
+            lines.append(r"\midrule")
+        prev = group
+        cells = []
+        for k in keys:
+            s = esc(_fmt(r.get(k), cols[k][1]))
+            cells.append(r"\textbf{" + s + "}" if (i, k) in best else s)
+        lines.append(" & ".join(cells) + r" \\")
+    lines += [r"\bottomrule", r"\end{tabular}", r"\end{table}"]
+    return "\n".join(lines) + "\n"
+
+
+def export(table: Sequence[dict[str, Any]], fmt: str, **kw: Any) -> str:
+    """``fmt`` in csv, md/markdown, tex/latex."""
+    fmt = fmt.lower()
+    if fmt == "csv":
+        return to_csv(table)
+    if fmt in ("md", "markdown"):
+        return to_markdown(table)
+    if fmt in ("tex", "latex"):
+        return to_latex(table, **kw)
+    raise ValueError(f"unknown format {fmt!r}: use csv, md or latex")

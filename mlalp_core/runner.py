@@ -1,0 +1,264 @@
+"""Batch experiments: select the examples the paper attacks, run attacks on them in batches, store
+every finished example at once, resume what an interrupted run left, and shard across processes.
+
+Selection (Table II): a test example is attacked when the model's prediction at its threshold
+equals the ground truth on every label and the ground truth has at least two positive labels
+(the authors' code uses >= 2). Targets: one positive label hidden at random, seeded per example
+(:func:`mlalp_core.targets.hide_one`), so any split of the work gets the same targets.
+
+Sharding: under ``torchrun`` (or any initialised ``torch.distributed`` group) the selection's
+forward passes are split across ranks and gathered, and the attack batches (fixed by the batch
+size, the same as in a one-process run) go round-robin to the ranks; each example is attacked
+exactly once, in the same batch as in a one-process run, so the results are identical.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from .attacks import ATTACKS, make_attack
+from .data.base import MultiLabelDataset, stack_images
+from .device import DeviceLike, resolve_device
+from .errors import ConfigurationError, InvalidInputError
+from .metrics import attack_metrics
+from .models.base import MultiLabelClassifier
+from .reporting import table3
+from .store import ResultsStore, data_identity, model_identity
+from .targets import hide_one
+
+#: progress(done, total, message)
+Progress = Callable[[int, int, str], None]
+
+
+@dataclass
+class BenchConfig:
+    """One batch experiment: every model x every attack on one data split."""
+
+    models: Sequence[str] = ("demo-gcn",)
+    dataset: str = "demo"
+    split: str | None = None
+    attacks: Sequence[str] = tuple(ATTACKS)
+    n: int | None = None  # at most this many examples attacked per model (the first selected)
+    seed: int = 0
+    batch_size: int = 8
+    device: DeviceLike = None
+    attack_settings: dict[str, dict[str, Any]] = field(default_factory=dict)
+    store: str | Path | None = None  # default: the settings' results path
+    precision: str = "float16"  # how perturbations are stored: float16 or float32
+
+    def check(self) -> None:
+        unknown = [a for a in self.attacks if a not in ATTACKS]
+        if unknown:
+            raise InvalidInputError(f"unknown attack(s) {', '.join(unknown)}; choose from {', '.join(ATTACKS)}")
+        if not self.models:
+            raise InvalidInputError("choose at least one model")
+        if not self.attacks:
+            raise InvalidInputError("choose at least one attack")
+        if self.batch_size < 1:
+            raise InvalidInputError(f"batch size must be >= 1, got {self.batch_size}")
+        if self.n is not None and self.n < 1:
+            raise InvalidInputError(f"n must be >= 1, got {self.n}")
+        if self.precision not in ("float16", "float32"):
+            raise InvalidInputError(f"precision must be float16 or float32, got {self.precision!r}")
+        bad = [a for a in self.attack_settings if a not in ATTACKS]
+        if bad:
+            raise InvalidInputError(f"settings given for unknown attack(s): {', '.join(bad)}")
+
+
+@dataclass
+class Selection:
+    """The examples a model would be attacked on (the paper's rule) and the Table II counts."""
+
+    indices: list[int]
+    ids: list[str]
+    labels: torch.Tensor  # (N, l) bool ground truth of the selected examples
+    test_examples: int
+    model_id: str
+    data_id: str
+
+
+# ---------------------------------------------------------------------------------------------
+# torch.distributed helpers (no-ops in a single process)
+# ---------------------------------------------------------------------------------------------
+
+
+def dist_rank_world() -> tuple[int, int]:
+    if torch.distributed.is_available() and torch.distributed.is_initialized():
+        return torch.distributed.get_rank(), torch.distributed.get_world_size()
+    return 0, 1
+
+
+def init_distributed_from_env() -> tuple[int, int, torch.device | None]:
+    """Initialise torch.distributed when launched by torchrun (RANK/WORLD_SIZE set).
+
+    gloo on the CPU, NCCL on CUDA (one GPU per local rank). Returns (rank, world, device or None).
+    """
+    if "RANK" not in os.environ or "WORLD_SIZE" not in os.environ:
+        return 0, 1, None
+    if not torch.distributed.is_initialized():
+        use_cuda = torch.cuda.is_available() and os.environ.get("MLALP_DEVICE", "auto") != "cpu"
+        backend = "nccl" if use_cuda else "gloo"
+        if use_cuda:
+            torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", 0)))
+        torch.distributed.init_process_group(backend=backend)
+    rank, world = dist_rank_world()
+    dev = None
+    if torch.cuda.is_available() and os.environ.get("MLALP_DEVICE", "auto") != "cpu":
+        dev = torch.device("cuda", int(os.environ.get("LOCAL_RANK", 0)))
+    return rank, world, dev
+
+
+def _all_gather(obj: Any) -> list[Any]:
+    rank, world = dist_rank_world()
+    if world == 1:
+        return [obj]
+    out: list[Any] = [None] * world
+    torch.distributed.all_gather_object(out, obj)
+    return out
+
+
+def _barrier() -> None:
+    if dist_rank_world()[1] > 1:
+        torch.distributed.barrier()
+
+
+# ---------------------------------------------------------------------------------------------
+# Selection
+# ---------------------------------------------------------------------------------------------
+
+
+@torch.no_grad()
+def select_examples(model: MultiLabelClassifier, dataset: MultiLabelDataset, *, model_name: str,
+                    dataset_name: str, split: str, store: ResultsStore | None = None, batch_size: int = 32,
+                    device: DeviceLike = None, progress: Progress | None = None) -> Selection:
+    """The paper's selection, cached in the store (predictions are not recomputed on resume)."""
+    dev = resolve_device(device)
+    ids = dataset.ids()
+    labels = dataset.labels().bool()
+    mid = model_identity(model)
+    did = data_identity(dataset_name, split, ids, labels)
+    cached = store.selection(mid, did) if store is not None else []
+    if len(cached) == len(ids):
+        correct = torch.tensor([r["correct"] for r in cached])
+    else:
+        rank, world = dist_rank_world()
+        mine = list(range(rank, len(ids), world))
+        model = model.to(dev).eval()
+        ok_mine: dict[int, bool] = {}
+        for a in range(0, len(mine), batch_size):
+            chunk = mine[a:a + batch_size]
+            x = stack_images(dataset, chunk, model.input_size).to(dev)
+            pred = model.predict(x).cpu()
+            for k, i in enumerate(chunk):
+                ok_mine[i] = bool((pred[k] == labels[i]).all())
+            if progress is not None:
+                progress(min(a + batch_size, len(mine)), len(mine), f"{model_name}: checking predictions")
+        merged: dict[int, bool] = {}
+        for part in _all_gather(ok_mine):
+            merged.update(part)
+        correct = torch.tensor([merged[i] for i in range(len(ids))])
+        if store is not None and rank == 0:
+            store.save_selection(model=model_name, model_id=mid, dataset=dataset_name, split=split, data_id=did,
+                                 rows=[(ids[i], i, bool(correct[i]), int(labels[i].sum()), labels[i].int().tolist())
+                                       for i in range(len(ids))])
+        _barrier()
+    chosen = (correct & (labels.sum(1) >= 2)).nonzero().flatten().tolist()
+    return Selection(indices=chosen, ids=[ids[i] for i in chosen], labels=labels[chosen],
+                     test_examples=len(ids), model_id=mid, data_id=did)
+
+
+# ---------------------------------------------------------------------------------------------
+# Running
+# ---------------------------------------------------------------------------------------------
+
+
+def attack_batches(n: int, batch_size: int) -> list[list[int]]:
+    """Positions 0..n-1 cut into the fixed batches every process agrees on."""
+    return [list(range(a, min(a + batch_size, n))) for a in range(0, n, batch_size)]
+
+
+def run_attack_on_selection(model: MultiLabelClassifier, dataset: MultiLabelDataset, sel: Selection, *,
+                            attack_name: str, settings: dict[str, Any], key: str, store: ResultsStore, seed: int,
+                            batch_size: int, device: torch.device, precision: str = "float16",
+                            progress: Progress | None = None) -> int:
+    """Attack the selected examples not yet in the store; returns how many this process finished."""
+    rank, world = dist_rank_world()
+    done = store.finished_ids(key)
+    targets = hide_one(sel.labels, seed=seed, example_ids=sel.indices)
+    attack = make_attack(attack_name, model, device=device, **settings)
+    batches = attack_batches(len(sel.indices), batch_size)
+    mine = [b for k, b in enumerate(batches) if k % world == rank]
+    total = sum(len(b) for b in mine)
+    finished = sum(1 for b in mine for p in b if sel.ids[p] in done)
+    worker = f"rank{rank}/{world}"
+    for batch in mine:
+        todo = [p for p in batch if sel.ids[p] not in done]
+        if not todo:
+            continue
+        x = stack_images(dataset, [sel.indices[p] for p in todo], model.input_size)
+        res = attack(x, targets[todo])
+        metrics = attack_metrics(res)
+        for k, p in enumerate(todo):
+            store.add_result(key, sel.ids[p], sel.indices[p], metrics[k], res.target[k], res.probs_clean[k],
+                             res.probs_adv[k], res.perturbation[k], res.trace[k], worker=worker, precision=precision)
+        finished += len(todo)
+        if progress is not None:
+            progress(finished, total, f"{attack_name}: {finished}/{total} examples")
+    return finished
+
+
+def _default_split(dataset: str) -> str:
+    from .data.registry import list_datasets
+
+    for info in list_datasets():
+        if info.name == dataset:
+            return info.default_split
+    return "default"
+
+
+def run_benchmark(config: BenchConfig, progress: Progress | None = None, *,
+                  model_loader: Callable[..., MultiLabelClassifier] | None = None,
+                  dataset_loader: Callable[..., MultiLabelDataset] | None = None) -> list[dict[str, Any]]:
+    """Run (or resume) the experiment and return its Table III rows (all finished examples)."""
+    from .data.registry import load_dataset
+    from .models.registry import load_model
+    from .settings import load_settings
+
+    config.check()
+    model_loader = model_loader or load_model
+    dataset_loader = dataset_loader or load_dataset
+    dev = resolve_device(config.device)
+    store = ResultsStore(config.store or load_settings().results)
+    dataset = dataset_loader(config.dataset, config.split)
+    split = config.split or _default_split(config.dataset)
+    keys = []
+    for model_name in config.models:
+        model = model_loader(model_name, device=dev)
+        sel = select_examples(model, dataset, model_name=model_name, dataset_name=config.dataset, split=split,
+                              store=store, batch_size=max(config.batch_size, 16), device=dev, progress=progress)
+        if config.n is not None:
+            sel = Selection(sel.indices[:config.n], sel.ids[:config.n], sel.labels[:config.n], sel.test_examples,
+                            sel.model_id, sel.data_id)
+        if not sel.indices:
+            raise ConfigurationError(f"{model_name} classifies no example of {config.dataset} correctly with >= 2 "
+                                     "labels: nothing to attack")
+        for attack_name in config.attacks:
+            settings = dict(config.attack_settings.get(attack_name, {}))
+            probe = make_attack(attack_name, model, device=dev, **settings)
+            key = store.open_run(model=model_name, model_id=sel.model_id, dataset=config.dataset, split=split,
+                                 data_id=sel.data_id, attack=attack_name, settings=probe.config(), seed=config.seed,
+                                 threshold=probe.threshold, label_names=model.label_names,
+                                 input_size=model.input_size, device=str(dev))
+            keys.append(key)
+            run_attack_on_selection(model, dataset, sel, attack_name=attack_name, settings=settings, key=key,
+                                    store=store, seed=config.seed, batch_size=config.batch_size, device=dev,
+                                    precision=config.precision, progress=progress)
+        _barrier()
+    rows = [r for k in keys for r in store.rows(run_key=k)]
+    return table3(rows)

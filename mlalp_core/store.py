@@ -1,0 +1,277 @@
+"""The results store: one SQLite file that every batch run writes into, example by example.
+
+Each finished (run, example) pair is written in its own transaction, so an interrupted run
+loses nothing and a re-run skips what is already there. A *run* is one attack with fixed
+settings on one model and data split; its key is a hash of everything that determines its
+results (model weights, data identity, attack, settings, seed), so the same command resumes
+the same run and a changed setting starts a new one.
+
+Stored per example: the target, success, the distortion metrics (units in their names), label
+bookkeeping, iterations, model calls, time, the probabilities before and after, the
+per-iteration trace, and the perturbation itself (zlib-compressed float16 by default, float32
+on request) so the app can show an example later without re-running it. The examples each
+model would attack (Table II) are stored too, in ``selection``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import sqlite3
+import time
+import zlib
+from collections.abc import Iterable, Sequence
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from . import __version__
+from .errors import ConfigurationError
+
+SCHEMA_VERSION = 1
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT);
+CREATE TABLE IF NOT EXISTS runs (
+    run_key TEXT PRIMARY KEY,
+    created REAL, model TEXT, model_id TEXT, dataset TEXT, split TEXT, data_id TEXT,
+    attack TEXT, settings TEXT, seed INTEGER, threshold REAL, label_names TEXT,
+    input_size TEXT, device TEXT, version TEXT
+);
+CREATE TABLE IF NOT EXISTS results (
+    run_key TEXT NOT NULL, example_id TEXT NOT NULL, idx INTEGER,
+    target TEXT, success INTEGER,
+    l1 REAL, l2 REAL, linf REAL, rmsd REAL, rmsd_paper REAL,
+    labels_wrong INTEGER, collateral INTEGER, attacked_reached INTEGER, attacked_total INTEGER,
+    iterations INTEGER, model_calls INTEGER, time_s REAL,
+    probs_clean BLOB, probs_adv BLOB, perturbation BLOB, pert_shape TEXT, pert_dtype TEXT,
+    trace TEXT, finished REAL, worker TEXT,
+    PRIMARY KEY (run_key, example_id)
+);
+CREATE TABLE IF NOT EXISTS selection (
+    model_id TEXT NOT NULL, data_id TEXT NOT NULL, model TEXT, dataset TEXT, split TEXT,
+    example_id TEXT NOT NULL, idx INTEGER, correct INTEGER, positives INTEGER, labels TEXT,
+    PRIMARY KEY (model_id, data_id, example_id)
+);
+"""
+
+_METRIC_COLUMNS = ("success", "l1", "l2", "linf", "rmsd", "rmsd_paper", "labels_wrong", "collateral",
+                   "attacked_reached", "attacked_total", "iterations", "model_calls", "time_s")
+
+
+def _json(obj: Any) -> str:
+    return json.dumps(obj, sort_keys=True, default=_json_default)
+
+
+def _json_default(o: Any):
+    if isinstance(o, (np.floating, np.integer)):
+        return o.item()
+    if isinstance(o, torch.Tensor):
+        return o.tolist()
+    if isinstance(o, Path):
+        return str(o)
+    raise TypeError(f"cannot store {type(o).__name__} as JSON")
+
+
+def tensor_identity(tensors: Iterable[tuple[str, torch.Tensor]]) -> str:
+    """A short hash of named tensors (model weights): same weights, same identity."""
+    h = hashlib.sha256()
+    for name, t in tensors:
+        h.update(name.encode())
+        arr = t.detach().cpu().contiguous()
+        h.update(str(arr.dtype).encode() + str(tuple(arr.shape)).encode())
+        h.update(arr.view(torch.uint8).numpy().tobytes() if arr.numel() else b"")
+    return h.hexdigest()[:16]
+
+
+def model_identity(model: torch.nn.Module) -> str:
+    named = sorted(list(model.state_dict().items()) + [(f"buffer:{n}", b) for n, b in model.named_buffers()],
+                   key=lambda kv: kv[0])
+    return tensor_identity(named)
+
+
+def data_identity(name: str, split: str, ids: Sequence[str], labels: torch.Tensor) -> str:
+    h = hashlib.sha256()
+    h.update(f"{name}/{split}".encode())
+    h.update("\n".join(ids).encode())
+    h.update(labels.to(torch.uint8).numpy().tobytes())
+    return h.hexdigest()[:16]
+
+
+def run_key(model_id: str, data_id: str, attack: str, settings: dict, seed: int) -> str:
+    return hashlib.sha256(_json([model_id, data_id, attack, settings, seed]).encode()).hexdigest()[:20]
+
+
+def pack_array(a: torch.Tensor | np.ndarray, dtype: str = "float16") -> tuple[bytes, str, str]:
+    arr = a.detach().cpu().numpy() if isinstance(a, torch.Tensor) else np.asarray(a)
+    arr = arr.astype(dtype)
+    return zlib.compress(arr.tobytes(), 6), _json(list(arr.shape)), dtype
+
+
+def unpack_array(blob: bytes, shape: str, dtype: str) -> np.ndarray:
+    return np.frombuffer(zlib.decompress(blob), dtype=dtype).reshape(json.loads(shape)).astype(np.float32)
+
+
+class ResultsStore:
+    """Open (or create) the store at ``path``. Safe for several processes writing at once."""
+
+    def __init__(self, path: str | Path) -> None:
+        self.path = Path(path)
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            with self._connect() as conn:
+                conn.executescript(_SCHEMA)
+                row = conn.execute("SELECT value FROM meta WHERE key='schema'").fetchone()
+                if row is None:
+                    conn.execute("INSERT INTO meta VALUES ('schema', ?)", (str(SCHEMA_VERSION),))
+                elif int(row[0]) != SCHEMA_VERSION:
+                    raise ConfigurationError(
+                        f"{self.path} was written by another mlalp version (schema {row[0]}, expected {SCHEMA_VERSION})")
+        except sqlite3.DatabaseError as exc:
+            raise ConfigurationError(f"{self.path} is not a usable mlalp results store ({exc})") from exc
+        except OSError as exc:
+            raise ConfigurationError(f"cannot create the results store {self.path}: {exc}") from exc
+
+    @contextmanager
+    def _connect(self):
+        conn = sqlite3.connect(self.path, timeout=60.0)
+        try:
+            conn.execute("PRAGMA journal_mode=WAL")
+            conn.execute("PRAGMA busy_timeout=60000")
+            conn.row_factory = sqlite3.Row
+            with conn:
+                yield conn
+        finally:
+            conn.close()
+
+    # ---- runs -----------------------------------------------------------------------------------
+    def open_run(self, *, model: str, model_id: str, dataset: str, split: str, data_id: str, attack: str,
+                 settings: dict, seed: int, threshold: float, label_names: Sequence[str],
+                 input_size: Sequence[int], device: str) -> str:
+        """The key of the run with this identity, created if new (existing runs are resumed)."""
+        key = run_key(model_id, data_id, attack, settings, seed)
+        with self._connect() as conn:
+            conn.execute(
+                "INSERT OR IGNORE INTO runs VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
+                (key, time.time(), model, model_id, dataset, split, data_id, attack, _json(settings), seed,
+                 threshold, _json(list(label_names)), _json(list(input_size)), device, __version__),
+            )
+        return key
+
+    def runs(self) -> list[dict[str, Any]]:
+        """All runs with their progress (examples finished, successes)."""
+        with self._connect() as conn:
+            rows = conn.execute(
+                "SELECT r.*, COUNT(x.example_id) AS finished, COALESCE(SUM(x.success), 0) AS successes "
+                "FROM runs r LEFT JOIN results x ON x.run_key = r.run_key GROUP BY r.run_key ORDER BY r.created"
+            ).fetchall()
+        out = []
+        for r in rows:
+            d = dict(r)
+            d["settings"] = json.loads(d["settings"])
+            d["label_names"] = json.loads(d["label_names"])
+            d["input_size"] = json.loads(d["input_size"])
+            out.append(d)
+        return out
+
+    def finished_ids(self, key: str) -> set[str]:
+        with self._connect() as conn:
+            return {r[0] for r in conn.execute("SELECT example_id FROM results WHERE run_key=?", (key,))}
+
+    # ---- results --------------------------------------------------------------------------------
+    def add_result(self, key: str, example_id: str, idx: int, metrics: dict[str, Any], target: torch.Tensor,
+                   probs_clean: torch.Tensor, probs_adv: torch.Tensor, perturbation: torch.Tensor,
+                   trace: list[dict], worker: str = "", precision: str = "float16") -> None:
+        """Write one finished example (its own transaction; a second write of it is ignored)."""
+        pert, shape, dtype = pack_array(perturbation, precision)
+        pc, _, _ = pack_array(probs_clean, "float32")
+        pa, _, _ = pack_array(probs_adv, "float32")
+        values = [metrics[c] for c in _METRIC_COLUMNS]
+        values[0] = int(bool(values[0]))
+        with self._connect() as conn:
+            conn.execute(
+                f"INSERT OR IGNORE INTO results (run_key, example_id, idx, target, {', '.join(_METRIC_COLUMNS)}, "
+                "probs_clean, probs_adv, perturbation, pert_shape, pert_dtype, trace, finished, worker) "
+                f"VALUES (?,?,?,?,{','.join('?' * len(_METRIC_COLUMNS))},?,?,?,?,?,?,?,?)",
+                (key, example_id, idx, _json([int(v) for v in target.tolist()]), *values,
+                 pc, pa, pert, shape, dtype, _json(trace), time.time(), worker),
+            )
+
+    def rows(self, *, model: str | None = None, dataset: str | None = None, split: str | None = None,
+             attack: str | None = None, run_key: str | None = None) -> list[dict[str, Any]]:
+        """One flat dict per (run, example): run identity + metrics (no arrays)."""
+        where, args = [], []
+        for col, val in (("r.model", model), ("r.dataset", dataset), ("r.split", split), ("r.attack", attack),
+                         ("r.run_key", run_key)):
+            if val is not None:
+                where.append(f"{col} = ?")
+                args.append(val)
+        sql = ("SELECT r.run_key, r.model, r.dataset, r.split, r.attack, r.seed, r.settings, x.example_id, x.idx, "
+               f"x.target, {', '.join('x.' + c for c in _METRIC_COLUMNS)} "
+               "FROM results x JOIN runs r ON r.run_key = x.run_key")
+        if where:
+            sql += " WHERE " + " AND ".join(where)
+        sql += " ORDER BY r.model, r.dataset, r.attack, x.idx"
+        with self._connect() as conn:
+            rows = conn.execute(sql, args).fetchall()
+        out = []
+        for r in rows:
+            d = dict(r)
+            d["success"] = bool(d["success"])
+            d["target"] = json.loads(d["target"])
+            d["settings"] = json.loads(d["settings"])
+            out.append(d)
+        return out
+
+    def example(self, key: str, example_id: str) -> dict[str, Any]:
+        """Everything stored for one example, arrays as float32 tensors."""
+        with self._connect() as conn:
+            r = conn.execute("SELECT x.*, r.model, r.dataset, r.split, r.attack, r.label_names, r.threshold "
+                             "FROM results x JOIN runs r ON r.run_key = x.run_key "
+                             "WHERE x.run_key=? AND x.example_id=?", (key, example_id)).fetchone()
+        if r is None:
+            raise ConfigurationError(f"no stored result for example {example_id!r} of run {key}")
+        d = dict(r)
+        d["perturbation"] = torch.from_numpy(unpack_array(d.pop("perturbation"), d.pop("pert_shape"), d.pop("pert_dtype")))
+        d["probs_clean"] = torch.from_numpy(np.frombuffer(zlib.decompress(d["probs_clean"]), dtype=np.float32).copy())
+        d["probs_adv"] = torch.from_numpy(np.frombuffer(zlib.decompress(d["probs_adv"]), dtype=np.float32).copy())
+        d["target"] = torch.tensor(json.loads(d["target"]), dtype=torch.bool)
+        d["trace"] = json.loads(d["trace"])
+        d["label_names"] = json.loads(d["label_names"])
+        d["success"] = bool(d["success"])
+        return d
+
+    # ---- selection (Table II) -------------------------------------------------------------------
+    def save_selection(self, *, model: str, model_id: str, dataset: str, split: str, data_id: str,
+                       rows: Iterable[tuple[str, int, bool, int, list[int]]]) -> None:
+        """rows: (example_id, idx, prediction == ground truth, positive labels, labels)."""
+        with self._connect() as conn:
+            conn.executemany(
+                "INSERT OR REPLACE INTO selection VALUES (?,?,?,?,?,?,?,?,?,?)",
+                [(model_id, data_id, model, dataset, split, eid, idx, int(ok), pos, _json(lab))
+                 for eid, idx, ok, pos, lab in rows],
+            )
+
+    def selection(self, model_id: str, data_id: str) -> list[dict[str, Any]]:
+        with self._connect() as conn:
+            rows = conn.execute("SELECT * FROM selection WHERE model_id=? AND data_id=? ORDER BY idx",
+                                (model_id, data_id)).fetchall()
+        out = []
+        for r in rows:
+            d = dict(r)
+            d["correct"] = bool(d["correct"])
+            d["labels"] = json.loads(d["labels"])
+            out.append(d)
+        return out
+
+    def selections(self) -> list[dict[str, Any]]:
+        """Table II counts per (model, data set, split): test examples and examples to be attacked."""
+        with self._connect() as conn:
+            rows = conn.execute(
+                "SELECT model, dataset, split, COUNT(*) AS test_examples, "
+                "SUM(CASE WHEN correct = 1 AND positives >= 2 THEN 1 ELSE 0 END) AS to_attack "
+                "FROM selection GROUP BY model_id, data_id ORDER BY model, dataset").fetchall()
+        return [dict(r) for r in rows]

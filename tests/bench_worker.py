@@ -1,0 +1,41 @@
+"""A batch run on the tiny model, as a separate process (for the kill/resume and torchrun tests).
+
+usage: python tests/bench_worker.py WEIGHTS STORE ATTACKS [--die-after N]
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+
+import torch
+
+sys.path.insert(0, os.path.dirname(__file__))
+
+from tiny import TinyScenes, load_tiny  # noqa: E402
+
+from mlalp_core.runner import BenchConfig, init_distributed_from_env, run_benchmark  # noqa: E402
+
+
+def main() -> None:
+    weights, store, attacks = sys.argv[1], sys.argv[2], sys.argv[3].split(",")
+    die_after = int(sys.argv[sys.argv.index("--die-after") + 1]) if "--die-after" in sys.argv else None
+    torch.set_num_threads(1)
+    init_distributed_from_env()
+    seen = {"n": 0}
+
+    def progress(done, total, message):
+        if die_after is not None and "examples" in message:
+            seen["n"] = done
+            if done >= die_after:
+                os._exit(17)  # a crash: no cleanup, no flush beyond what the store committed
+
+    cfg = BenchConfig(models=["tiny"], dataset="tiny", split="all", attacks=attacks, seed=3, batch_size=4,
+                      device="cpu", store=store, precision="float32",
+                      attack_settings={"ml-cw": {"max_iterations": 50, "binary_search_steps": 2}})
+    run_benchmark(cfg, progress=progress, model_loader=lambda name, device=None: load_tiny(weights),
+                  dataset_loader=lambda name, split=None: TinyScenes())
+
+
+if __name__ == "__main__":
+    main()
