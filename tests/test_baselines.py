@@ -16,6 +16,8 @@ import pytest
 import torch
 from torch import nn
 
+from tiny import TinyCNN, synthetic_scenes, train_tiny  # shared test fixtures
+
 from mlalp_core.attacks.base import AttackCancelled
 from mlalp_core.attacks.carlini_wagner import (
     MLCW,
@@ -69,52 +71,6 @@ class AffineProbs(MultiLabelClassifier):
         return torch.logit(self.probabilities(x).clamp(1e-6, 1 - 1e-6))
 
 
-class TinyCNN(MultiLabelClassifier):
-    def __init__(self) -> None:
-        super().__init__(["red", "green", "blue", "stripes"], (16, 16), mean=(0.5,) * 3, std=(0.25,) * 3)
-        self.body = nn.Sequential(
-            nn.Conv2d(3, 8, 3, padding=1), nn.ReLU(),
-            nn.Conv2d(8, 16, 3, stride=2, padding=1), nn.ReLU(),
-            nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(16, 4),
-        )
-
-    def classify(self, z: torch.Tensor) -> torch.Tensor:
-        return self.body(z)
-
-
-def synthetic_scenes(n: int, g: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
-    """Dark noisy 16x16 images; label c < 3: a bright 6x6 patch in channel c; label 3: stripes."""
-    y = torch.rand(n, 4, generator=g) < 0.5
-    x = torch.rand(n, 3, 16, 16, generator=g) * 0.3
-    for i in range(n):
-        for c in range(3):
-            if y[i, c]:
-                r, s = torch.randint(0, 11, (2,), generator=g).tolist()
-                x[i, c, r:r + 6, s:s + 6] = 0.9
-        if y[i, 3]:
-            x[i, :, ::4, :] += 0.5
-    return x.clamp(0, 1), y
-
-
-def train_tiny_cnn() -> TinyCNN:
-    """Label smoothing (0.1 / 0.9) keeps the outputs off saturation, as real models' are."""
-    g = torch.Generator().manual_seed(0)
-    torch.manual_seed(0)
-    model = TinyCNN()
-    x, y = synthetic_scenes(512, g)
-    opt = torch.optim.Adam(model.parameters(), lr=1e-2)
-    for _ in range(200):
-        i = torch.randint(0, 512, (64,), generator=g)
-        loss = nn.functional.binary_cross_entropy_with_logits(model(x[i]), y[i].float() * 0.8 + 0.1)
-        opt.zero_grad()
-        loss.backward()
-        opt.step()
-    model.eval()
-    for p in model.parameters():
-        p.requires_grad_(False)
-    return model
-
-
 def attackable(model: MultiLabelClassifier, x: torch.Tensor, labels: torch.Tensor | None, n: int):
     """Examples predicted right (when labels are known) with >= 2 positive labels, and their
     hide-one targets (the paper's setting)."""
@@ -137,7 +93,7 @@ def one_thread():
 
 @pytest.fixture(scope="module")
 def tiny():
-    model = train_tiny_cnn()
+    model = train_tiny()
     xt, yt = synthetic_scenes(64, torch.Generator().manual_seed(1))
     x, target = attackable(model, xt, yt, 8)
     assert len(x) == 8

@@ -29,8 +29,10 @@ class TinyCNN(MultiLabelClassifier):
         return self.body(z)
 
 
-def synthetic_scenes(n: int, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
-    g = torch.Generator().manual_seed(seed)
+def synthetic_scenes(n: int, g: torch.Generator | int = 0) -> tuple[torch.Tensor, torch.Tensor]:
+    """Scenes drawn from ``g`` (a generator, or a seed for a fresh one)."""
+    if isinstance(g, int):
+        g = torch.Generator().manual_seed(g)
     y = torch.rand(n, 4, generator=g) < 0.5
     x = torch.rand(n, 3, 16, 16, generator=g) * 0.3
     for i in range(n):
@@ -48,7 +50,7 @@ def train_tiny(steps: int = 200) -> TinyCNN:
     g = torch.Generator().manual_seed(0)
     torch.manual_seed(0)
     model = TinyCNN()
-    x, y = synthetic_scenes(512, seed=123)
+    x, y = synthetic_scenes(512, g)
     opt = torch.optim.Adam(model.parameters(), lr=1e-2)
     for _ in range(steps):
         i = torch.randint(0, 512, (64,), generator=g)
@@ -56,7 +58,10 @@ def train_tiny(steps: int = 200) -> TinyCNN:
         opt.zero_grad()
         loss.backward()
         opt.step()
-    return model.eval()
+    model.eval()
+    for p in model.parameters():
+        p.requires_grad_(False)
+    return model
 
 
 def load_tiny(path: str | Path) -> TinyCNN:
