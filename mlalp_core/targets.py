@@ -58,34 +58,29 @@ def hide_one(labels: torch.Tensor, seed: int = 0, example_ids: Sequence[int] | N
     return target
 
 
-def hide(labels: torch.Tensor, which: Sequence[str | int], label_names: Sequence[str] | None = None) -> torch.Tensor:
-    """Flip the chosen labels to negative; each must be positive in every example."""
+def _flip(labels: torch.Tensor, which: Sequence[str | int], label_names: Sequence[str] | None, to: bool) -> torch.Tensor:
     y = _as_bool_labels(labels)
     idx = _indices(which, label_names, y.shape[1])
+    verb, state = ("add", "already present") if to else ("hide", "not present")
     if not idx:
-        raise InvalidInputError("choose at least one label to hide")
+        raise InvalidInputError(f"choose at least one label to {verb}")
     for j in idx:
-        if not y[:, j].all():
+        if (y[:, j] if to else ~y[:, j]).any():
             name = label_names[j] if label_names else j
-            raise InvalidInputError(f"label {name!r} is not present, so it cannot be hidden")
+            raise InvalidInputError(f"label {name!r} is {state}, so it cannot be {'added' if to else 'hidden'}")
     target = y.clone()
-    target[:, idx] = False
+    target[:, idx] = to
     return target
+
+
+def hide(labels: torch.Tensor, which: Sequence[str | int], label_names: Sequence[str] | None = None) -> torch.Tensor:
+    """Flip the chosen labels to negative; each must be positive in every example."""
+    return _flip(labels, which, label_names, False)
 
 
 def add(labels: torch.Tensor, which: Sequence[str | int], label_names: Sequence[str] | None = None) -> torch.Tensor:
     """Flip the chosen labels to positive; each must be negative in every example."""
-    y = _as_bool_labels(labels)
-    idx = _indices(which, label_names, y.shape[1])
-    if not idx:
-        raise InvalidInputError("choose at least one label to add")
-    for j in idx:
-        if y[:, j].any():
-            name = label_names[j] if label_names else j
-            raise InvalidInputError(f"label {name!r} is already present, so it cannot be added")
-    target = y.clone()
-    target[:, idx] = True
-    return target
+    return _flip(labels, which, label_names, True)
 
 
 def custom(labels: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
