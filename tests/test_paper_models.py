@@ -121,6 +121,15 @@ def test_mlgcn_own_format_round_trip(official: dict, tmp_path: Path) -> None:
         assert torch.equal(official["model"](x), loaded(x))
     with pytest.raises(ModelLoadError, match="holds a 'ml-gcn' model, not 'ml-liw'"):
         ml_liw.load_ml_liw(path)
+    # by name: an mlalp file needs no word-vector setting (it carries its own)
+    from mlalp_core.models.registry import list_models, load_model
+    from mlalp_core.settings import load_settings
+
+    assert checkpoints.looks_like_model_file(path) and not checkpoints.looks_like_model_file(official["ckpt"])
+    s = load_settings({"mlgcn_checkpoint": str(path)}, environ={}, cwd=tmp_path)
+    assert {i.name: i for i in list_models(s)}["ml-gcn"].available
+    with torch.no_grad():
+        assert torch.equal(load_model("ml-gcn", device="cpu", settings=s)(x), loaded(x))
 
 
 def test_mlgcn_strictness(official: dict, tmp_path: Path) -> None:
@@ -382,8 +391,10 @@ def test_mlgcn_training_runs_checkpoints_and_resumes(tmp_path: Path, official: d
                lr=1e-3, device="cpu")
     first = train_ml_gcn(TrainConfig(epochs=1, **cfg))
     assert len(first["history"]) == 1 and np.isfinite(first["history"][0]["loss"])
-    again = train_ml_gcn(TrainConfig(epochs=2, **cfg))
-    assert [h["epoch"] for h in again["history"]] == [1, 2] and again["history"][0] == first["history"][0]
+    assert first["best_epoch"] == 1 and (tmp_path / "run" / "ml-gcn-best.pt").is_file()
+    # rerunning a finished run resumes from its checkpoint: nothing is retrained, the record stays
+    again = train_ml_gcn(TrainConfig(epochs=1, **cfg))
+    assert again["history"] == first["history"] and again["best_epoch"] == 1
     model = ml_gcn.load_ml_gcn(tmp_path / "run" / "ml-gcn-last.pt")
     assert model.input_size == (64, 64)
     # the graph was counted from the two training images' labels

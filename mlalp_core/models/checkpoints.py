@@ -302,6 +302,21 @@ def is_model_file(obj: Any) -> bool:
     return isinstance(obj, Mapping) and obj.get("format") == MODEL_FILE_FORMAT
 
 
+def looks_like_model_file(path: str | os.PathLike) -> bool:
+    """Cheap guess, without unpickling or reading the tensors, whether a file is mlalp's own model
+    file (for listings; loading still checks it properly)."""
+    import zipfile
+
+    try:
+        with zipfile.ZipFile(path) as z:
+            name = next((n for n in z.namelist() if n.endswith("/data.pkl") or n == "data.pkl"), None)
+            if name is None or z.getinfo(name).file_size > 1 << 20:
+                return False
+            return MODEL_FILE_FORMAT.encode() in z.read(name)
+    except (OSError, zipfile.BadZipFile):
+        return False
+
+
 def read_model_file(path: str | os.PathLike, kind: str | None = None, obj: Any = None) -> dict[str, Any]:
     """Read (or check an already loaded) mlalp model file; ``kind`` must match when given."""
     p = Path(path)

@@ -168,7 +168,8 @@ def load_ml_gcn(
     word_vectors: str | os.PathLike | None = None,
     adjacency: str | os.PathLike | None = None,
 ) -> MLGCN:
-    """ML-GCN from the official checkpoint (plus word vectors) or from mlalp's own model file.
+    """ML-GCN from the official checkpoint (plus word vectors) or from mlalp's own model file
+    (which carries the word vectors it was trained with; ``word_vectors`` is then not used).
 
     The official file loads strictly; only the ``num_batches_tracked`` buffers that PyTorch 0.3
     did not save are filled in (and a DataParallel ``module.`` prefix stripped). ``adjacency``
@@ -179,9 +180,7 @@ def load_ml_gcn(
     obj = safe_torch_load(ckpt_path, "ML-GCN checkpoint")
     if is_model_file(obj):
         info = read_model_file(ckpt_path, KIND, obj)
-        wv = info["extra"].get("word_vectors")
-        if word_vectors is not None:
-            wv = torch.from_numpy(load_word_vectors(word_vectors, len(info["label_names"])))
+        wv = info["extra"].get("word_vectors")  # the ones it was trained with; a given file is not used
         if not isinstance(wv, torch.Tensor):
             raise ModelLoadError(f"{ckpt_path}: mlalp model file without word vectors")
         l = len(info["label_names"])

@@ -61,10 +61,13 @@ def _demo_infos() -> list[ModelInfo]:
 
 
 def _mlgcn_info(s: Settings) -> ModelInfo:
-    why = [r for r in (
-        _missing(s.mlgcn_checkpoint, "MLALP_MLGCN_CHECKPOINT", "voc_checkpoint.pth.tar"),
-        _missing(s.mlgcn_word_vectors, "MLALP_MLGCN_WORD_VECTORS", "voc_glove_word2vec.pkl"),
-    ) if r]
+    from .checkpoints import looks_like_model_file
+
+    ckpt = _missing(s.mlgcn_checkpoint, "MLALP_MLGCN_CHECKPOINT", "voc_checkpoint.pth.tar")
+    # mlalp's own ML-GCN files carry their word vectors; the official checkpoint needs the file.
+    own = ckpt is None and s.mlgcn_word_vectors is None and looks_like_model_file(s.mlgcn_checkpoint)
+    wv = None if own else _missing(s.mlgcn_word_vectors, "MLALP_MLGCN_WORD_VECTORS", "voc_glove_word2vec.pkl")
+    why = [r for r in (ckpt, wv) if r]
     if s.mlgcn_adjacency is not None and not s.mlgcn_adjacency.is_file():
         why.append(f"MLALP_MLGCN_ADJACENCY names {s.mlgcn_adjacency}, which does not exist")
     return ModelInfo(
