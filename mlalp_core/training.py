@@ -106,14 +106,16 @@ def fit(
     eval_fn: EvalFn | None = None,
     scheduler_interval: str = "epoch",
     max_grad_norm: float | None = None,
+    train_mode: bool = True,
 ) -> list[dict[str, float]]:
     """Train ``model`` for ``epochs`` epochs; returns the per-epoch history (resumed ones included).
 
     ``scheduler`` is stepped after every epoch, or after every batch with
-    ``scheduler_interval="step"`` (OneCycleLR). ``eval_fn(model, epoch)`` runs after each epoch
-    (``fit`` does not change the mode it leaves the model in; the next epoch sets train mode);
-    its numbers go into the history. A non-finite loss stops training with an error rather than
-    writing a poisoned checkpoint.
+    ``scheduler_interval="step"`` (OneCycleLR). ``eval_fn(model, epoch)`` runs after each epoch;
+    its numbers go into the history. Each epoch starts with ``model.train()`` unless
+    ``train_mode=False``, which keeps the caller's mode (ML-LIW trains with BatchNorm in eval
+    mode). ``max_grad_norm`` clips the gradient norm. A non-finite loss stops training with an
+    error rather than writing a poisoned checkpoint.
     """
     if epochs < 0:
         raise ConfigurationError(f"epochs must be >= 0, got {epochs}")
@@ -138,7 +140,8 @@ def fit(
 
     bar_epochs = _tqdm(range(start_epoch, epochs), progress, desc="epochs", initial=start_epoch, total=epochs)
     for epoch in bar_epochs:
-        model.train()
+        if train_mode:
+            model.train()
         batches = train_batches(epoch) if callable(train_batches) else train_batches
         t0 = time.perf_counter()
         total, count = 0.0, 0

@@ -79,6 +79,41 @@ def test_model_contract(model):
     assert x.grad is not None and x.grad.abs().sum() > 0
 
 
+def test_outputs_are_not_saturated(model):
+    """Attacks need gradients: no gallery logit may sit where the sigmoid is flat in float32."""
+    g = load_gallery()
+    with torch.no_grad():
+        z = model(g.images())
+    assert z.abs().max() < 16.0  # sigmoid(16) < 1 in float32
+    assert (z.abs() > 13.8).float().mean() < 0.01  # MLA-LP's clamp at 1e-6
+
+
+def test_fold_temperature_scales_logits_and_keeps_predictions():
+    from mlalp_core.demo_training import choose_temperature
+    from mlalp_core.models.demo import fold_temperature
+
+    x = load_gallery().images()[:8]
+    for name in DEMO_MODEL_NAMES:
+        m = load_demo_model(name)
+        before = m(x).detach()
+        fold_temperature(m, 2.5)
+        after = m(x).detach()
+        torch.testing.assert_close(after, before / 2.5, rtol=1e-4, atol=1e-5)
+        assert torch.equal(after >= 0, before >= 0)
+    with pytest.raises(InvalidInputError):
+        fold_temperature(m, 0.0)
+    # choose_temperature: the larger of the NLL-optimal one and the one capping |logit|.
+    g = torch.Generator().manual_seed(0)
+    y = torch.rand(300, 10, generator=g) < 0.3
+    z = torch.where(y, 1.0, -1.0) * (20 + 5 * torch.rand(300, 10, generator=g))  # all right, huge margins
+    used, t_nll = choose_temperature(z, y, logit_cap=12.0)
+    assert used == pytest.approx(float(torch.quantile(z.abs().flatten().double(), 0.999)) / 12.0)
+    assert t_nll <= 0.25 + 1e-9  # perfectly separated: sharpening always lowers the NLL
+    flip = torch.rand(300, 10, generator=g) < 0.05  # 5 % of confident mistakes
+    used2, t_nll2 = choose_temperature(torch.where(flip, -z, z), y, logit_cap=100.0)
+    assert used2 == t_nll2 and t_nll2 > 5.0
+
+
 def test_gcn_graph_comes_from_training_cooccurrence():
     m = load_demo_model("demo-gcn")
     assert isinstance(m, GCNClassifier)
@@ -195,7 +230,7 @@ def test_fit_history_is_the_mean_batch_loss():
 
     def recording_loss(model, batch):
         loss = _loss(model, batch)
-        seen.append(float(loss))
+        seen.append(float(loss.detach()))
         return loss
 
     model = _tiny_model()
@@ -205,6 +240,17 @@ def test_fit_history_is_the_mean_batch_loss():
     assert [h["batches"] for h in hist] == [6, 6]
     assert hist[0]["loss"] == pytest.approx(np.mean(seen[:6]))
     assert hist[1]["loss"] == pytest.approx(np.mean(seen[6:]))
+
+
+def test_fit_can_keep_batchnorm_in_eval_mode():
+    model = nn.Sequential(nn.Linear(8, 8), nn.BatchNorm1d(8), nn.ReLU(), nn.Linear(8, 3)).eval()
+    stats = model[1].running_mean.clone()
+    opt = torch.optim.SGD(model.parameters(), lr=0.1)
+    x, y = _tiny_problem()
+    fit(model, _batches(x, y), _loss, opt, 1, progress=False, train_mode=False)
+    assert not model.training and torch.equal(model[1].running_mean, stats)
+    fit(model, _batches(x, y), _loss, opt, 1, progress=False)
+    assert model.training and not torch.equal(model[1].running_mean, stats)
 
 
 def test_fit_checkpoint_errors(tmp_path):
@@ -231,6 +277,7 @@ def test_train_demo_command_end_to_end(tmp_path):
     q = json.loads((tmp_path / "quality.json").read_text())
     entry = q["models"]["demo-liw"]
     assert entry["held_out"]["examples"] == 64 and entry["gallery"]["scenes"] == len(load_gallery())
+    assert entry["temperature"]["used"] >= entry["temperature"]["nll_optimal"]
     assert entry["recipe"]["n_train"] == 128 and len(entry["history"]) == 1
     assert "torch" in q["environment"]
     assert not (tmp_path / ".checkpoints").exists()

@@ -375,7 +375,8 @@ def _render(specs: Sequence[_SceneSpec], split: str) -> np.ndarray:
         bg = level[spec.crop_top : spec.crop_top + SCENE_SIZE, spec.crop_left : spec.crop_left + SCENE_SIZE]
         if spec.flip:
             bg = bg[:, ::-1]
-        grey = bg.mean(axis=2, keepdims=True) if bg.shape[2] == 3 else bg
+        # Written out (not mean()) so that the summation order is fixed on every CPU.
+        grey = (bg[:, :, 0:1] + bg[:, :, 1:2] + bg[:, :, 2:3]) / 3.0 if bg.shape[2] == 3 else bg
         if is_texture:
             bg = grey * np.asarray(spec.tint, dtype=np.float32)
         else:
@@ -441,7 +442,8 @@ def cooccurrence_counts(labels: torch.Tensor | np.ndarray) -> tuple[np.ndarray, 
 def _resize(x: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
     if tuple(x.shape[-2:]) == tuple(size):
         return x
-    return F.interpolate(x[None], size=tuple(size), mode="bilinear", align_corners=False, antialias=True)[0].clamp_(0, 1)
+    out = F.interpolate(x[None], size=tuple(size), mode="bilinear", align_corners=False, antialias=True)
+    return out[0].clamp_(0, 1)
 
 
 class _TensorScenes:

@@ -13,6 +13,11 @@ convolution has stride 2 and each later stage starts after a 2x2 max pool), i.e.
   max pooling, trained with the LIW ranking loss of the paper's eq. (19). Normalised with
   mean = std = 0.5, as ML-LIW does.
 
+After training, a temperature (about 3) is folded into the last linear map of each model
+(:func:`fold_temperature`, chosen by ``mlalp_core.demo_training.choose_temperature``): trained to
+near-zero loss, the raw logits reach 20 and more, where the sigmoid is flat in float32 and no
+gradient-based attack can move a label. Predictions at 0.5 and rankings are unchanged.
+
 The weights file (``assets/models/<name>.pt``) is a dict of plain tensors, strings, numbers,
 lists and dicts, read with ``torch.load(weights_only=True)``; see :func:`save_demo_model`.
 """
@@ -102,6 +107,24 @@ def build_demo_model(
         return LinearHeadClassifier(pooled, channels[-1], label_names, input_size,
                                     mean=mean or HALF, std=std or HALF, threshold=threshold)
     raise InvalidInputError(f"unknown demo model kind {kind!r}: use 'gcn' or 'liw'")
+
+
+@torch.no_grad()
+def fold_temperature(model: MultiLabelClassifier, temperature: float) -> None:
+    """Divide every logit by ``temperature`` by scaling the last linear map (in place).
+
+    Logits are linear in gc2's weight (demo-gcn) and in fc (demo-liw), so predictions at 0.5 and
+    every ranking are unchanged; only the sigmoid outputs become less saturated.
+    """
+    if not temperature > 0:
+        raise InvalidInputError(f"temperature must be > 0, got {temperature}")
+    if isinstance(model, GCNClassifier):
+        model.gc2.weight.div_(temperature)
+    elif isinstance(model, LinearHeadClassifier):
+        model.fc.weight.div_(temperature)
+        model.fc.bias.div_(temperature)
+    else:
+        raise InvalidInputError(f"cannot fold a temperature into a {type(model).__name__}")
 
 
 def model_kind(name: str) -> str:
