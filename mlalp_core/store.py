@@ -83,7 +83,7 @@ def tensor_identity(tensors: Iterable[tuple[str, torch.Tensor]]) -> str:
         h.update(name.encode())
         arr = t.detach().cpu().contiguous()
         h.update(str(arr.dtype).encode() + str(tuple(arr.shape)).encode())
-        h.update(arr.view(torch.uint8).numpy().tobytes() if arr.numel() else b"")
+        h.update(arr.reshape(-1).view(torch.uint8).numpy().tobytes() if arr.numel() else b"")
     return h.hexdigest()[:16]
 
 

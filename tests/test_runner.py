@@ -196,3 +196,17 @@ def test_store_rejects_a_file_that_is_not_a_store(tmp_path):
 
     with pytest.raises(ConfigurationError, match="not a usable mlalp results store"):
         ResultsStore(bad)
+
+
+def test_model_identity_covers_every_tensor_including_scalars():
+    from torch import nn
+
+    from mlalp_core.store import model_identity
+
+    torch.manual_seed(0)
+    m = nn.Sequential(nn.Conv2d(3, 4, 3), nn.BatchNorm2d(4))  # num_batches_tracked is a 0-d tensor
+    a = model_identity(m)
+    assert a == model_identity(m)
+    with torch.no_grad():
+        m[0].weight[0, 0, 0, 0] += 1e-3
+    assert model_identity(m) != a
