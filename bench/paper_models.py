@@ -26,7 +26,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from mlalp_core.device import describe_device, resolve_device  # noqa: E402
 from mlalp_core.jacobian import batched_jacobian  # noqa: E402
 from mlalp_core.losses import per_label_bce  # noqa: E402
-from mlalp_core.model_cli import calibrate_batchnorm  # noqa: E402
+from mlalp_core.paper_training import calibrate_batchnorm  # noqa: E402
 
 
 def build(name: str) -> torch.nn.Module:

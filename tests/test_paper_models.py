@@ -20,7 +20,8 @@ from mlalp_core.data.voc import VOC_CLASSES
 from mlalp_core.errors import ConfigurationError, ModelLoadError
 from mlalp_core.jacobian import batched_jacobian
 from mlalp_core.losses import per_label_bce
-from mlalp_core.model_cli import TrainConfig, calibrate_batchnorm, check_model, train_ml_gcn, train_ml_liw
+from mlalp_core.evaluation import check_model
+from mlalp_core.paper_training import TrainConfig, calibrate_batchnorm, train_ml_gcn, train_ml_liw
 from mlalp_core.models import checkpoints, ml_gcn, ml_liw
 from mlalp_core.models.gcn import cooccurrence_adjacency
 

@@ -1,0 +1,113 @@
+"""Evaluating a classifier: Table I on a data split, and the one-image check of a model file."""
+
+from __future__ import annotations
+
+import sys
+import time
+from typing import Any
+
+import numpy as np
+import torch
+
+from .errors import DataError, MlalpError, ModelLoadError
+
+
+def progress_bar(iterable: Any, enabled: bool, **kwargs: Any) -> Any:
+    """tqdm on stderr when ``enabled`` (command line), the plain iterable otherwise."""
+    if not enabled:
+        return iterable
+    from tqdm.auto import tqdm
+
+    return tqdm(iterable, dynamic_ncols=True, file=sys.stderr, **kwargs)
+
+
+def one_line(exc: BaseException) -> str:
+    """The last non-empty line of an exception's message (torch's errors run over many lines)."""
+    lines = [ln.strip() for ln in str(exc).splitlines() if ln.strip()]
+    return lines[-1] if lines else type(exc).__name__
+
+
+# ---------------------------------------------------------------------------------------------
+# Evaluation (Table I)
+# ---------------------------------------------------------------------------------------------
+
+
+@torch.no_grad()
+def predict_dataset(
+    model: torch.nn.Module, ds: Any, batch_size: int = 8, limit: int | None = None, progress: bool = False
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """(probabilities, labels, valid) of a model over a data set, images resized to its size."""
+    from .data.base import stack_images
+
+    n = len(ds) if limit is None else min(limit, len(ds))
+    if n == 0:
+        raise DataError(f"{ds.name} holds no example")
+    device = next(model.parameters()).device
+    model.eval()
+    chunks = []
+    starts = range(0, n, batch_size)
+    for lo in progress_bar(starts, progress, desc=f"eval {ds.name}", total=len(starts), unit="batch"):
+        idx = list(range(lo, min(lo + batch_size, n)))
+        x = stack_images(ds, idx, model.input_size).to(device)
+        chunks.append(model.probabilities(x).float().cpu())
+    return torch.cat(chunks), ds.labels()[:n], ds.valid()[:n]
+
+
+def table_one(scores: torch.Tensor, labels: torch.Tensor, threshold: float = 0.5) -> dict[str, float]:
+    from .metrics import classification_report
+
+    return classification_report(scores, labels, threshold)
+
+
+TABLE_ONE_ROWS = (
+    ("hamming_loss", "hamming loss"),
+    ("ranking_loss", "ranking loss"),
+    ("micro_f1", "micro-F1"),
+    ("macro_f1", "macro-F1"),
+    ("average_precision", "average precision"),
+    ("mean_ap", "mAP (per label)"),
+    ("exact_match", "exact match"),
+)
+
+
+def masked_map(scores: torch.Tensor, labels: torch.Tensor, valid: torch.Tensor) -> float:
+    """Mean over labels of the average precision computed on the valid entries only (ML-GCN's
+    AP meter with ``difficult_examples=True``)."""
+    from .metrics import mean_average_precision
+
+    aps = []
+    for j in range(scores.shape[1]):
+        m = valid[:, j].bool()
+        if labels[m, j].any():
+            aps.append(mean_average_precision(scores[m, j:j + 1], labels[m, j:j + 1]))
+    return float(np.mean(aps)) if aps else 0.0
+
+
+# ---------------------------------------------------------------------------------------------
+# check-model
+# ---------------------------------------------------------------------------------------------
+
+
+def check_model(model: torch.nn.Module, device: Any = None) -> dict[str, Any]:
+    """One forward pass on a blank (grey) image at the model's size; returns a summary."""
+    from .device import resolve_device
+
+    dev = resolve_device(device)
+    model = model.to(dev).eval()
+    x = torch.full((1, 3, *model.input_size), 0.5, device=dev)
+    t0 = time.perf_counter()
+    try:
+        with torch.no_grad():
+            probs = model.probabilities(x)
+    except MlalpError:
+        raise
+    except Exception as exc:  # noqa: BLE001 - a model that loads but cannot run
+        src = getattr(model, "source", None) or type(model).__name__
+        raise ModelLoadError(f"{src}: the forward pass failed: {one_line(exc)[:200]}") from None
+    dt = time.perf_counter() - t0
+    if tuple(probs.shape) != (1, model.num_labels) or not torch.isfinite(probs).all():
+        src = getattr(model, "source", None) or type(model).__name__
+        raise ModelLoadError(f"{src}: the forward pass gave {tuple(probs.shape)} / non-finite outputs")
+    info = model.describe()
+    info.update(device=str(dev), forward_s=dt, prob_min=float(probs.min()), prob_max=float(probs.max()))
+    return info
