@@ -218,10 +218,9 @@ def dual_bound(u: torch.Tensor, c: float, lo: torch.Tensor | None, hi: torch.Ten
         return 0.0
     a = u.abs()
     if lo is None:
-        total = float(a.sum())
+        total = float(a.sum(dtype=torch.float64))
         return c / total if total > 0 else float("inf")
-    nz = a > 0
-    return smallest_crossing(room(u, lo, hi)[nz], None, a[nz], c)
+    return smallest_crossing(room(u, lo, hi), None, a, c)  # u_i = 0 weighs nothing
 
 
 def certify(prep: Prepared, rho: torch.Tensor, lam_s: torch.Tensor, r: torch.Tensor) -> tuple[float, float]:

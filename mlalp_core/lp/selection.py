@@ -27,22 +27,26 @@ def smallest_crossing(
     p: torch.Tensor | None,
     q: torch.Tensor | None,
     target: float,
-    finite: bool = False,
+    clean: bool = False,
+    check: bool = True,
 ) -> float:
     """Smallest t >= 0 with H(t) >= target; ``inf`` if H never reaches it.
 
     tau: (n,) breakpoints >= 0 (``inf`` allowed); p, q: (n,) non-negative weights or None (zero).
-    Any float dtype, on any device; ``finite=True`` promises there is no ``inf`` in tau.
+    Any float dtype, on any device. ``clean=True`` promises 0 < tau < inf everywhere.
+    ``check=False`` skips the pass that proves no smaller t reaches the target (the line search
+    only steers; certificates must keep the check, which makes a returned bound never too large).
     """
     if target <= 0.0:
         return 0.0
     n = tau.numel()
+    has_p, has_q = p is not None, q is not None
     zero = torch.zeros((), dtype=tau.dtype, device=tau.device)
     p = zero.expand(n) if p is None else p
     q = zero.expand(n) if q is None else q
     # Elements at +inf never contribute p, and contribute q * t for every t: fold them in now.
     slope = 0.0
-    if not finite:
+    if not clean:
         fin = torch.isfinite(tau)
         if not bool(fin.all()):
             slope = float(q[~fin].sum())
@@ -50,11 +54,15 @@ def smallest_crossing(
     const = 0.0  # sum of p_i + q_i tau_i over breakpoints known to be <= the bracket's low end
     lo = 0.0
     # Breakpoints at 0 (or below, by round-off) are below every candidate t > 0.
-    below = tau <= 0.0
-    if bool(below.any()):
+    below = tau <= 0.0 if not clean else None
+    if below is not None and bool(below.any()):
         const += float(p[below].sum())
         tau, p, q = tau[~below], p[~below], q[~below]
     hi = math.inf
+    if tau.numel() > _FINAL_SORT:
+        t = _log_histogram(tau, p, q, target, const, slope, has_p, has_q, check)
+        if t is not None:
+            return t
     gen = torch.Generator(device="cpu").manual_seed(12345)
     while tau.numel() > _FINAL_SORT:
         idx = torch.randint(tau.numel(), (_SAMPLE,), generator=gen).to(tau.device)
@@ -80,7 +88,12 @@ def smallest_crossing(
         lo = float(piv[k - 1]) if k > 0 else lo
         hi = float(piv[k]) if k < nb - 1 else hi
         tau, p, q = tau[keep], p[keep], q[keep]
-    # Exact finish on the few remaining breakpoints, all in (lo, hi].
+    return _finish(tau, p, q, target, const, slope, lo, hi)
+
+
+def _finish(tau, p, q, target: float, const: float, slope: float, lo: float, hi: float) -> float:
+    """Exact answer by sorting the remaining breakpoints, all in (lo, hi]; ``const`` and
+    ``slope`` carry the contributions of the breakpoints below and above that bracket."""
     order = torch.argsort(tau)
     ts, ps, qs = tau[order].double(), p[order].double(), q[order].double()
     cum_p = torch.cumsum(ps, 0)
@@ -106,3 +119,52 @@ def smallest_crossing(
         if t <= right:
             return max(t, left)
     return right
+
+
+def _h(tau, p, q, t: float, has_p: bool = True, has_q: bool = True) -> float:
+    """H(t) over the given breakpoints (one pass)."""
+    h = 0.0
+    if has_p:
+        h += float(torch.where(tau <= t, p, 0).sum(dtype=torch.float64))
+    if has_q:
+        h += float((q * torch.clamp(tau, max=t)).sum(dtype=torch.float64))
+    return h
+
+
+def _bucket_sums(k: torch.Tensor, w: torch.Tensor | None, bins: int) -> torch.Tensor:
+    out = torch.zeros(bins, dtype=torch.float64, device=k.device)
+    return out if w is None else out.index_add_(0, k, w.double() if w.dtype != torch.float64 else w)
+
+
+def _log_histogram(tau, p, q, target: float, const: float, slope: float, has_p: bool, has_q: bool,
+                   check: bool = True, bins: int = 4096) -> float | None:
+    """One pass of log-spaced buckets, an exact finish on the three buckets around the crossing,
+    and a check of the answer on all breakpoints; None when the check fails (rounding at a
+    bucket edge), so that the caller's slower search decides."""
+    lt = torch.log2(tau)
+    a, b = float(lt.min()), float(lt.max())
+    if not b > a:
+        return None
+    scale = (bins - 1) / (b - a)
+    k = (lt - a).mul_(scale).clamp_(0, bins - 1).long()  # floor: the values are >= 0
+    sp = _bucket_sums(k, p if has_p else None, bins)
+    sqt = _bucket_sums(k, q * tau if has_q else None, bins)
+    sq = _bucket_sums(k, q if has_q else None, bins)
+    edges = torch.exp2(a + (torch.arange(bins, dtype=torch.float64, device=tau.device) + 1) / scale)
+    h_edge = const + slope * edges + torch.cumsum(sp + sqt, 0) + edges * (float(sq.sum()) - torch.cumsum(sq, 0))
+    hit = (h_edge >= target).nonzero()
+    j = int(hit[0]) if hit.numel() else bins - 1
+    lo_b, hi_b = max(j - 1, 0), min(j + 1, bins - 1)
+    cand = (k >= lo_b) & (k <= hi_b)
+    c2 = const + float((sp + sqt)[:lo_b].sum())
+    s2 = slope + float(sq[hi_b + 1:].sum())
+    t = _finish(tau[cand], p[cand], q[cand], target, c2, s2, 0.0, math.inf)
+    if not math.isfinite(t):
+        return None
+    if not check:
+        return t
+    # nothing below the answer may reach the target (so a bound from it is never too large)
+    below = math.nextafter(t, 0.0)
+    if t > 0 and const + slope * below + _h(tau, p, q, below, has_p, has_q) >= target * (1 + 1e-12):
+        return None
+    return t

@@ -111,16 +111,19 @@ def _line_search(u, v, alpha, gamma, t_max: float) -> float:
         cross = (u * v) < 0
         w = 2.0 * v[cross].abs()
     else:
-        s_pos = alpha * v
-        s_neg = -gamma * v
-        slope_i = torch.where(u > 0, s_pos, torch.where(u < 0, s_neg, torch.maximum(s_pos, s_neg)))
-        slope0 = float(slope_i.sum(dtype=torch.float64))
+        # slope of f at t = 0+: alpha v where u > 0, -gamma v where u < 0, the larger on kinks
+        coef = torch.where(u > 0, alpha, -gamma)
+        slope0 = float((coef * v).sum(dtype=torch.float64))
+        kink = u == 0
+        if bool(kink.any()):
+            vk = v[kink]
+            slope0 += float((torch.maximum(alpha[kink] * vk, -gamma[kink] * vk) - coef[kink] * vk).sum(dtype=torch.float64))
         cross = (u * v) < 0
         w = ((alpha + gamma) * v.abs())[cross]
     if slope0 >= 0.0:
         return 0.0
     tau = -u[cross] / v[cross]
-    t = smallest_crossing(tau, w, None, -slope0, finite=True)
+    t = smallest_crossing(tau, w, None, -slope0, clean=True, check=False)
     return min(t, t_max)
 
 
