@@ -2,10 +2,10 @@
 layouts, through the whole library: attacks, metrics, the batch runner and the results store.
 
 Random weights (no checkpoint can be downloaded here), rescaled so that outputs are not
-saturated; one image and the fewest iterations. MLA-LP (a 20-row Jacobian and an LP
-with d = 268,203) runs on ML-LIW at 299x299 here; at 448x448 a ResNet-101 Jacobian costs 20 backward passes (half
-a minute on this CPU), so ML-GCN goes through the Carlini-Wagner path, and its MLA-LP timing is
-in bench/ (bench/paper_models.py, bench/attack.py --full-size).
+saturated; one image and the fewest iterations. MLA-LP (a 20-row Jacobian and an LP with
+d = 268,203) runs on ML-LIW at 299x299 here; at 448x448 a ResNet-101 Jacobian costs 20 backward
+passes (half a minute on this CPU), so ML-GCN goes through the Carlini-Wagner path, and its
+MLA-LP timing is in bench/ (bench/paper_models.py, bench/attack.py --full-size).
 """
 
 from __future__ import annotations
