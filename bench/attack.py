@@ -21,6 +21,7 @@ import numpy as np
 import torch
 
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), ".."))
+sys.path.insert(0, os.path.dirname(__file__))
 
 from mlalp_core.device import resolve_device  # noqa: E402
 from mlalp_core.attacks import make_attack  # noqa: E402
@@ -81,12 +82,9 @@ def main() -> None:
                   f"{float(li.mean()) if s.any() else float('nan'):9.5f} {float(l2v.mean()) if s.any() else float('nan'):8.4f} "
                   f"{dt / len(x):8.3f}", flush=True)
     if args.full_size:
-        from mlalp_core.models.ml_gcn import MLGCN
-        from mlalp_core.models.ml_liw import MLLIW
+        from paper_models import build  # calibrated random-weight models, as bench/paper_models.py
 
-        rng = np.random.default_rng(0)
-        for name, model in [("ml-gcn", MLGCN(rng.standard_normal((20, 300)).astype(np.float32), np.eye(20, dtype=np.float32))),
-                            ("ml-liw", MLLIW())]:
+        for name, model in [("ml-gcn", build("ml-gcn")), ("ml-liw", build("ml-liw"))]:
             model = model.to(dev).eval()
             x = torch.rand(args.batch, 3, *model.input_size)
             with torch.no_grad():

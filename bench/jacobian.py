@@ -16,10 +16,10 @@ import os
 import sys
 import time
 
-import numpy as np
 import torch
 
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), ".."))
+sys.path.insert(0, os.path.dirname(__file__))
 
 from mlalp_core.device import resolve_device  # noqa: E402
 from mlalp_core.jacobian import batched_jacobian  # noqa: E402
@@ -41,14 +41,9 @@ def demo_models():
 
 
 def full_size_models():
-    from mlalp_core.models.ml_gcn import MLGCN
-    from mlalp_core.models.ml_liw import MLLIW
+    from paper_models import build  # the same calibrated random-weight models as bench/paper_models.py
 
-    rng = np.random.default_rng(0)
-    return [
-        ("ml-gcn (random, 448)", lambda: MLGCN(rng.standard_normal((20, 300)).astype(np.float32), np.eye(20, dtype=np.float32))),
-        ("ml-liw (random, 299)", lambda: MLLIW()),
-    ]
+    return [("ml-gcn (random, 448)", lambda: build("ml-gcn")), ("ml-liw (random, 299)", lambda: build("ml-liw"))]
 
 
 def timed(fn, dev, repeat):
