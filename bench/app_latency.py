@@ -2,16 +2,17 @@
 
 Starts ``streamlit run app.py`` on a free port, opens the Explore page in Debian's headless
 Chromium (Playwright), and for each image clicks Run and waits until the result message, the
-three WebGL surfaces and the confidence bars are on the page. Prints one line per image and the
-attack's own time as the page reports it. Each image opens in a fresh session, so nothing is
-cached; the model is loaded before the click (when the page first draws).
+three WebGL surfaces and the confidence bars are on the page. Prints one line per image: the
+time to the full drawing, to the result message, and the attack's own time as the page reports
+it. Each image opens in a fresh session (nothing cached; the model is loaded before the click,
+when the page first draws). Then, in one session, new targets (other hide-one seeds) are run one
+after the other: the time from the click until the page has finished updating.
 
     .venv/bin/python bench/app_latency.py [scene_009 scene_000 ...]
 """
 
 from __future__ import annotations
 
-import re
 import sys
 import time
 from pathlib import Path
@@ -19,31 +20,20 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "tests"))
 
-from test_browser import CHROMIUM_ARGS, _free_port, _wait_healthy, find_chromium  # noqa: E402
+from test_browser import CHROMIUM_ARGS, find_chromium, serve_app  # noqa: E402
 
 
 def main(images: list[str]) -> int:
-    import os
-    import subprocess
-
     from playwright.sync_api import sync_playwright
 
     chromium = find_chromium()
     if chromium is None:
         print("no Chromium: apt-get install chromium")
         return 1
-    port = _free_port()
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "streamlit", "run", str(ROOT / "app.py"), "--server.headless=true",
-         f"--server.port={port}", "--server.address=127.0.0.1", "--browser.gatherUsageStats=false",
-         "--server.fileWatcherType=none"],
-        cwd=ROOT, env=dict(os.environ, MLALP_DEVICE="cpu"), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    url = f"http://127.0.0.1:{port}"
-    try:
-        _wait_healthy(url, proc)
+    with serve_app() as url:
         with sync_playwright() as pw:
             browser = pw.chromium.launch(executable_path=chromium, args=CHROMIUM_ARGS)
-            print(f"{'image':<12} {'click->result (s)':>18} {'click->text (s)':>16} {'attack (s)':>11}  status line")
+            print(f"{'image':<12} {'click->drawn (s)':>17} {'click->message (s)':>19} {'attack (s)':>11}  status line")
             for image in images:
                 page = browser.new_page(viewport={"width": 1400, "height": 5200})
                 page.goto(f"{url}/?image={image}", wait_until="domcontentloaded")
@@ -59,14 +49,31 @@ def main(images: list[str]) -> int:
                     "() => document.querySelectorAll('.js-plotly-plot .gl-container canvas').length >= 3 && "
                     "document.querySelectorAll('.js-plotly-plot .barlayer .point').length >= 10", timeout=120_000)
                 dt = time.perf_counter() - t0
-                status = page.get_by_text(re.compile(r"^MLA-LP: (success|target not reached) in")).first.inner_text()
+                status = " ".join(t.split("\n")[-1] for t in page.locator("summary").all_inner_texts() if "MLA-LP:" in t)
                 attack_s = float(page.locator("[data-testid='stMetricValue']").nth(6).inner_text())
-                print(f"{image:<12} {dt:>18.2f} {t_text:>16.2f} {attack_s:>11.2f}  {status.strip()}")
+                print(f"{image:<12} {dt:>17.2f} {t_text:>19.2f} {attack_s:>11.2f}  {status.strip()}")
                 page.close()
+            page = browser.new_page(viewport={"width": 1400, "height": 5200})
+            page.goto(f"{url}/?image={images[0]}", wait_until="domcontentloaded")
+            run = page.get_by_role("button", name="Run", exact=True)
+            run.wait_for(timeout=120_000)
+            state = "[data-testid='stApp'][data-test-script-state='{}']"
+            print(f"\none session, {images[0]}, new targets:")
+            for seed in range(4):
+                if seed:
+                    box = page.get_by_role("spinbutton", name="Seed")
+                    box.fill(str(seed))
+                    box.press("Enter")
+                page.wait_for_timeout(1000)
+                page.locator(state.format("notRunning")).wait_for(timeout=120_000)
+                target = page.get_by_text("Target: ").first.inner_text()
+                t0 = time.perf_counter()
+                run.click()
+                page.locator(state.format("running")).wait_for(timeout=30_000)
+                page.locator(state.format("notRunning")).wait_for(timeout=300_000)
+                page.evaluate("() => new Promise(r => requestAnimationFrame(() => requestAnimationFrame(r)))")
+                print(f"  seed {seed}: {time.perf_counter() - t0:.2f} s  ({target}; cached if seen before)")
             browser.close()
-    finally:
-        proc.terminate()
-        proc.wait(timeout=15)
     return 0
 
 

@@ -1,0 +1,117 @@
+"""Compare: one image, all five attacks on the same target, as the paper's Fig. 1.
+
+Each attack runs once per (model, image, target, settings) and is cached with the Explore
+page's results, so a result seen there is not computed again. The grid shows a row per attack
+(its R, G, B distortion surfaces and the adversarial image) and downloads as one PDF or SVG at
+publication size; the table gives each attack's metrics.
+"""
+
+from __future__ import annotations
+
+from pages import _ui  # first: it prepares the OpenMP runtime before torch loads
+
+import pandas as pd
+import streamlit as st
+
+from mlalp_core.attacks import ATTACKS, DISPLAY_NAMES
+from mlalp_core.figures import PAPER, POOLINGS, GridRow, figure1_grid, predicted_names
+from mlalp_core.metrics import attack_metrics
+
+_ui.require_app()
+
+PAGE = "compare"
+ORDER = ["mla-lp", "ml-deepfool", "ml-cw", "ml-rank1", "ml-rank2"]  # the rows of the paper's Fig. 1
+PRESETS = {"paper": "the paper's settings", "quick": "quick look (CW family: 100 iterations x 3 binary steps)"}
+
+st.title("Compare the five attacks")
+g = _ui.current()
+model = _ui.get_model(g)
+if model is None:
+    st.stop()
+
+left, right = st.columns([3, 2])
+with left:
+    picked = _ui.pick_image(g, model, PAGE)
+if picked is None:
+    st.stop()
+probs = _ui.clean_probabilities(g, model, picked)
+with right:
+    st.markdown(f"**{picked.title}**")
+    _ui.label_table(model.label_names, probs, g.threshold, picked.labels)
+
+st.header("Target and settings")
+target = _ui.pick_target(model, picked, probs, g.threshold, PAGE)
+attacks = [a for a in ORDER if a in ATTACKS]
+preset = st.radio("Settings", list(PRESETS), format_func=PRESETS.get, key=f"{PAGE}_preset", horizontal=True,
+                  on_change=lambda: _ui.apply_preset(PAGE, attacks, st.session_state[f"{PAGE}_preset"]))
+settings: dict[str, dict] = {}
+cols = st.columns(len(attacks))
+for col, a in zip(cols, attacks):
+    with col, st.expander(DISPLAY_NAMES[a]):
+        settings[a] = _ui.attack_settings(a, PAGE, preset)
+blocked = {a: _ui.target_notes(target, a) for a in attacks} if target is not None else {}
+for note in (n for ns in blocked.values() for n in ns):
+    st.warning(note)
+
+keys = {a: _ui.result_key(g, picked, target, a, settings[a]) for a in attacks} if target is not None else {}
+results = {a: _ui.cached_result(k) for a, k in keys.items()}
+missing = [a for a in attacks if results.get(a) is None]
+c1, c2 = st.columns([1, 5])
+label = f"Run {len(missing)} attack(s)" if missing and len(missing) < len(attacks) else "Run all five"
+run = c1.button(label, type="primary", disabled=target is None, key=f"{PAGE}_run")
+if run and missing:
+    stop = c2.empty()
+    stop.button("Stop", key=f"{PAGE}_stop", help="Stops the running attack; finished ones are kept")
+    overall = st.progress(0.0, text="")
+    for i, a in enumerate(missing):
+        overall.progress(i / len(missing), text=f"attack {i + 1} of {len(missing)}: {DISPLAY_NAMES[a]}")
+        if blocked.get(a):
+            continue
+        results[a] = _ui.run_attack(g, model, a, settings[a], picked, target, keys[a])
+    overall.progress(1.0, text="done")
+    stop.empty()
+elif keys and _ui.interrupted(list(keys.values())):
+    st.warning("The runs were stopped before all finished; the finished attacks are kept. Press Run to go on.")
+elif missing and target is not None:
+    c2.caption(f"Still to run: {', '.join(DISPLAY_NAMES[a] for a in missing)}.")
+
+done = [a for a in attacks if results.get(a) is not None]
+if done:
+    st.header("Fig. 1")
+    c1, c2 = st.columns(2)
+    pooling = c1.radio("pooling", list(POOLINGS), format_func=POOLINGS.get, key=f"{PAGE}_pool", horizontal=True)
+    side = c2.selectbox("max side shown per surface", [64, 32, 128], key=f"{PAGE}_side",
+                        help="15 WebGL surfaces share the page: 64 keeps it fluid. Exports use full resolution.")
+    names = model.label_names
+
+    def rows_for() -> list[GridRow]:
+        out = []
+        for a in done:
+            res = results[a]
+            after = predicted_names(names, res.probs_adv[0], res.threshold)
+            mark = "success" if bool(res.success[0]) else "failed"
+            out.append(GridRow(DISPLAY_NAMES[a], res.perturbation[0], res.x_adv[0],
+                               caption=f"{mark}: {', '.join(after) or 'no label'}"))
+        return out
+
+    original_caption = ", ".join(predicted_names(names, probs, g.threshold)) or "no label"
+    grid = figure1_grid(rows_for(), original=picked.x[0], original_caption=original_caption, pooling=pooling,
+                        max_side=int(side))
+    stem = f"{g.model}_{picked.title}_fig1"
+    _ui.chart(grid, stem, f"{PAGE}_grid", formats=("pdf", "svg", "png"),
+              export=lambda: figure1_grid(rows_for(), original=picked.x[0], original_caption=original_caption,
+                                          pooling=pooling, max_side=None, style=PAPER))
+
+    st.header("Metrics")
+    table = []
+    for a in done:
+        m = attack_metrics(results[a])[0]
+        table.append({"attack": DISPLAY_NAMES[a], "success": m["success"], "l_2": m["l2"], "l_inf": m["linf"],
+                      "RMSD (0..255)": m["rmsd"], "RMSD (paper)": m["rmsd_paper"], "iterations": m["iterations"],
+                      "model calls": m["model_calls"], "time (s)": m["time_s"],
+                      "labels wrong": m["labels_wrong"], "wrongly flipped": m["collateral"]})
+    st.dataframe(pd.DataFrame(table), hide_index=True, width="stretch",
+                 column_config={k: st.column_config.NumberColumn(format="%.5f")
+                                for k in ("l_2", "l_inf", "RMSD (0..255)", "RMSD (paper)")})
+    st.caption("l_2 and l_inf in [0,1] pixel units; RMSD (0..255) = 255 x RMS(r); RMSD (paper) = 127.5 x RMS(r), "
+               "the scale of the paper's Table III. Open an attack in Explore for its surfaces, bars and trace.")

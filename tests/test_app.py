@@ -1,0 +1,263 @@
+"""The app's pages headless (Streamlit's AppTest): select, run, see results; bad uploads and
+unconfigured models get a clear message; cached results are not recomputed when a view changes.
+
+Attacks run on the demo model (96x96, 10 labels) with small iteration counts so the file stays
+fast on a 2-core CPU; scene_009 is a gallery scene MLA-LP turns in two iterations.
+"""
+
+from __future__ import annotations
+
+import os
+
+# As the app does (pages/_ui.py), before torch loads its OpenMP runtime: waiting threads sleep
+# instead of spinning, which on a shared 2-core CPU makes the batch runs below 5-10x faster.
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+
+import io  # noqa: E402
+import sys  # noqa: E402
+from pathlib import Path  # noqa: E402
+
+import numpy as np  # noqa: E402
+import pytest  # noqa: E402
+from PIL import Image  # noqa: E402
+from streamlit.testing.v1 import AppTest  # noqa: E402
+
+ROOT = Path(__file__).resolve().parents[1]
+APP = str(ROOT / "app.py")
+if str(ROOT) not in sys.path:  # the app's pages/_ui.py, for the test that looks inside it
+    sys.path.insert(0, str(ROOT))
+SCENE = 9  # scene_009
+
+
+@pytest.fixture(autouse=True)
+def _plain_settings(monkeypatch, tmp_path):
+    """No paper model or VOC configured, the CPU, and a results store of the test's own."""
+    for k in list(os.environ):
+        if k.startswith("MLALP_"):
+            monkeypatch.delenv(k)
+    monkeypatch.setenv("MLALP_DEVICE", "cpu")
+    monkeypatch.setenv("MLALP_RESULTS", str(tmp_path / "results.sqlite"))
+    monkeypatch.chdir(tmp_path)  # no mlalp.toml here
+
+
+def _app() -> AppTest:
+    """The app after its first run. (AppTest re-enables Streamlit's legacy pages/ folder mode
+    before every run, so later runs start from the page file; each page then draws itself
+    through app.py: see pages/_ui.require_app.)"""
+    at = AppTest.from_file(APP, default_timeout=240)
+    at.run()
+    _no_exception(at)
+    return at
+
+
+def _no_exception(at: AppTest) -> None:
+    assert not at.exception, [e.value for e in at.exception]
+
+
+def _charts(at: AppTest) -> list[dict]:
+    import json
+
+    return [json.loads(c.proto.spec) for c in at.get("plotly_chart")]
+
+
+def test_explore_runs_mlalp_and_shows_results_without_rerunning_for_a_view_change():
+    at = _app()
+    assert at.sidebar.selectbox(key="g_model").value == "demo-gcn"
+    at.selectbox(key="explore_index").set_value(SCENE).run()
+    _no_exception(at)
+    assert not at.error
+    assert "hide" in " ".join(m.value for m in at.markdown)  # the paper's hide-one target is shown
+    assert at.selectbox(key="explore_attack").value == "mla-lp"
+    at.number_input(key="explore_mla-lp_max_iterations").set_value(3)
+    at.button(key="explore_run").click().run()
+    _no_exception(at)
+    assert not at.error
+    metrics = {m.label: m.value for m in at.metric}
+    assert metrics["success"] == "yes"
+    assert 0 < float(metrics["l_inf"]) < 0.03
+    assert int(metrics["iterations"]) <= 3
+    specs = _charts(at)
+    types = [sorted({t["type"] for t in s["data"]}) for s in specs]
+    assert ["image"] in types and ["surface"] in types and ["bar", "scatter"] in types
+    surf = next(s for s in specs if s["data"][0]["type"] == "surface")
+    assert len(surf["data"]) == 3 and surf["layout"]["scene"]["zaxis"]["range"] == [-0.03, 0.03]
+    bars = next(s for s in specs if "bar" in {t["type"] for t in s["data"]})
+    assert bars["layout"]["meta"]["attacked"] and bars["layout"]["meta"]["wrongly_flipped"] == []
+
+    results = at.session_state["_results"]
+    assert len(results) == 1
+    first = next(iter(results.values()))
+    # change views: z-range and pooling; the cached result is reused, not recomputed
+    at.radio(key="explore_pool").set_value("mean")
+    at.radio(key="explore_zmode").set_value("data").run()
+    _no_exception(at)
+    again = at.session_state["_results"]
+    assert len(again) == 1 and next(iter(again.values())) is first
+    surf = next(s for s in _charts(at) if s["data"][0]["type"] == "surface")
+    linf = float(first.perturbation.abs().max())
+    assert surf["layout"]["scene"]["zaxis"]["range"][1] == pytest.approx(linf, rel=1e-6)
+
+
+def test_compare_runs_all_five_attacks_once_and_draws_fig1():
+    at = _app()
+    at.switch_page("pages/compare.py").run()
+    _no_exception(at)
+    at.selectbox(key="compare_index").set_value(SCENE).run()
+    small = {"mla-lp": {"max_iterations": 2}, "ml-deepfool": {"max_iterations": 2},
+             "ml-cw": {"max_iterations": 5, "binary_search_steps": 1},
+             "ml-rank1": {"max_iterations": 5, "binary_search_steps": 1},
+             "ml-rank2": {"max_iterations": 5, "binary_search_steps": 1}}
+    for attack, values in small.items():
+        for name, v in values.items():
+            at.number_input(key=f"compare_{attack}_{name}").set_value(v)
+    at.button(key="compare_run").click().run()
+    _no_exception(at)
+    assert not at.error
+    assert len(at.session_state["_results"]) == 5
+    grid = next(s for s in _charts(at) if any(t["type"] == "surface" for t in s["data"]))
+    assert sum(t["type"] == "surface" for t in grid["data"]) == 15
+    assert sum(t["type"] == "image" for t in grid["data"]) == 6  # original + five adversarial
+    assert grid["layout"]["meta"]["attacks"] == ["MLA-LP", "ML-DeepFool", "ML-CW", "ML-Rank1", "ML-Rank2"]
+    table = at.dataframe[-1].value
+    assert list(table["attack"]) == ["MLA-LP", "ML-DeepFool", "ML-CW", "ML-Rank1", "ML-Rank2"]
+    assert table.loc[0, "success"]  # MLA-LP turns scene_009 in two iterations
+    # the button now offers nothing to run: every result is cached
+    at.run()
+    assert at.button(key="compare_run").label == "Run all five"
+    assert len(at.session_state["_results"]) == 5
+
+
+def test_upload_that_is_not_an_image_gives_an_error_and_a_real_one_works():
+    at = _app()
+    at.sidebar.selectbox(key="g_dataset").set_value("upload").run()
+    _no_exception(at)
+    at.file_uploader(key="explore_upload").set_value(("notes.png", b"this is not an image at all", "image/png"))
+    at.run()
+    _no_exception(at)
+    assert at.error and "not a readable image" in at.error[0].value
+    assert not at.get("plotly_chart")
+
+    buf = io.BytesIO()
+    Image.fromarray((np.arange(50 * 70) % 255).astype(np.uint8).reshape(50, 70), "L").save(buf, "PNG")
+    at.file_uploader(key="explore_upload").set_value(("grey.png", buf.getvalue(), "image/png"))
+    at.run()
+    _no_exception(at)
+    assert not at.error
+    assert any("resized to 96x96" in c.value for c in at.caption)
+    assert at.dataframe  # the label table with the model's predictions
+
+
+def test_unconfigured_model_shows_its_reason_on_every_page():
+    at = _app()
+    at.sidebar.selectbox(key="g_model").set_value("ml-gcn").run()
+    _no_exception(at)
+    assert any("MLALP_MLGCN_CHECKPOINT" in w.value for w in at.warning)
+    assert not at.button  # nothing to run
+    at.switch_page("pages/compare.py").run()
+    assert any("MLALP_MLGCN_CHECKPOINT" in w.value for w in at.warning)
+    at.switch_page("pages/models.py").run()
+    _no_exception(at)
+    assert any("ml-liw" in w.value and "MLALP_MLLIW_CHECKPOINT" in w.value for w in at.warning)
+
+
+def test_models_page_lists_models_and_computes_table_one():
+    at = _app()
+    at.switch_page("pages/models.py").run()
+    _no_exception(at)
+    listing = at.dataframe[0].value
+    assert {"demo-gcn", "demo-liw", "ml-gcn", "ml-liw"} <= set(listing["model"])
+    assert not listing.set_index("model").loc["ml-gcn", "available"]
+    at.number_input(key="models_limit").set_value(16)
+    at.button(key="models_compute").click().run()
+    _no_exception(at)
+    assert not at.error
+    table = at.dataframe[-1].value.set_index("metric")["value"]
+    assert 0 <= table["hamming loss"] < 0.2 and 0.5 < table["micro-F1"] <= 1
+    assert any("16 images" in c.value for c in at.caption)
+
+
+def test_benchmark_page_tables_drill_down_and_open_in_explore(tmp_path):
+    from mlalp_core.runner import BenchConfig, run_benchmark
+
+    store = tmp_path / "results.sqlite"
+    run_benchmark(BenchConfig(models=("demo-gcn",), dataset="demo", attacks=("mla-lp", "ml-deepfool"), n=2,
+                              batch_size=2, device="cpu", store=store,
+                              attack_settings={"mla-lp": {"max_iterations": 2}, "ml-deepfool": {"max_iterations": 2}}))
+    at = _app()
+    at.switch_page("pages/benchmark.py").run()
+    _no_exception(at)
+    assert at.text_input(key="bench_store").value == str(store)
+    assert not at.error
+    frames = [d.value for d in at.dataframe]
+    t3 = next(f for f in frames if "success_rate" in f.columns)
+    assert sorted(t3["attack"]) == ["ML-DeepFool", "MLA-LP"] and set(t3["attacked"]) == {2}
+    assert any("to_attack" in f.columns for f in frames)  # Table II
+    labels = [b.label for b in at.get("download_button")]
+    assert "Table III as CSV" in labels and "Table III as LaTeX" in labels
+    assert any(len(s["data"]) == 4 for s in _charts(at))  # budget curves: 2 attacks x (l_inf, l_2)
+
+    at.selectbox(key="bench_group").set_value(("demo-gcn", "demo", "mla-lp")).run()
+    at.button(key="bench_open").click().run()
+    _no_exception(at)
+    assert "stored_example" in at.session_state
+    # now on Explore: the stored perturbation is shown, nothing re-run
+    assert any("Stored result" in c.value for c in at.caption)
+    assert "_results" not in at.session_state or not at.session_state["_results"]
+    assert {m.label for m in at.metric} >= {"success", "l_2", "l_inf", "RMSD (0..255)"}
+    assert any(s["data"][0]["type"] == "surface" for s in _charts(at))
+
+
+def test_benchmark_page_launches_a_batch_run():
+    at = _app()
+    at.switch_page("pages/benchmark.py").run()
+    _no_exception(at)
+    assert any("No results store" in i.value for i in at.info)
+    at.multiselect(key="bench_attacks").set_value(["ml-deepfool"])
+    at.number_input(key="bench_n").set_value(1)
+    at.button(key="bench_launch").click().run()
+    _no_exception(at)
+    assert not at.error
+    t3 = next(d.value for d in at.dataframe if "success_rate" in d.value.columns)
+    assert list(t3["attack"]) == ["ML-DeepFool"] and list(t3["attacked"]) == [1]
+
+
+def test_a_failing_lp_backend_is_explained_before_and_after_running():
+    from mlalp_core.lp import backend_status
+
+    ok, why = backend_status()["mosek"]
+    if ok:
+        pytest.skip("MOSEK has a licence here, so its LP does not fail")
+    at = _app()
+    at.selectbox(key="explore_index").set_value(SCENE).run()
+    at.selectbox(key="explore_mla-lp_lp_backend").set_value("mosek").run()
+    _no_exception(at)
+    assert any("LP backend mosek" in w.value for w in at.warning)
+    at.button(key="explore_run").click().run()
+    _no_exception(at)  # a clear st.error, no traceback
+    assert at.error and "MOSEK" in at.error[0].value
+    assert not at.metric
+    assert "_results" not in at.session_state or not at.session_state["_results"]
+    at.button(key="explore_run").click().run()  # the page stays usable
+    _no_exception(at)
+
+
+def test_without_a_browser_for_export_each_chart_says_what_to_install(monkeypatch):
+    from mlalp_core import export
+    from pages import _ui
+
+    monkeypatch.setattr(export, "find_browser", lambda: None)
+    _ui._export_ok.clear()
+    try:
+        at = _app()
+        at.selectbox(key="explore_index").set_value(SCENE).run()
+        at.number_input(key="explore_mla-lp_max_iterations").set_value(3)
+        at.button(key="explore_run").click().run()
+        _no_exception(at)
+        hints = [c.value for c in at.caption if "apt-get install chromium" in c.value]
+        assert len(hints) == 4  # images, surfaces, bars, trace
+        assert not at.get("download_button")
+        # the browser-side SVG download is still configured on every chart
+        configs = [c.proto.config for c in at.get("plotly_chart")]
+        assert configs and all('"format": "svg"' in cfg or '"format":"svg"' in cfg for cfg in configs)
+    finally:
+        _ui._export_ok.clear()
