@@ -8,43 +8,35 @@ Streamlit's own control-flow exceptions (rerun, stop) derive from BaseException 
 
 from __future__ import annotations
 
-import os
+import hashlib
+import inspect
+import runpy
+import time
+from collections import OrderedDict
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
 
-# Before torch loads its OpenMP runtime (pages import this module first): threads that wait
-# sleep instead of spinning. On a CPU shared with other busy processes spinning threads stall
-# each other at every parallel region; measured here with one of the 2 cores kept busy by another
-# process: MLA-LP's Jacobian on the demo model took 2.9 s with the default and 0.02 s with this.
-# An explicit setting in the environment wins.
-os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+import pandas as pd
+import plotly.graph_objects as go
+import streamlit as st
+import mlalp_core  # noqa: F401  (before torch: it sets the OpenMP wait policy)
+import torch
 
-import hashlib  # noqa: E402  (the imports follow the OpenMP setting on purpose)
-import inspect  # noqa: E402
-import runpy  # noqa: E402
-import time  # noqa: E402
-from collections import OrderedDict  # noqa: E402
-from collections.abc import Callable  # noqa: E402
-from dataclasses import dataclass, field  # noqa: E402
-from pathlib import Path  # noqa: E402
-from typing import Any  # noqa: E402
-
-import pandas as pd  # noqa: E402
-import plotly.graph_objects as go  # noqa: E402
-import streamlit as st  # noqa: E402
-import torch  # noqa: E402
-
-from mlalp_core.attacks import ATTACKS, AttackResult, make_attack  # noqa: E402
-from mlalp_core.data.images import MAX_FILE_BYTES, load_image, pil_to_tensor, tensor_to_pil  # noqa: E402
-from mlalp_core.data.registry import list_datasets, load_dataset  # noqa: E402
-from mlalp_core.device import available_devices, describe_device, resolve_device  # noqa: E402
-from mlalp_core.errors import MlalpError  # noqa: E402
-from mlalp_core.export import download_config, export_status, figure_bytes, safe_filename  # noqa: E402
-from mlalp_core.figures import (PAPER, POOLINGS, Z_MODES, confidence_bars, display_name,  # noqa: E402
+from mlalp_core.attacks import ATTACKS, AttackResult, make_attack
+from mlalp_core.data.images import MAX_FILE_BYTES, load_image, pil_to_tensor, tensor_to_pil
+from mlalp_core.data.registry import list_datasets, load_dataset
+from mlalp_core.device import available_devices, describe_device, resolve_device
+from mlalp_core.errors import MlalpError
+from mlalp_core.export import download_config, export_status, figure_bytes, safe_filename
+from mlalp_core.figures import (PAPER, POOLINGS, Z_MODES, confidence_bars, display_name,
                                 distortion_surfaces, image_row, perturbation_image, predicted_names, trace_chart,
                                 z_range_for)
-from mlalp_core.lp import BACKENDS, backend_status  # noqa: E402
-from mlalp_core.metrics import attack_metrics  # noqa: E402
-from mlalp_core.models.registry import list_models, load_model  # noqa: E402
-from mlalp_core.targets import add, custom, hide, hide_one  # noqa: E402
+from mlalp_core.lp import BACKENDS, backend_status
+from mlalp_core.metrics import attack_metrics
+from mlalp_core.models.registry import list_models, load_model
+from mlalp_core.targets import add, custom, hide, hide_one
 
 UPLOAD = "upload"
 #: Most results kept per session (each holds two images and a perturbation).

@@ -8,19 +8,14 @@ fast on a 2-core CPU; scene_009 is a gallery scene MLA-LP turns in two iteration
 from __future__ import annotations
 
 import os
+import io
+import sys
+from pathlib import Path
 
-# As the app does (pages/_ui.py), before torch loads its OpenMP runtime: waiting threads sleep
-# instead of spinning, which on a shared 2-core CPU makes the batch runs below 5-10x faster.
-os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
-
-import io  # noqa: E402
-import sys  # noqa: E402
-from pathlib import Path  # noqa: E402
-
-import numpy as np  # noqa: E402
-import pytest  # noqa: E402
-from PIL import Image  # noqa: E402
-from streamlit.testing.v1 import AppTest  # noqa: E402
+import numpy as np
+import pytest
+from PIL import Image
+from streamlit.testing.v1 import AppTest
 
 ROOT = Path(__file__).resolve().parents[1]
 APP = str(ROOT / "app.py")
