@@ -299,6 +299,20 @@ def _pick_upload(model, page: str) -> Picked | None:
 # ---------------------------------------------------------------------------------------------
 
 
+def pick_image_and_show_labels(g: Globals, model, page: str):
+    """The image picker with the labels beside it; (picked, clean probabilities), or stops."""
+    left, right = st.columns([3, 2])
+    with left:
+        picked = pick_image(g, model, page)
+    if picked is None:
+        st.stop()
+    probs = clean_probabilities(g, model, picked)
+    with right:
+        st.markdown(f"**{picked.title}**")
+        label_table(model.label_names, probs, g.threshold, picked.labels)
+    return picked, probs
+
+
 def clean_probabilities(g: Globals, model, picked: Picked) -> torch.Tensor:
     """(l,) probabilities of the clean image, computed once per (model, device, image)."""
     cache = st.session_state.setdefault("_probs", {})

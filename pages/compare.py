@@ -29,15 +29,7 @@ model = _ui.get_model(g)
 if model is None:
     st.stop()
 
-left, right = st.columns([3, 2])
-with left:
-    picked = _ui.pick_image(g, model, PAGE)
-if picked is None:
-    st.stop()
-probs = _ui.clean_probabilities(g, model, picked)
-with right:
-    st.markdown(f"**{picked.title}**")
-    _ui.label_table(model.label_names, probs, g.threshold, picked.labels)
+picked, probs = _ui.pick_image_and_show_labels(g, model, PAGE)
 
 st.header("Target and settings")
 target = _ui.pick_target(model, picked, probs, g.threshold, PAGE)
