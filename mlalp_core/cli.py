@@ -22,7 +22,17 @@ def _cmd_devices(args: argparse.Namespace) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="mlalp", description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(
+        prog="mlalp",
+        description="Multi-label adversarial examples by linear programming (MLA-LP) and its baselines.",
+        epilog="examples:\n"
+               "  mlalp models\n"
+               "  mlalp bench --models demo-gcn demo-liw --data demo --attacks all --out tables/\n"
+               "  mlalp report --format latex\n"
+               "  mlalp check-model ml-gcn --checkpoint voc_checkpoint.pth.tar --word-vectors voc_glove_word2vec.pkl\n"
+               "app: streamlit run app.py",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     parser.add_argument("--version", action="version", version=f"mlalp {__version__}")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
