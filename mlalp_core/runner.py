@@ -234,7 +234,12 @@ def run_benchmark(config: BenchConfig, progress: Progress | None = None, *,
     model_loader = model_loader or load_model
     dataset_loader = dataset_loader or load_dataset
     dev = resolve_device(config.device)
-    store = ResultsStore(config.store or load_settings().results)
+    store_path = config.store or load_settings().results
+    if dist_rank_world()[0] == 0:  # rank 0 creates a new store; the others open it once it exists
+        store = ResultsStore(store_path)
+    _barrier()
+    if dist_rank_world()[0] != 0:
+        store = ResultsStore(store_path)
     dataset = dataset_loader(config.dataset, config.split)
     split = config.split or _default_split(config.dataset)
     keys = []

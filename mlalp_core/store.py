@@ -115,6 +115,17 @@ def unpack_array(blob: bytes, shape: str, dtype: str) -> np.ndarray:
     return np.frombuffer(zlib.decompress(blob), dtype=dtype).reshape(json.loads(shape)).astype(np.float32)
 
 
+def _retry_locked(fn, attempts: int = 50, pause_s: float = 0.1):
+    """Call ``fn``, retrying while another process holds a lock SQLite will not wait for."""
+    for k in range(attempts):
+        try:
+            return fn()
+        except sqlite3.OperationalError as exc:
+            if "locked" not in str(exc) or k == attempts - 1:
+                raise
+            time.sleep(pause_s * (1 + k % 5))
+
+
 class ResultsStore:
     """Open (or create) the store at ``path``. Safe for several processes writing at once."""
 
@@ -122,24 +133,31 @@ class ResultsStore:
         self.path = Path(path)
         try:
             self.path.parent.mkdir(parents=True, exist_ok=True)
-            with self._connect() as conn:
-                conn.executescript(_SCHEMA)
-                row = conn.execute("SELECT value FROM meta WHERE key='schema'").fetchone()
-                if row is None:
-                    conn.execute("INSERT INTO meta VALUES ('schema', ?)", (str(SCHEMA_VERSION),))
-                elif int(row[0]) != SCHEMA_VERSION:
-                    raise ConfigurationError(
-                        f"{self.path} was written by another mlalp version (schema {row[0]}, expected {SCHEMA_VERSION})")
+            _retry_locked(self._create)
         except sqlite3.DatabaseError as exc:
             raise ConfigurationError(f"{self.path} is not a usable mlalp results store ({exc})") from exc
         except OSError as exc:
             raise ConfigurationError(f"cannot create the results store {self.path}: {exc}") from exc
 
+    def _create(self) -> None:
+        # WAL is a property of the file, set once here; switching the journal mode takes an
+        # exclusive lock that SQLite's busy handler does not wait for, hence the retry around it
+        # when several ranks of a sharded run open a new store at the same moment.
+        with self._connect() as conn:
+            if conn.execute("PRAGMA journal_mode").fetchone()[0].lower() != "wal":
+                conn.execute("PRAGMA journal_mode=WAL")
+            conn.executescript(_SCHEMA)
+            row = conn.execute("SELECT value FROM meta WHERE key='schema'").fetchone()
+            if row is None:
+                conn.execute("INSERT OR IGNORE INTO meta VALUES ('schema', ?)", (str(SCHEMA_VERSION),))
+            elif int(row[0]) != SCHEMA_VERSION:
+                raise ConfigurationError(
+                    f"{self.path} was written by another mlalp version (schema {row[0]}, expected {SCHEMA_VERSION})")
+
     @contextmanager
     def _connect(self):
         conn = sqlite3.connect(self.path, timeout=60.0)
         try:
-            conn.execute("PRAGMA journal_mode=WAL")
             conn.execute("PRAGMA busy_timeout=60000")
             conn.row_factory = sqlite3.Row
             with conn:

@@ -127,8 +127,8 @@ def test_two_processes_equal_one(weights, tmp_path):
     proc = subprocess.run([sys.executable, str(WORKER), str(weights), str(one), "mla-lp,ml-cw"], env=env,
                           capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stderr[-2000:]
-    proc = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port",
-                           "29517", str(WORKER), str(weights), str(two), "mla-lp,ml-cw"],
+    proc = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
+                           str(WORKER), str(weights), str(two), "mla-lp,ml-cw"],
                           env=env, capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stderr[-3000:]
     a, b = _results(one), _results(two)
@@ -210,3 +210,27 @@ def test_model_identity_covers_every_tensor_including_scalars():
     with torch.no_grad():
         m[0].weight[0, 0, 0, 0] += 1e-3
     assert model_identity(m) != a
+
+
+def _open_store_at(path, start):
+    from mlalp_core.store import ResultsStore
+
+    start.wait()
+    ResultsStore(path)
+
+
+def test_many_processes_create_one_store_at_once(tmp_path):
+    # the ranks of a sharded run open a brand-new store at the same moment; none may fail
+    import multiprocessing as mp
+
+    ctx = mp.get_context("fork")  # the children only touch SQLite
+    for trial in range(4):
+        path = tmp_path / f"s{trial}.sqlite"
+        start = ctx.Barrier(6)
+        procs = [ctx.Process(target=_open_store_at, args=(path, start)) for _ in range(6)]
+        for p in procs:
+            p.start()
+        for p in procs:
+            p.join(120)
+        assert [p.exitcode for p in procs] == [0] * 6
+        assert ResultsStore(path).rows() == []
