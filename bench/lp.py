@@ -120,8 +120,9 @@ def main() -> None:
                         rh = solve_linf(A, b, lo, hi, backend="highs-ipm", time_limit=args.highs_time_limit)
                         ht = time.perf_counter() - t0
                         h_cols = [f"{ht:8.1f}", f"{(res.z - rh.z) / rh.z:8.1e}" if rh.ok else rh.status]
-                    except Exception as exc:  # time limit
-                        h_cols = [f">{args.highs_time_limit:.0f}", type(exc).__name__[:8]]
+                    except Exception as exc:  # HiGHS's time limit, or a failure
+                        h_cols = [f">{args.highs_time_limit:.0f}",
+                                  "capped" if "limit" in str(exc) else type(exc).__name__[:8]]
                 speed = f"{c_time / best:8.0f}x" if c_time else "-"
                 if args.check_cpu and dev.type != "cpu":
                     rc = solve_linf(A, b, lo, hi)
