@@ -106,10 +106,14 @@ def _newton_direction(g: np.ndarray, H: np.ndarray, beta: np.ndarray, lam: np.nd
 
 def _line_search(u, v, alpha, gamma, t_max: float) -> float:
     """argmin_{0 <= t <= t_max} f(lam + t d), exactly (f is convex piecewise linear in t)."""
+    # One pass for the slope, then only the few coordinates whose sign the step can flip are
+    # gathered (once, by index): this runs every Newton iteration over all d coordinates.
     if alpha is None:
-        slope0 = float(torch.where(u != 0, v * torch.sign(u), v.abs()).sum(dtype=torch.float64))
-        cross = (u * v) < 0
-        w = 2.0 * v[cross].abs()
+        s = torch.sign(u)
+        slope0 = float((v * s).sum(dtype=torch.float64))
+        kink = s == 0  # f's slope there is |v| whichever way the step goes
+        if bool(kink.any()):
+            slope0 += float(v[kink].abs().sum(dtype=torch.float64))
     else:
         # slope of f at t = 0+: alpha v where u > 0, -gamma v where u < 0, the larger on kinks
         coef = torch.where(u > 0, alpha, -gamma)
@@ -118,11 +122,12 @@ def _line_search(u, v, alpha, gamma, t_max: float) -> float:
         if bool(kink.any()):
             vk = v[kink]
             slope0 += float((torch.maximum(alpha[kink] * vk, -gamma[kink] * vk) - coef[kink] * vk).sum(dtype=torch.float64))
-        cross = (u * v) < 0
-        w = ((alpha + gamma) * v.abs())[cross]
     if slope0 >= 0.0:
         return 0.0
-    tau = -u[cross] / v[cross]
+    idx = ((u * v) < 0).nonzero().squeeze(1)
+    uc, vc = u[idx], v[idx]
+    w = 2.0 * vc.abs() if alpha is None else (alpha[idx] + gamma[idx]) * vc.abs()
+    tau = -uc / vc
     t = smallest_crossing(tau, w, None, -slope0, clean=True, check=False)
     return min(t, t_max)
 
