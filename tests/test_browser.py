@@ -138,8 +138,12 @@ def test_mlalp_run_renders_surfaces_and_bars():
             page.screenshot(path=str(shot), full_page=True)
             charts = page.locator(".js-plotly-plot")
             surf_shot, bars_shot = shots / "explore_surfaces.png", shots / "explore_bars.png"
-            charts.nth(1).screenshot(path=str(surf_shot))
-            charts.nth(2).screenshot(path=str(bars_shot))
+            surf_i, bars_i = page.evaluate(
+                "() => { const ps = Array.from(document.querySelectorAll('.js-plotly-plot'));"
+                " const has = f => ps.findIndex(p => p._fullData && p._fullData.some(f));"
+                " return [has(t => t.type === 'surface'), has(t => t.type === 'bar' && t.name === 'after')]; }")
+            charts.nth(max(surf_i, 0)).screenshot(path=str(surf_shot))
+            charts.nth(max(bars_i, 0)).screenshot(path=str(bars_shot))
             print(f"\nscreenshots of the Explore page after MLA-LP: {shot} (whole page), {surf_shot} (R, G, B "
                   f"surfaces), {bars_shot} (confidence bars)")
         finally:
