@@ -106,12 +106,10 @@ def main() -> None:
                 r = res.r.cpu().numpy() if isinstance(res.r, torch.Tensor) else res.r
                 v_ours = violation(An, bn, r)
                 c_cols = ["-"] * 3
-                ref_z = None
                 c_time = None
                 if not args.no_clarabel:
                     zc, rc, c_time = clarabel_solve(An, bn, lo.numpy() if lo is not None else None,
                                                     hi.numpy() if hi is not None else None)
-                    ref_z = zc
                     c_cols = [f"{c_time:10.2f}", f"{(res.z - zc) / zc:8.1e}", f"{violation(An, bn, rc):8.1e}"]
                 h_cols = ["-", "-"]
                 if args.highs:

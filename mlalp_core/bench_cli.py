@@ -26,23 +26,6 @@ def _parse_sets(items: list[str]) -> dict[str, dict]:
     return out
 
 
-def _print_tables(store, rows, paper: bool, fmt: str = "md") -> str:
-    from .reporting import TABLE3_COLUMNS, export, table2, table3, with_paper
-
-    t2 = table2(store)
-    t3 = table3(rows)
-    text = "Table II\n\n" + export(t2, fmt) + "\nTable III\n\n" + export(t3, fmt)
-    if paper:
-        cols = dict(TABLE3_COLUMNS)
-        for k, h in (("paper_success_rate", "paper success"), ("paper_rmsd", "paper RMSD"), ("paper_l2", "paper l2"),
-                     ("paper_linf", "paper linf")):
-            cols[k] = (h, "{:.4f}", None)
-        from .reporting import to_markdown
-
-        text += "\nTable III with the paper's values\n\n" + to_markdown(with_paper(t3), cols)
-    return text
-
-
 def _cmd_bench(args: argparse.Namespace) -> int:
     from tqdm import tqdm
 

@@ -158,7 +158,6 @@ class ResultsStore:
     def _connect(self):
         conn = sqlite3.connect(self.path, timeout=60.0)
         try:
-            conn.execute("PRAGMA busy_timeout=60000")
             conn.row_factory = sqlite3.Row
             with conn:
                 yield conn

@@ -11,8 +11,8 @@ Contract:
   model's device before ``loss_fn`` sees them.
 - A checkpoint is written atomically after every epoch when ``checkpoint_path`` is given: model,
   optimizer and scheduler state, the epoch count, the loss history and the RNG states (torch,
-  CUDA, NumPy, Python), all as plain tensors and containers so that ``torch.load(...,
-  weights_only=True)`` reads it. With ``resume=True`` an existing checkpoint is continued.
+  CUDA, NumPy, Python), all as plain tensors and containers, so that
+  ``torch.load(path, weights_only=True)`` reads it. With ``resume=True`` an existing checkpoint is continued.
 """
 
 from __future__ import annotations

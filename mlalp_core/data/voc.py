@@ -35,7 +35,6 @@ VOC_CLASSES: tuple[str, ...] = (
     "diningtable", "dog", "horse", "motorbike", "person", "pottedplant", "sheep", "sofa",
     "train", "tvmonitor",
 )
-VOC_SPLITS: tuple[str, ...] = ("train", "val", "trainval", "test")
 DifficultMode = Literal["negative", "ignore"]
 
 #: Largest annotation file accepted (VOC's are a few kB).
@@ -261,7 +260,7 @@ class VOCDataset:
         return base / "voc" / folder / f"voc{self.year}-{self.split}.npz"
 
     def _read_labels(self) -> tuple[np.ndarray, np.ndarray]:
-        ann = [self.dir / "Annotations" / f"{i}.xml" for i in self._ids]
+        ann = [self.annotation_path(k) for k in range(len(self._ids))]
         split_file = self.dir / "ImageSets" / "Main" / f"{self.split}.txt"
         key = f"v{_CACHE_VERSION}:{self.year}:{self.split}:{_stat_key([split_file, *ann])}"
         cache = self._cache_file()

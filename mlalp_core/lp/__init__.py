@@ -17,10 +17,9 @@ from __future__ import annotations
 import math
 import time
 
-import numpy as np
 import torch
 
-from ..errors import InvalidInputError, SolverError
+from ..errors import InvalidInputError
 from .problem import certify, prepare
 from .result import LPResult
 

@@ -18,9 +18,6 @@ from .base import MultiLabelClassifier
 
 #: The demo models' names (mirrors mlalp_core.models.demo.DEMO_MODEL_NAMES, imported lazily).
 DEMO_NAMES: tuple[str, ...] = ("demo-gcn", "demo-liw")
-PAPER_NAMES: tuple[str, ...] = ("ml-gcn", "ml-liw")
-
-
 @dataclass(frozen=True)
 class ModelInfo:
     name: str
@@ -113,10 +110,6 @@ def list_models(settings: Settings | None = None) -> list[ModelInfo]:
     infos = _demo_infos() + [_mlgcn_info(s), _mlliw_info(s)]
     infos += _user_infos(s, {i.name for i in infos})
     return infos
-
-
-def model_names(settings: Settings | None = None, available_only: bool = True) -> list[str]:
-    return [i.name for i in list_models(settings) if i.available or not available_only]
 
 
 def load_model(name: str, device: DeviceLike = None, settings: Settings | None = None) -> MultiLabelClassifier:

@@ -27,7 +27,6 @@ import os
 import tomllib
 import warnings
 import zipfile
-from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
@@ -251,14 +250,3 @@ def load_user_model(manifest: str | os.PathLike | UserManifest) -> UserModel:
             except Exception:  # noqa: BLE001
                 model._per_example = True
     return model
-
-
-def user_model_names(manifests: Sequence[str | os.PathLike]) -> list[str]:
-    """Names of the manifests that parse (for menus)."""
-    out = []
-    for path in manifests:
-        try:
-            out.append(read_manifest(path).name)
-        except ModelLoadError:
-            continue
-    return out
