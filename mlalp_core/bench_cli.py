@@ -3,26 +3,28 @@
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 from pathlib import Path
 
 from .errors import InvalidInputError
 
 
-def _parse_sets(items: list[str]) -> dict[str, dict]:
-    """``attack.setting=value`` pairs; values parsed as JSON when they can be (true, 100, 0.5)."""
-    out: dict[str, dict] = {}
+def parse_sets(items: list[str] | None, base: dict[str, dict] | None = None) -> dict[str, dict]:
+    """``attack.setting=value`` pairs, each value parsed by that attack's settings schema (on top
+    of ``base``, e.g. mlalp.toml's ``[attacks.*]`` tables)."""
+    from .attacks import parse_settings
+    from .attacks.schema import parse_assignment
+
+    out: dict[str, dict] = {k: dict(v) for k, v in (base or {}).items()}
     for item in items or []:
-        if "=" not in item or "." not in item.split("=", 1)[0]:
-            raise InvalidInputError(f"--set takes attack.setting=value (e.g. mla-lp.box=true), got {item!r}")
-        lhs, value = item.split("=", 1)
-        attack, key = lhs.split(".", 1)
+        attack, key, value = parse_assignment(item)
         try:
-            parsed = json.loads(value)
-        except json.JSONDecodeError:
-            parsed = value
-        out.setdefault(attack.strip().lower(), {})[key.strip()] = parsed
+            parsed = parse_settings(attack, {key: value}, f"--set {item}", complete=False)
+        except InvalidInputError as exc:
+            if str(exc).startswith("--set"):
+                raise
+            raise InvalidInputError(f"--set {item}: {exc}") from None
+        out.setdefault(attack, {}).update(parsed)
     return out
 
 
@@ -39,7 +41,7 @@ def _cmd_bench(args: argparse.Namespace) -> int:
     attacks = list(ATTACKS) if args.attacks == ["all"] else args.attacks
     cfg = BenchConfig(models=args.models, dataset=args.data, split=args.split, attacks=attacks, n=args.n,
                       seed=args.seed, batch_size=args.batch, device=dist_dev or args.device,
-                      attack_settings=_parse_sets(args.set), store=args.store, precision=args.precision)
+                      attack_settings=parse_sets(args.set, load_settings().attacks), store=args.store, precision=args.precision)
     bars: dict[str, tqdm] = {}
 
     def progress(done: int, total: int, message: str) -> None:

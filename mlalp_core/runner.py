@@ -22,7 +22,7 @@ from typing import Any
 
 import torch
 
-from .attacks import ATTACKS, make_attack
+from .attacks import ATTACKS, make_attack, parse_settings
 from .data.base import MultiLabelDataset, stack_images
 from .device import DeviceLike, resolve_device
 from .errors import ConfigurationError, InvalidInputError
@@ -69,6 +69,8 @@ class BenchConfig:
         bad = [a for a in self.attack_settings if a not in ATTACKS]
         if bad:
             raise InvalidInputError(f"settings given for unknown attack(s): {', '.join(bad)}")
+        self.attack_settings = {a: parse_settings(a, v, "attack settings", complete=False)
+                                for a, v in self.attack_settings.items()}
 
 
 @dataclass

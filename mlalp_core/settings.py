@@ -24,7 +24,7 @@ from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any
 
-from .errors import ConfigurationError
+from .errors import ConfigurationError, MlalpError
 
 ENV_PREFIX = "MLALP_"
 CONFIG_FILE_NAME = "mlalp.toml"
@@ -51,6 +51,9 @@ class Settings:
     results: Path = field(default_factory=lambda: DEFAULT_RESULTS.absolute())
     cache_dir: Path = field(default_factory=default_cache_dir)
     device: str = "auto"
+    #: Attack settings from ``[attacks.<name>]`` tables of mlalp.toml: the starting values of
+    #: ``mlalp bench``/``mlalp attack`` and the app (``--set`` and the app's widgets win).
+    attacks: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
     #: The TOML file that was read, if any.
     config_file: Path | None = None
     #: Where each setting came from: "default", "file", "env" or "override".
@@ -66,6 +69,8 @@ def env_name(key: str) -> str:
 SETTING_NAMES: tuple[str, ...] = tuple(
     f.name for f in fields(Settings) if f.name not in ("config_file", "sources")
 )
+#: Settings that only the file sets (tables, not single values).
+_FILE_ONLY = {"attacks"}
 _PATH_KEYS = {"voc_root", "mlgcn_checkpoint", "mlgcn_word_vectors", "mlgcn_adjacency",
               "mlliw_checkpoint", "results", "cache_dir"}
 
@@ -107,6 +112,8 @@ def _convert(key: str, value: Any, origin: str, base: Path) -> Any:
         if p is None and key in ("results", "cache_dir"):
             return getattr(Settings(), key)
         return p
+    if key == "attacks":
+        return _attack_tables(value, origin)
     if key == "device":
         if value is None:
             return "auto"
@@ -114,6 +121,23 @@ def _convert(key: str, value: Any, origin: str, base: Path) -> Any:
             raise ConfigurationError(f"{origin}: device must be a string such as 'auto', 'cpu' or 'cuda:0'")
         return value.strip() or "auto"
     raise ConfigurationError(f"{origin}: unknown setting {key!r}; known: {', '.join(SETTING_NAMES)}")
+
+
+def _attack_tables(value: Any, origin: str) -> dict[str, dict[str, Any]]:
+    """``[attacks.<name>]`` tables, each parsed by that attack's settings schema."""
+    from .attacks import parse_settings
+
+    if not isinstance(value, Mapping):
+        raise ConfigurationError(f"{origin}: attacks must be a table of tables, e.g. [attacks.mla-lp] box = true")
+    out = {}
+    for name, table in value.items():
+        if not isinstance(table, Mapping):
+            raise ConfigurationError(f"{origin}: [attacks.{name}] must be a table of settings")
+        try:
+            out[str(name).strip().lower()] = parse_settings(name, table, f"{origin} [attacks.{name}]", complete=False)
+        except MlalpError as exc:
+            raise ConfigurationError(str(exc) if origin in str(exc) else f"{origin}: {exc}") from None
+    return out
 
 
 def find_config_file(environ: Mapping[str, str] | None = None, cwd: Path | None = None) -> Path | None:
@@ -136,6 +160,8 @@ def read_config_file(path: Path) -> dict[str, Any]:
             data = tomllib.load(fh)
     except tomllib.TOMLDecodeError as exc:
         raise ConfigurationError(f"{path}: not valid TOML ({exc})") from exc
+    except UnicodeDecodeError as exc:
+        raise ConfigurationError(f"{path}: not UTF-8 text (byte {exc.start}); save it as UTF-8") from exc
     except OSError as exc:
         raise ConfigurationError(f"{path}: cannot be read ({exc.strerror or exc})") from exc
     unknown = sorted(set(data) - set(SETTING_NAMES))
@@ -167,6 +193,8 @@ def load_settings(
             sources[key] = "file"
 
     for key in SETTING_NAMES:
+        if key in _FILE_ONLY:
+            continue
         name = env_name(key)
         if name in env and env[name].strip():
             values[key] = _convert(key, env[name], f"environment variable {name}", here)

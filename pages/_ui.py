@@ -9,7 +9,6 @@ Streamlit's own control-flow exceptions (rerun, stop) derive from BaseException 
 from __future__ import annotations
 
 import hashlib
-import inspect
 import runpy
 import time
 from collections import OrderedDict
@@ -24,7 +23,7 @@ import streamlit as st
 import mlalp_core  # noqa: F401  (before torch: it sets the OpenMP wait policy)
 import torch
 
-from mlalp_core.attacks import ATTACKS, AttackResult, make_attack
+from mlalp_core.attacks import PRESETS, AttackResult, attack_class, make_attack, parse_settings
 from mlalp_core.data.images import MAX_FILE_BYTES, load_image, pil_to_tensor, tensor_to_pil
 from mlalp_core.data.registry import list_datasets, load_dataset
 from mlalp_core.device import available_devices, describe_device, resolve_device
@@ -33,9 +32,10 @@ from mlalp_core.export import download_config, export_status, figure_bytes, safe
 from mlalp_core.figures import (PAPER, POOLINGS, Z_MODES, confidence_bars, display_name,
                                 distortion_surfaces, image_row, perturbation_image, predicted_names, trace_chart,
                                 z_range_for)
-from mlalp_core.lp import BACKENDS, backend_status
+from mlalp_core.lp import backend_status
 from mlalp_core.metrics import attack_metrics
 from mlalp_core.models.registry import list_models, load_model
+from mlalp_core.settings import load_settings
 from mlalp_core.targets import add, custom, hide, hide_one
 
 UPLOAD = "upload"
@@ -416,93 +416,112 @@ def target_notes(target: Target, attack: str) -> list[str]:
 # Attack settings
 # ---------------------------------------------------------------------------------------------
 
-SETTING_LABELS = {
-    "max_iterations": "max iterations",
-    "lp_backend": "LP backend",
-    "box": "exact [0,1] box inside the LP",
-    "keep_best": "return the best iterate",
-    "lp_tol": "LP relative gap",
-    "jacobian": "Jacobian",
-    "authors_exact": "reproduce the authors' code exactly",
-    "margin": "margin beyond the threshold",
-    "authors_tiebreak": "authors' tie-break",
-    "binary_search_steps": "binary-search steps",
-    "initial_const": "initial c",
-    "learning_rate": "learning rate",
-    "abort_early": "abort early",
-    "abort_per_batch": "abort on the batch's loss",
-    "repeat_at_upper_bound": "repeat at the upper bound",
-    "cosine_reference": "cosine reference",
-}
-CHOICES: dict[str, tuple[str, ...]] = {
-    "lp_backend": BACKENDS, "jacobian": ("batched", "loop"), "cosine_reference": ("target", "authors"),
-}
-#: Smaller budgets for a quick look (the Compare page's "quick" preset); everything else stays.
-QUICK = {"ml-cw": {"max_iterations": 100, "binary_search_steps": 3},
-         "ml-rank1": {"max_iterations": 100, "binary_search_steps": 3},
-         "ml-rank2": {"max_iterations": 100, "binary_search_steps": 3}}
+def _initial_settings(attack: str) -> dict[str, Any]:
+    """The paper's settings, with mlalp.toml's ``[attacks.<name>]`` table on top."""
+    try:
+        overrides = load_settings().attacks.get(attack, {})
+    except MlalpError:  # the sidebar has already said what is wrong with the settings
+        overrides = {}
+    return parse_settings(attack, overrides)
 
 
-def attack_defaults(name: str) -> dict[str, Any]:
-    """The attack's settings with their defaults (the paper's), read from its signature."""
-    cls = ATTACKS[name]
-    out: dict[str, Any] = {}
-    for klass in reversed(cls.__mro__):
-        init = klass.__dict__.get("__init__")
-        if init is None:
-            continue
-        for p in inspect.signature(init).parameters.values():
-            if p.name in cls.param_names and p.default is not inspect.Parameter.empty:
-                out[p.name] = p.default
-    return {k: out[k] for k in cls.param_names if k in out}
+def _kept(page: str, attack: str) -> dict[str, Any]:
+    """The settings the user chose for an attack on a page, kept outside any widget's state.
+
+    Streamlit drops a widget's state on a run that does not draw it (an image not uploaded yet
+    stops the page before the settings), and the browser may then send back an empty value:
+    the kept copy is the truth, written back into the widgets before they are drawn, and only
+    the user's own edit (or preset click) changes it.
+    """
+    all_kept = st.session_state.setdefault("_attack_settings", {})
+    key = f"{page}/{attack}"
+    if key not in all_kept:
+        all_kept[key] = _initial_settings(attack)
+    return all_kept[key]
 
 
 def _setting_key(page: str, attack: str, name: str) -> str:
     return f"{page}_{attack}_{name}"
 
 
+def _commit_setting(page: str, attack: str, name: str) -> None:
+    """A widget's on_change: the new value through the schema, or an error that keeps the old one."""
+    errors = st.session_state.setdefault("_setting_errors", {})
+    where = _setting_key(page, attack, name)
+    try:
+        value = attack_class(attack).schema.setting(name).parse(st.session_state[where], attack)
+    except MlalpError as exc:
+        errors[where] = f"{exc}; kept {_kept(page, attack)[name]!r}"
+        return
+    errors.pop(where, None)
+    _kept(page, attack)[name] = value
+
+
 def apply_preset(page: str, attacks: list[str], preset: str) -> None:
-    """Write a preset's values into the settings widgets' state (a widget callback)."""
+    """A preset's values into the kept settings (a widget callback: the user's click)."""
     for a in attacks:
-        values = dict(attack_defaults(a))
-        if preset == "quick":
-            values.update(QUICK.get(a, {}))
-        for k, v in values.items():
-            if v is not None:
-                st.session_state[_setting_key(page, a, k)] = v
+        values = _initial_settings(a)
+        values.update(PRESETS.get(preset, {}).get(a, {}))
+        st.session_state.setdefault("_attack_settings", {})[f"{page}/{a}"] = values
 
 
-def attack_settings(attack: str, page: str, preset: str = "paper") -> dict[str, Any]:
-    """Widgets for an attack's settings (defaults: the paper's); returns the chosen values."""
-    defaults = attack_defaults(attack)
-    if preset == "quick":
-        defaults.update(QUICK.get(attack, {}))
-    values: dict[str, Any] = {}
-    status = backend_status() if attack == "mla-lp" else {}
-    for name, default in defaults.items():
-        if default is None:  # e.g. abort_every: derived from another setting when left alone
-            continue
-        key = _setting_key(page, attack, name)
-        if key not in st.session_state:
-            st.session_state[key] = default
-        label = SETTING_LABELS.get(name, name.replace("_", " "))
-        if isinstance(default, bool):
-            values[name] = st.checkbox(label, key=key)
-        elif name in CHOICES:
-            values[name] = st.selectbox(label, CHOICES[name], key=key)
-        elif isinstance(default, int):
-            values[name] = int(st.number_input(label, min_value=1, step=1, key=key))
-        elif isinstance(default, float):
-            values[name] = float(st.number_input(label, min_value=0.0, format="%g", key=key))
-        else:
-            values[name] = st.text_input(label, key=key)
+def _setting_widget(setting, key: str, on_change: dict[str, Any]) -> None:
+    label, help_ = setting.title, f"{setting.help}. Accepts {setting.allowed()}; the paper: {setting.default}."
+    if setting.kind is bool:
+        st.checkbox(label, key=key, help=help_, **on_change)
+    elif setting.choices:
+        st.selectbox(label, setting.choices, key=key, help=help_, **on_change)
+    elif setting.kind is int:
+        low = None if setting.low is None else int(setting.low) + (1 if setting.low_open else 0)
+        high = None if setting.high is None else int(setting.high) - (1 if setting.high_open else 0)
+        st.number_input(label, min_value=low, max_value=high, step=1, key=key, help=help_,
+                        placeholder="auto" if setting.none_means else None, **on_change)
+    else:
+        step = abs(setting.default) if setting.default else 0.01
+        st.number_input(label, step=float(step), format="%g", key=key, help=help_, **on_change)
+
+
+def attack_settings(attack: str, page: str) -> dict[str, Any]:
+    """Widgets for an attack's settings, drawn from its schema; returns the kept (typed) values."""
+    kept = _kept(page, attack)
+    errors = st.session_state.setdefault("_setting_errors", {})
+    for setting in attack_class(attack).schema:
+        key = _setting_key(page, attack, setting.name)
+        st.session_state[key] = kept[setting.name]
+        _setting_widget(setting, key, {"on_change": _commit_setting, "args": (page, attack, setting.name)})
+        if key in errors:
+            st.error(errors[key])
     if attack == "mla-lp":
-        backend = values.get("lp_backend", "auto")
+        backend = kept.get("lp_backend", "auto")
         base = "structured" if backend == "auto" else "highs" if backend.startswith("highs") else backend
-        ok, why = status.get(base, (True, ""))
+        ok, why = backend_status().get(base, (True, ""))
         if not ok:
             st.warning(f"LP backend {backend}: {why}. Choose 'auto' (the exact structured solver).")
-    return values
+    return dict(kept)
+
+
+def settings_differences(attack: str, values: dict[str, Any]) -> str:
+    """One line saying which settings differ from the paper's ('' when none do)."""
+    schema = attack_class(attack).schema
+    diff = schema.differences(values)
+    if not diff:
+        return ""
+    parts = [f"{schema.setting(k).title} {_show(v)} (paper: {_show(p)})" for k, (v, p) in diff.items()]
+    return f"{display_name(attack)}: " + ", ".join(parts)
+
+
+def _show(value: Any) -> str:
+    return "auto" if value is None else str(value).lower() if isinstance(value, bool) else f"{value:g}" \
+        if isinstance(value, float) else str(value)
+
+
+def settings_note(where, attacks_values: dict[str, dict[str, Any]]) -> None:
+    """Next to a Run button: which settings differ from the paper's, or that none do."""
+    lines = [line for a, v in attacks_values.items() if (line := settings_differences(a, v))]
+    if lines:
+        where.caption("Not the paper's settings: " + "; ".join(lines) + ".")
+    else:
+        where.caption("Settings: the paper's.")
 
 
 # ---------------------------------------------------------------------------------------------

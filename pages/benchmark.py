@@ -17,7 +17,7 @@ import pandas as pd
 import streamlit as st
 import torch
 
-from mlalp_core.attacks import ATTACKS, DISPLAY_NAMES
+from mlalp_core.attacks import ATTACKS, DISPLAY_NAMES, PRESETS
 from mlalp_core.data.registry import list_datasets
 from mlalp_core.errors import MlalpError
 from mlalp_core.figures import budget_curves_figure
@@ -67,7 +67,7 @@ with st.expander("Launch a batch run", expanded=not Path(path).is_file()):
     batch = c3.number_input("Batch size", min_value=1, value=8, key=f"{PAGE}_batch")
     preset = c4.radio("Settings", ["paper", "quick"], key=f"{PAGE}_preset",
                       format_func={"paper": "the paper's", "quick": "quick (CW family: 100 x 3)"}.get)
-    attack_settings = {a: dict(_ui.QUICK.get(a, {})) for a in attacks} if preset == "quick" else {}
+    attack_settings = {a: dict(PRESETS[preset].get(a, {})) for a in attacks}
     launch = st.button("Launch", type="primary", key=f"{PAGE}_launch", disabled=not (models and attacks and info))
     if launch:
         st.button("Stop", key=f"{PAGE}_stop", help="Stops after the current batch; finished examples are kept")

@@ -21,7 +21,7 @@ _ui.require_app()
 
 PAGE = "compare"
 ORDER = ["mla-lp", "ml-deepfool", "ml-cw", "ml-rank1", "ml-rank2"]  # the rows of the paper's Fig. 1
-PRESETS = {"paper": "the paper's settings", "quick": "quick look (CW family: 100 iterations x 3 binary steps)"}
+PRESET_LABELS = {"paper": "the paper's settings", "quick": "quick look (CW family: 100 iterations x 3 binary steps)"}
 
 st.title("Compare the five attacks")
 g = _ui.current()
@@ -34,13 +34,13 @@ picked, probs = _ui.pick_image_and_show_labels(g, model, PAGE)
 st.header("Target and settings")
 target = _ui.pick_target(model, picked, probs, g.threshold, PAGE)
 attacks = [a for a in ORDER if a in ATTACKS]
-preset = st.radio("Settings", list(PRESETS), format_func=PRESETS.get, key=f"{PAGE}_preset", horizontal=True,
+preset = st.radio("Settings", list(PRESET_LABELS), format_func=PRESET_LABELS.get, key=f"{PAGE}_preset", horizontal=True,
                   on_change=lambda: _ui.apply_preset(PAGE, attacks, st.session_state[f"{PAGE}_preset"]))
 settings: dict[str, dict] = {}
 cols = st.columns(len(attacks))
 for col, a in zip(cols, attacks):
     with col, st.expander(DISPLAY_NAMES[a]):
-        settings[a] = _ui.attack_settings(a, PAGE, preset)
+        settings[a] = _ui.attack_settings(a, PAGE)
 blocked = {a: _ui.target_notes(target, a) for a in attacks} if target is not None else {}
 for note in (n for ns in blocked.values() for n in ns):
     st.warning(note)
@@ -51,6 +51,7 @@ missing = [a for a in attacks if results.get(a) is None]
 c1, c2 = st.columns([1, 5])
 label = f"Run {len(missing)} attack(s)" if missing and len(missing) < len(attacks) else "Run all five"
 run = c1.button(label, type="primary", disabled=target is None, key=f"{PAGE}_run")
+_ui.settings_note(c2, settings)
 if run and missing:
     stop = c2.empty()
     stop.button("Stop", key=f"{PAGE}_stop", help="Stops the running attack; finished ones are kept")

@@ -71,7 +71,7 @@ left, right = st.columns([3, 2])
 with left:
     target = _ui.pick_target(model, picked, probs, g.threshold, "explore")
     attack = st.selectbox("Attack", list(ATTACKS), format_func=DISPLAY_NAMES.get, key="explore_attack")
-    with st.expander(f"{DISPLAY_NAMES[attack]} settings (defaults: the paper's)", expanded=attack == "mla-lp"):
+    with st.expander(f"{DISPLAY_NAMES[attack]} settings", expanded=attack == "mla-lp"):
         settings = _ui.attack_settings(attack, "explore")
 with right:
     if target is not None:
@@ -84,6 +84,7 @@ can_run = target is not None and not notes
 key = _ui.result_key(g, picked, target, attack, settings) if target is not None else None
 c1, c2 = st.columns([1, 5])
 run = c1.button("Run", type="primary", disabled=not can_run, key="explore_run")
+_ui.settings_note(c2, {attack: settings})
 result = _ui.cached_result(key) if key is not None else None
 if run and result is None:
     stop = c2.empty()

@@ -235,12 +235,12 @@ def test_defaults_are_the_papers(tiny):
     (MLCW, {"initial_const": -1.0}, "initial_const"),
     (MLCW, {"learning_rate": float("nan")}, "learning_rate"),
     (MLCW, {"abort_every": 0}, "abort_every"),
-    (MLCW, {"abort_per_batch": "yes"}, "abort_per_batch"),
+    (MLCW, {"abort_per_batch": "maybe"}, "abort_per_batch"),
     (MLRank1, {"cosine_reference": "cosine"}, "cosine_reference"),
     (MLDeepFool, {"max_iterations": True}, "max_iterations"),
     (MLDeepFool, {"margin": 0.5}, "margin"),
     (MLDeepFool, {"margin": -0.1}, "margin"),
-    (MLDeepFool, {"authors_tiebreak": 1}, "authors_tiebreak"),
+    (MLDeepFool, {"authors_tiebreak": 2}, "authors_tiebreak"),
 ])
 def test_bad_settings_are_named(tiny, cls, kwargs, word):
     with pytest.raises(InvalidInputError, match=word):

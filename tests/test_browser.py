@@ -151,3 +151,48 @@ def test_mlalp_run_renders_surfaces_and_bars():
     assert webgl_error == 0, "plotly reported that WebGL is not available in the browser"
     assert surfaces and surfaces[0] == 3, f"expected one figure with three surfaces, found {surfaces}"
     assert bars >= 20, f"expected before/after bars for 10 labels, found {bars} bar points"
+
+
+def test_choosing_upload_and_uploading_keep_the_attack_settings(tmp_path):
+    """Regression: choosing "upload an image" and uploading once reset MLA-LP's settings to the
+    widgets' minima (1 iteration, LP gap 0, no best iterate) while the page still said "the
+    paper's". Only the user's own edit may change a setting."""
+    import numpy as np
+    from PIL import Image
+
+    chromium = _require_browser()
+    from playwright.sync_api import sync_playwright
+
+    photo = tmp_path / "photo.png"
+    Image.fromarray((np.random.default_rng(0).random((60, 80, 3)) * 255).astype("uint8")).save(photo)
+    with serve_app() as app_url, sync_playwright() as pw:
+        browser = pw.chromium.launch(executable_path=chromium, args=CHROMIUM_ARGS)
+        try:
+            page = browser.new_page(viewport={"width": 1400, "height": 3000})
+            page.goto(app_url, wait_until="domcontentloaded")
+            page.get_by_role("button", name="Run", exact=True).wait_for(timeout=90_000)
+
+            def values() -> dict:
+                return {"iterations": page.get_by_label("max iterations", exact=True).input_value(),
+                        "gap": float(page.get_by_label("LP relative gap", exact=True).input_value()),
+                        "best": page.get_by_label("return the best iterate", exact=True).is_checked()}
+
+            before = values()
+            gap = page.get_by_label("LP relative gap", exact=True)
+            gap.fill("0.0001")
+            gap.press("Enter")  # the user's own edit: it must stay
+            page.get_by_text("LP relative gap 0.0001 (paper: 1e-06)").wait_for(timeout=30_000)
+            page.locator("[data-testid=stSidebar] [data-testid=stSelectbox]").first.click()
+            page.get_by_role("option", name="upload an image").click()
+            page.locator("input[type=file]").wait_for(state="attached", timeout=60_000)
+            page.wait_for_timeout(1000)
+            page.locator("input[type=file]").set_input_files(str(photo))
+            page.get_by_role("button", name="Run", exact=True).wait_for(timeout=90_000)
+            page.wait_for_timeout(1500)
+            after = values()
+            note = page.get_by_text("Not the paper's settings").inner_text()
+        finally:
+            browser.close()
+    assert before == {"iterations": "10", "gap": 1e-6, "best": True}
+    assert after == {"iterations": "10", "gap": 1e-4, "best": True}
+    assert "LP relative gap 0.0001 (paper: 1e-06)" in note and "iterations" not in note

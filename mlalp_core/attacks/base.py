@@ -19,6 +19,11 @@ import torch
 from ..device import DeviceLike, resolve_device
 from ..errors import InvalidInputError
 from ..models.base import MultiLabelClassifier, check_image_batch
+from .schema import Schema, Setting
+
+#: The decision threshold is the model's (0.5 in the paper) unless an attack is given another.
+THRESHOLD = Setting("threshold", float, 0.5, "a label is predicted when its probability is at least this",
+                    low=0.0, high=1.0, low_open=True, high_open=True)
 
 #: progress(done, total, message): called by attacks between steps. It may raise (for example
 #: :class:`AttackCancelled`, or a UI's own stop signal) to abandon the run.
@@ -110,33 +115,35 @@ def check_target(target: torch.Tensor, batch: int, num_labels: int) -> torch.Ten
 
 
 class Attack(ABC):
-    """Base class of the five attacks.
+    """Base class of the attacks.
 
-    Subclasses declare ``name`` and ``param_names``, take their settings as keyword arguments in
-    ``__init__`` (the paper's values as defaults), store them as attributes, validate them in ``_check_params`` with a plain-words
-    ``InvalidInputError``, and implement ``_run`` on a batch already on the right device.
+    Subclasses declare ``name`` and their settings once, as a :class:`~.schema.Schema` in
+    ``schema`` (names, types, ranges, the paper's defaults, help). ``__init__`` parses the keyword
+    settings through it (so an attack never holds a value of the wrong type), stores them as
+    attributes, lets ``_check_params`` refuse combinations, and ``_run`` does the work on a batch
+    already on the right device.
     """
 
     name: ClassVar[str] = "attack"
-    #: attributes that make up the attack's settings (set them before calling ``super().__init__``)
-    param_names: ClassVar[tuple[str, ...]] = ()
+    schema: ClassVar[Schema] = Schema("attack", ())
 
     def __init__(self, model: MultiLabelClassifier, *, threshold: float | None = None,
-                 device: DeviceLike = None) -> None:
+                 device: DeviceLike = None, **settings: Any) -> None:
         self.model = model
-        self.threshold = float(model.threshold if threshold is None else threshold)
-        if not 0.0 < self.threshold < 1.0:
-            raise InvalidInputError(f"threshold must lie in (0, 1), got {self.threshold}")
+        self.threshold = THRESHOLD.parse(model.threshold if threshold is None else threshold, self.name)
+        self.settings = self.schema.parse(settings, self.name)
+        for key, value in self.settings.items():
+            setattr(self, key, value)
         self.device = resolve_device(device)
         self._check_params()
 
     # ---- to implement ------------------------------------------------------------------------
     def _check_params(self) -> None:
-        """Raise InvalidInputError naming any bad setting."""
+        """Raise InvalidInputError for settings that are valid alone but not together."""
 
     def config(self) -> dict[str, Any]:
-        """The attack's settings (stored with every result): the attributes named in ``param_names``."""
-        return {"threshold": self.threshold, **{k: getattr(self, k) for k in self.param_names}}
+        """The attack's settings (stored with every result), typed by the schema."""
+        return {"threshold": self.threshold, **self.settings}
 
     @abstractmethod
     def _run(self, x: torch.Tensor, target: torch.Tensor, progress: ProgressFn | None) -> AttackRun:

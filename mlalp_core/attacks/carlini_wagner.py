@@ -29,10 +29,8 @@ from typing import Any, ClassVar
 import torch
 import torch.nn.functional as F
 
-from ..device import DeviceLike
-from ..errors import InvalidInputError
-from ..models.base import MultiLabelClassifier
 from .base import Attack, AttackRun, ProgressFn
+from .schema import Schema, Setting
 
 #: Upper bound of c before any success (Carlini's code and the authors'); "< 1e9" tests for it.
 _NO_UPPER_BOUND = 1e10
@@ -136,73 +134,35 @@ class TargetSets:
         return TargetSets(*(getattr(self, f.name)[idx] for f in fields(self)))
 
 
+CW_SETTINGS: tuple[Setting, ...] = (
+    Setting("max_iterations", int, 1000, "Adam iterations per binary-search step", "max iterations",
+            low=1, high=1_000_000),
+    Setting("binary_search_steps", int, 10, "values of c tried per image", "binary-search steps", low=1, high=1000),
+    Setting("initial_const", float, 1e5, "the first c", "initial c", low=0.0, high=1e15, low_open=True),
+    Setting("learning_rate", float, 0.01, "Adam's step size in tanh space", "learning rate",
+            low=0.0, high=100.0, low_open=True),
+    Setting("abort_early", bool, True, "stop a binary-search step when the loss stalls", "abort early"),
+    Setting("abort_every", int, None, "iterations between stall checks", "abort check every",
+            low=1, high=1_000_000, none_means="max(1, max_iterations // 10)"),
+    Setting("abort_per_batch", bool, False, "decide the abort on the loss summed over the batch, as the "
+            "authors' code did (false: each image decides for itself)", "abort on the batch's loss"),
+    Setting("repeat_at_upper_bound", bool, True, "with >= 10 binary steps, run the last one at the smallest "
+            "c that succeeded (Carlini's code)", "repeat at the upper bound"),
+)
+COSINE_REFERENCE = Setting("cosine_reference", str, "target", "the vector iterates are compared with: target "
+                           "(y* in {-1,+1}) or authors (-2 hidden, +2 added, -1/+1 unchanged)",
+                           "cosine reference", choices=("target", "authors"))
+
+
 class CarliniWagnerL2(Attack):
     """The shared CW-L2 loop; subclasses give ``_loss1`` and ``_score``.
 
-    Parameters (defaults = the paper's comparison):
-        max_iterations: Adam iterations per binary-search step (1000).
-        binary_search_steps: number of values of c tried per image (10).
-        initial_const: first c (1e5).
-        learning_rate: Adam step size in tanh space (0.01).
-        abort_early: stop a binary-search step when the loss stalls (True).
-        abort_every: iterations between stall checks; None = max(1, max_iterations // 10).
-        abort_per_batch: decide the abort on the loss summed over the batch, as the authors'
-            code did (False: each image decides for itself).
-        repeat_at_upper_bound: when binary_search_steps >= 10, run the last step at c = the
-            smallest c that succeeded (1e10 if none did), as Carlini's and the authors' code do.
-        threshold: label j is predicted when f_j >= threshold (the model's, normally 0.5).
-
-    ``model_calls`` counts one forward and one backward per Adam iteration (plus the clean
-    forward). ``trace`` has one dict per binary-search step.
+    Settings: :data:`CW_SETTINGS` (defaults = the paper's comparison). ``model_calls`` counts one
+    forward and one backward per Adam iteration (plus the clean forward). ``trace`` has one dict
+    per binary-search step.
     """
 
-    param_names: ClassVar[tuple[str, ...]] = (
-        "max_iterations", "binary_search_steps", "initial_const", "learning_rate",
-        "abort_early", "abort_every", "abort_per_batch", "repeat_at_upper_bound",
-    )
-
-    def __init__(
-        self,
-        model: MultiLabelClassifier,
-        *,
-        max_iterations: int = 1000,
-        binary_search_steps: int = 10,
-        initial_const: float = 1e5,
-        learning_rate: float = 0.01,
-        abort_early: bool = True,
-        abort_every: int | None = None,
-        abort_per_batch: bool = False,
-        repeat_at_upper_bound: bool = True,
-        threshold: float | None = None,
-        device: DeviceLike = None,
-    ) -> None:
-        self.max_iterations = max_iterations
-        self.binary_search_steps = binary_search_steps
-        self.initial_const = initial_const
-        self.learning_rate = learning_rate
-        self.abort_early = abort_early
-        self.abort_every = abort_every
-        self.abort_per_batch = abort_per_batch
-        self.repeat_at_upper_bound = repeat_at_upper_bound
-        super().__init__(model, threshold=threshold, device=device)
-
-    # ---- settings ------------------------------------------------------------------------------
-    def _check_params(self) -> None:
-        for name in ("max_iterations", "binary_search_steps"):
-            value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-                raise InvalidInputError(f"{name} must be a positive integer, got {value!r}")
-        if self.abort_every is not None and (
-            isinstance(self.abort_every, bool) or not isinstance(self.abort_every, int) or self.abort_every < 1
-        ):
-            raise InvalidInputError(f"abort_every must be None or a positive integer, got {self.abort_every!r}")
-        for name in ("initial_const", "learning_rate"):
-            value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) or value <= 0:
-                raise InvalidInputError(f"{name} must be a finite number > 0, got {value!r}")
-        for name in ("abort_early", "abort_per_batch", "repeat_at_upper_bound"):
-            if not isinstance(getattr(self, name), bool):
-                raise InvalidInputError(f"{name} must be True or False, got {getattr(self, name)!r}")
+    schema: ClassVar[Schema] = Schema("ml-cw", CW_SETTINGS)
 
     @property
     def check_every(self) -> int:
@@ -357,6 +317,7 @@ class MLCW(CarliniWagnerL2):
     then the smaller l2."""
 
     name: ClassVar[str] = "ml-cw"
+    schema: ClassVar[Schema] = Schema("ml-cw", CW_SETTINGS)
 
     def _loss1(self, probs: torch.Tensor, sets: TargetSets) -> torch.Tensor:
         return ml_cw_loss(probs, sets.target_pm1, self.threshold)
@@ -368,20 +329,6 @@ class _RankAttack(CarliniWagnerL2):
     ``cosine_reference``: "target" compares with y* in {-1,+1} (REFERENCE.md); "authors" with
     the authors' weighted vector (-2 on hidden labels, +2 on added ones, -1/+1 on the others).
     """
-
-    param_names: ClassVar[tuple[str, ...]] = CarliniWagnerL2.param_names + ("cosine_reference",)
-    _COSINE_REFERENCES = ("target", "authors")
-
-    def __init__(self, model: MultiLabelClassifier, *, cosine_reference: str = "target", **kwargs: Any) -> None:
-        self.cosine_reference = cosine_reference
-        super().__init__(model, **kwargs)
-
-    def _check_params(self) -> None:
-        super()._check_params()
-        if self.cosine_reference not in self._COSINE_REFERENCES:
-            raise InvalidInputError(
-                f"cosine_reference must be one of {list(self._COSINE_REFERENCES)}, got {self.cosine_reference!r}"
-            )
 
     def _score(self, probs: torch.Tensor, sets: TargetSets) -> torch.Tensor:
         if self.cosine_reference == "authors":
@@ -395,6 +342,7 @@ class MLRank1(_RankAttack):
     """ML-Rank1: loss1 = :func:`rank1_loss`."""
 
     name: ClassVar[str] = "ml-rank1"
+    schema: ClassVar[Schema] = Schema("ml-rank1", CW_SETTINGS + (COSINE_REFERENCE,))
 
     def _loss1(self, probs: torch.Tensor, sets: TargetSets) -> torch.Tensor:
         return rank1_loss(probs, sets.target_pm1)
@@ -404,6 +352,7 @@ class MLRank2(_RankAttack):
     """ML-Rank2: loss1 = :func:`rank2_loss` with A+ / B- taken from the clean prediction."""
 
     name: ClassVar[str] = "ml-rank2"
+    schema: ClassVar[Schema] = Schema("ml-rank2", CW_SETTINGS + (COSINE_REFERENCE,))
 
     def _loss1(self, probs: torch.Tensor, sets: TargetSets) -> torch.Tensor:
         return rank2_loss(probs, sets.target_pm1, sets.hidden, sets.stay_negative)

@@ -35,11 +35,10 @@ from typing import Any, ClassVar
 
 import torch
 
-from ..device import DeviceLike
 from ..errors import InvalidInputError
 from ..jacobian import batched_jacobian
-from ..models.base import MultiLabelClassifier
 from .base import Attack, AttackRun, ProgressFn
+from .schema import Schema, Setting
 
 
 def deepfool_step(
@@ -78,15 +77,7 @@ def deepfool_step(
 
 
 class MLDeepFool(Attack):
-    """ML-DeepFool; see the module docstring.
-
-    Parameters:
-        max_iterations: steps at most (20, the paper's setting).
-        margin: aim the linearised outputs at t + margin * y*_j (0 = the paper); 0 <= margin <
-            min(t, 1 - t).
-        authors_tiebreak: break ties between iterates by ||x_adv||_2 as the authors' code did
-            (False: by ||x_adv - x||_2).
-        threshold: label j is predicted when f_j >= threshold (the model's, normally 0.5).
+    """ML-DeepFool; see the module docstring. Settings: :data:`MLDeepFool.schema`.
 
     ``model_calls`` per iteration and image: 1 forward + l backward passes for the Jacobian
     (vectorised into one call, but l vector-Jacobian products) + 1 forward to evaluate the new
@@ -94,38 +85,20 @@ class MLDeepFool(Attack):
     """
 
     name: ClassVar[str] = "ml-deepfool"
-    param_names: ClassVar[tuple[str, ...]] = (
-        "max_iterations", "margin", "authors_tiebreak",
-    )
-
-    def __init__(
-        self,
-        model: MultiLabelClassifier,
-        *,
-        max_iterations: int = 20,
-        margin: float = 0.0,
-        authors_tiebreak: bool = False,
-        threshold: float | None = None,
-        device: DeviceLike = None,
-    ) -> None:
-        self.max_iterations = max_iterations
-        self.margin = margin
-        self.authors_tiebreak = authors_tiebreak
-        super().__init__(model, threshold=threshold, device=device)
+    schema: ClassVar[Schema] = Schema("ml-deepfool", (
+        Setting("max_iterations", int, 20, "steps at most", "max iterations", low=1, high=10_000),
+        Setting("margin", float, 0.0, "aim the linearised outputs at t + margin * y*_j (0 = the paper); "
+                "below min(t, 1 - t)", "margin beyond the threshold", low=0.0, high=0.5, high_open=True),
+        Setting("authors_tiebreak", bool, False, "break ties between iterates by ||x_adv||_2, as the authors' "
+                "code did (false: by ||x_adv - x||_2)", "authors' tie-break"),
+    ))
 
     def _check_params(self) -> None:
-        m = self.max_iterations
-        if isinstance(m, bool) or not isinstance(m, int) or m < 1:
-            raise InvalidInputError(f"max_iterations must be a positive integer, got {m!r}")
         limit = min(self.threshold, 1.0 - self.threshold)
-        if isinstance(self.margin, bool) or not isinstance(self.margin, (int, float)) or not (
-            0.0 <= self.margin < limit
-        ):
+        if not self.margin < limit:
             raise InvalidInputError(
-                f"margin must be a number in [0, {limit:g}) (the threshold is {self.threshold:g}), got {self.margin!r}"
+                f"ml-deepfool.margin must be below {limit:g} (the threshold is {self.threshold:g}), got {self.margin!r}"
             )
-        if not isinstance(self.authors_tiebreak, bool):
-            raise InvalidInputError(f"authors_tiebreak must be True or False, got {self.authors_tiebreak!r}")
 
     def _tiebreak_norm(self, x_adv: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
         """(B,) the quantity ties are broken on (smaller wins)."""

@@ -36,13 +36,12 @@ from typing import Any, ClassVar
 
 import torch
 
-from ..device import DeviceLike
 from ..errors import InvalidInputError
 from ..jacobian import batched_jacobian
 from ..losses import AUTHORS_CLAMP, bce_at_threshold, per_label_bce
 from ..lp import BACKENDS, solve_linf
-from ..models.base import MultiLabelClassifier
 from .base import Attack, AttackRun, ProgressFn
+from .schema import Schema, Setting
 
 #: The authors' margin schedule.
 MARGIN_STEP = 0.05
@@ -52,48 +51,29 @@ GIVE_UP_FROM = 5
 
 
 class MLALP(Attack):
-    """MLA-LP; see the module docstring.
-
-    Parameters
-    ----------
-    max_iterations: outer iterations (paper: 10).
-    lp_backend: "auto"/"structured" (exact, fast, default), "highs", "mosek" (needs a licence).
-    box: keep x + r in [0,1] inside the LP instead of clipping afterwards.
-    keep_best: return the best iterate seen (default) rather than the last one.
-    lp_tol: relative optimality gap at which the LP stops (1e-6 is ample: the linearisation
-        error is far larger).
-    jacobian: "batched" (one vectorised backward) or "loop" (l backward passes).
-    authors_exact: reproduce the authors' code exactly (see the module docstring).
-    """
+    """MLA-LP; see the module docstring. Settings: :data:`MLALP.schema` (the paper's defaults)."""
 
     name: ClassVar[str] = "mla-lp"
-    param_names: ClassVar[tuple[str, ...]] = (
-        "max_iterations", "lp_backend", "box", "keep_best", "lp_tol", "jacobian", "authors_exact",
-    )
-
-    def __init__(self, model: MultiLabelClassifier, *, max_iterations: int = 10, lp_backend: str = "auto",
-                 box: bool = False, keep_best: bool = True, lp_tol: float = 1e-6, jacobian: str = "batched",
-                 authors_exact: bool = False, threshold: float | None = None, device: DeviceLike = None) -> None:
-        self.max_iterations = max_iterations
-        self.lp_backend = lp_backend
-        self.box = box
-        self.keep_best = keep_best
-        self.lp_tol = lp_tol
-        self.jacobian = jacobian
-        self.authors_exact = authors_exact
-        super().__init__(model, threshold=threshold, device=device)
+    schema: ClassVar[Schema] = Schema("mla-lp", (
+        Setting("max_iterations", int, 10, "outer iterations (linearise, solve the LP, step)", "max iterations",
+                low=1, high=10_000),
+        Setting("lp_backend", str, "auto", "LP solver: auto/structured (exact, fast), highs, mosek (licence)",
+                "LP backend", choices=BACKENDS),
+        Setting("box", bool, False, "keep x + r in [0,1] inside the LP instead of clipping afterwards",
+                "exact [0,1] box inside the LP"),
+        Setting("keep_best", bool, True, "return the best iterate seen rather than the last one",
+                "return the best iterate"),
+        Setting("lp_tol", float, 1e-6, "relative optimality gap at which the LP stops (the linearisation "
+                "error is far larger)", "LP relative gap", low=0.0, high=0.5, low_open=True),
+        Setting("jacobian", str, "batched", "batched: one vectorised backward; loop: l backward passes",
+                "Jacobian", choices=("batched", "loop")),
+        Setting("authors_exact", bool, False, "reproduce the authors' code, quirks included",
+                "reproduce the authors' code exactly"),
+    ))
 
     def _check_params(self) -> None:
-        if not isinstance(self.max_iterations, int) or self.max_iterations < 1:
-            raise InvalidInputError(f"max_iterations must be a positive integer, got {self.max_iterations!r}")
-        if self.lp_backend not in BACKENDS:
-            raise InvalidInputError(f"lp_backend must be one of {', '.join(BACKENDS)}, got {self.lp_backend!r}")
-        if not 0 < float(self.lp_tol) < 1:
-            raise InvalidInputError(f"lp_tol must lie in (0, 1), got {self.lp_tol!r}")
-        if self.jacobian not in ("batched", "loop"):
-            raise InvalidInputError(f"jacobian must be 'batched' or 'loop', got {self.jacobian!r}")
         if self.authors_exact and self.box:
-            raise InvalidInputError("box=True is not part of the authors' code: use it without authors_exact")
+            raise InvalidInputError("mla-lp: box=true is not part of the authors' code: use it without authors_exact")
 
     # ------------------------------------------------------------------------------------------
     def _run(self, x: torch.Tensor, target: torch.Tensor, progress: ProgressFn | None) -> AttackRun:
