@@ -6,6 +6,7 @@ import argparse
 import sys
 from pathlib import Path
 
+from .cli_output import writable_output
 from .errors import InvalidInputError
 
 
@@ -37,6 +38,7 @@ def _cmd_bench(args: argparse.Namespace) -> int:
     from .store import ResultsStore
     from .settings import load_settings
 
+    out = writable_output(args.out, "--out", folder=True) if args.out else None  # before hours of work
     rank, world, dist_dev = init_distributed_from_env()
     attacks = list(ATTACKS) if args.attacks == ["all"] else args.attacks
     cfg = BenchConfig(models=args.models, dataset=args.data, split=args.split, attacks=attacks, n=args.n,
@@ -63,9 +65,7 @@ def _cmd_bench(args: argparse.Namespace) -> int:
     print(f"\nresults store: {store.path}")
     print("\nTable II\n\n" + export(table2(store), "md"))
     print("Table III\n\n" + export(t3, "md"))
-    if args.out:
-        out = Path(args.out)
-        out.mkdir(parents=True, exist_ok=True)
+    if out is not None:
         for fmt, ext in (("csv", "csv"), ("md", "md"), ("latex", "tex")):
             (out / f"table3.{ext}").write_text(export(t3, fmt))
             (out / f"table2.{ext}").write_text(export(table2(store), fmt))
@@ -78,10 +78,7 @@ def _cmd_report(args: argparse.Namespace) -> int:
     from .settings import load_settings
     from .store import ResultsStore
 
-    path = Path(args.store or load_settings().results)
-    if not path.is_file():
-        raise InvalidInputError(f"no results store at {path}: run `mlalp bench` first or pass --store")
-    store = ResultsStore(path)
+    store = ResultsStore(Path(args.store or load_settings().results))  # read-only
     rows = store.rows(model=args.model, dataset=args.data, attack=args.attack)
     if args.budget:
         curves = budget_curves(rows, norm=args.budget)
@@ -96,8 +93,9 @@ def _cmd_report(args: argparse.Namespace) -> int:
         t3 = table3(rows)
         text = export(with_paper(t3) if args.paper and args.format == "csv" else t3, args.format)
     if args.out:
-        Path(args.out).write_text(text)
-        print(f"written to {args.out}")
+        out = writable_output(args.out, "--out")
+        out.write_text(text)
+        print(f"written to {out}")
     else:
         sys.stdout.write(text)
     return 0

@@ -1,16 +1,21 @@
 """The one place that decides where tensors live.
 
-CUDA when present, else the CPU; overridable by argument or by the ``MLALP_DEVICE`` environment
-variable. Asking for a device that does not exist is an error, never a silent fallback.
+Order: an explicit argument (the CLI's ``--device``, the app's sidebar), then ``MLALP_DEVICE``,
+then ``device`` in ``mlalp.toml``, then CUDA when present, else the CPU. Asking for a device that
+does not exist is an error naming the value and its origin, never a silent fallback.
 """
 
 from __future__ import annotations
 
 import os
+from typing import TYPE_CHECKING
 
 import torch
 
 from .errors import ConfigurationError
+
+if TYPE_CHECKING:
+    from .settings import Settings
 
 DeviceLike = str | torch.device | None
 
@@ -36,37 +41,45 @@ def configure_precision(allow_tf32: bool | None = None) -> None:
     torch.backends.cudnn.allow_tf32 = allow_tf32
 
 
-def resolve_device(device: DeviceLike = None) -> torch.device:
-    """Turn ``None``/``"auto"``/a name into a usable ``torch.device``.
-
-    ``None`` and ``"auto"`` honour ``MLALP_DEVICE`` first, then prefer CUDA.
-    """
+def device_choice(device: DeviceLike = None, settings: "Settings | None" = None) -> tuple[str, str]:
+    """(the device asked for, where that came from): an explicit argument (the CLI's --device, the
+    app's sidebar), else MLALP_DEVICE, else mlalp.toml's ``device``, else "auto"."""
     if isinstance(device, torch.device):
-        dev = device
-    else:
-        name = (device or "auto").strip().lower()
-        if name == "auto":
-            name = os.environ.get("MLALP_DEVICE", "auto").strip().lower() or "auto"
-        if name == "auto":
-            name = "cuda" if torch.cuda.is_available() else "cpu"
-        try:
-            dev = torch.device(name)
-        except RuntimeError as exc:
-            raise ConfigurationError(
-                f"unknown device {device!r}: use 'auto', 'cpu' or 'cuda[:N]'"
-            ) from exc
+        return str(device), "--device or the device argument"
+    if device is not None and str(device).strip() and str(device).strip().lower() != "auto":
+        return str(device).strip(), "--device or the device argument"
+    from .settings import env_name, load_settings
+
+    s = settings if settings is not None else load_settings()
+    source = s.sources.get("device", "default")
+    where = {"env": f"environment variable {env_name('device')}",
+             "file": f"{s.config_file} (device)" if s.config_file else "mlalp.toml (device)",
+             "override": "the settings override"}.get(source, "the default")
+    return (s.device or "auto").strip() or "auto", where
+
+
+def resolve_device(device: DeviceLike = None, settings: "Settings | None" = None) -> torch.device:
+    """The one decision of where tensors live: :func:`device_choice`, then "auto" = CUDA when
+    present, else the CPU. A device that cannot be used is a one-line error naming the value
+    and where it came from; never a silent fallback."""
+    name, origin = device_choice(device, settings)
+    low = name.lower()
+    if low == "auto":
+        low = "cuda" if torch.cuda.is_available() else "cpu"
+    try:
+        dev = torch.device(low)
+    except (RuntimeError, ValueError, TypeError):
+        raise ConfigurationError(f"unknown device {name!r} (from {origin}): use auto, cpu or cuda[:N]") from None
     if dev.type == "cuda":
         if not torch.cuda.is_available():
-            raise ConfigurationError(
-                f"device {str(dev)!r} was asked for but no CUDA GPU is visible; use 'cpu' or 'auto'"
-            )
+            raise ConfigurationError(f"device {name!r} (from {origin}) was asked for but no CUDA GPU is visible; "
+                                     "use cpu or auto")
         if dev.index is not None and dev.index >= torch.cuda.device_count():
-            raise ConfigurationError(
-                f"device {str(dev)!r} does not exist: {torch.cuda.device_count()} CUDA device(s) visible"
-            )
+            raise ConfigurationError(f"device {name!r} (from {origin}) does not exist: "
+                                     f"{torch.cuda.device_count()} CUDA device(s) visible")
         configure_precision()
-    elif dev.type not in ("cpu", "mps"):
-        raise ConfigurationError(f"unsupported device type {dev.type!r}: use 'cpu' or 'cuda[:N]'")
+    elif dev.type != "cpu":
+        raise ConfigurationError(f"device {name!r} (from {origin}) is not supported: use auto, cpu or cuda[:N]")
     return dev
 
 

@@ -39,6 +39,12 @@ def predict_dataset(
     """(probabilities, labels, valid) of a model over a data set, images resized to its size."""
     from .data.base import stack_images
 
+    from .errors import InvalidInputError
+
+    if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
+        raise InvalidInputError(f"the batch size must be an integer >= 1, got {batch_size!r}")
+    if limit is not None and (isinstance(limit, bool) or not isinstance(limit, int) or limit < 1):
+        raise InvalidInputError(f"the limit must be an integer >= 1 (or none, for the whole data set), got {limit!r}")
     n = len(ds) if limit is None else min(limit, len(ds))
     if n == 0:
         raise DataError(f"{ds.name} holds no example")

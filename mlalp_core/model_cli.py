@@ -12,7 +12,8 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from .errors import ConfigurationError
+from .errors import ConfigurationError, InvalidInputError
+from .cli_output import writable_output
 from .evaluation import TABLE_ONE_ROWS, check_model, predict_dataset, table_one
 from .paper_training import TRAINERS, TrainConfig
 
@@ -71,8 +72,13 @@ def _cmd_check_model(args: argparse.Namespace) -> int:
     elif target == "user":
         if not args.manifest:
             raise ConfigurationError("check-model user needs --manifest FILE")
-        from .models.user import load_user_model
+        from .models.registry import BUILTIN_NAMES
+        from .models.user import load_user_model, read_manifest
 
+        name = read_manifest(args.manifest).name
+        if name in BUILTIN_NAMES:
+            raise ConfigurationError(f"{args.manifest}: the name {name!r} is a built-in model's; rename the model "
+                                     "in its manifest")
         model = load_user_model(args.manifest)
         target = model.manifest.name
     else:
@@ -81,7 +87,7 @@ def _cmd_check_model(args: argparse.Namespace) -> int:
                                      f"without them {target!r} is loaded from the settings")
         from .models.registry import load_model
 
-        model = load_model(target, device="cpu", settings=load_settings())
+        model = load_model(target, device="cpu", settings=load_settings())  # check_model moves it
     info = check_model(model, args.device)
     _print_summary(target, info, model)
     return 0
@@ -133,7 +139,7 @@ def _cmd_train(args: argparse.Namespace) -> int:
     cfg = TrainConfig(
         model=args.model, voc_root=Path(root), year=args.year, out=Path(args.out), epochs=args.epochs,
         batch_size=args.batch_size, lr=args.lr, image_size=args.image_size, trunk_weights=args.trunk_weights,
-        random_trunk=args.random_trunk, word_vectors=wv, adjacency=args.adjacency, device=args.device or s.device,
+        random_trunk=args.random_trunk, word_vectors=wv, adjacency=args.adjacency, device=args.device,
         workers=args.workers, limit=args.limit, seed=args.seed, resume=not args.restart, progress=not args.quiet,
         cache_dir=s.cache_dir,
     )
@@ -149,16 +155,20 @@ def _cmd_train(args: argparse.Namespace) -> int:
 
 
 def _cmd_eval(args: argparse.Namespace) -> int:
+    from .data.base import check_labels_match
     from .data.registry import load_dataset
     from .models.registry import load_model
     from .settings import load_settings
 
+    if args.batch_size < 1:
+        raise InvalidInputError(f"--batch-size must be at least 1, got {args.batch_size}")
+    if args.limit is not None and args.limit < 1:
+        raise InvalidInputError(f"--limit must be at least 1 (leave it out for the whole data set), got {args.limit}")
+    json_out = writable_output(args.json, "--json") if args.json else None
     s = load_settings()
     model = load_model(args.model, device=args.device, settings=s)
     ds = load_dataset(args.data, args.split, settings=s)
-    if tuple(model.label_names) != tuple(ds.label_names):
-        raise ConfigurationError(f"{args.model} predicts {_fmt_labels(model.label_names, 5)} but {ds.name} is labelled "
-                                 f"{_fmt_labels(ds.label_names, 5)}: pick a matching model and data set")
+    check_labels_match(args.model, model.label_names, args.data, ds.label_names)
     t0 = time.perf_counter()
     scores, labels, _ = predict_dataset(model, ds, batch_size=args.batch_size, limit=args.limit,
                                         progress=not args.quiet)
@@ -168,8 +178,9 @@ def _cmd_eval(args: argparse.Namespace) -> int:
           f"{dt:.1f} s)")
     for key, title in TABLE_ONE_ROWS:
         print(f"  {title:<18} {report[key]:.4f}")
-    if args.json:
-        Path(args.json).write_text(json.dumps({"model": args.model, "data": ds.name, **report}, indent=1))
+    if json_out is not None:
+        json_out.write_text(json.dumps({"model": args.model, "data": ds.name, **report}, indent=1))
+        print(f"written to {json_out}")
     return 0
 
 

@@ -23,7 +23,7 @@ from typing import Any
 import torch
 
 from .attacks import ATTACKS, make_attack, parse_settings
-from .data.base import MultiLabelDataset, stack_images
+from .data.base import MultiLabelDataset, check_labels_match, stack_images
 from .device import DeviceLike, resolve_device
 from .errors import ConfigurationError, InvalidInputError
 from .metrics import attack_metrics
@@ -103,15 +103,15 @@ def init_distributed_from_env() -> tuple[int, int, torch.device | None]:
     """
     if "RANK" not in os.environ or "WORLD_SIZE" not in os.environ:
         return 0, 1, None
+    use_cuda = resolve_device(None).type == "cuda"
     if not torch.distributed.is_initialized():
-        use_cuda = torch.cuda.is_available() and os.environ.get("MLALP_DEVICE", "auto") != "cpu"
         backend = "nccl" if use_cuda else "gloo"
         if use_cuda:
             torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", 0)))
         torch.distributed.init_process_group(backend=backend)
     rank, world = dist_rank_world()
     dev = None
-    if torch.cuda.is_available() and os.environ.get("MLALP_DEVICE", "auto") != "cpu":
+    if use_cuda:
         dev = torch.device("cuda", int(os.environ.get("LOCAL_RANK", 0)))
     return rank, world, dev
 
@@ -140,6 +140,7 @@ def select_examples(model: MultiLabelClassifier, dataset: MultiLabelDataset, *, 
                     dataset_name: str, split: str, store: ResultsStore | None = None, batch_size: int = 32,
                     device: DeviceLike = None, progress: Progress | None = None) -> Selection:
     """The paper's selection, cached in the store (predictions are not recomputed on resume)."""
+    check_labels_match(model_name, model.label_names, dataset_name, dataset.label_names)
     dev = resolve_device(device)
     ids = dataset.ids()
     labels = dataset.labels().bool()
@@ -190,6 +191,8 @@ def run_attack_on_selection(model: MultiLabelClassifier, dataset: MultiLabelData
                             batch_size: int, device: torch.device, precision: str = "float16",
                             progress: Progress | None = None) -> int:
     """Attack the selected examples not yet in the store; returns how many this process finished."""
+    check_labels_match(getattr(model, "registry_name", "the model"), model.label_names,
+                       getattr(dataset, "name", "the data set"), dataset.label_names)
     rank, world = dist_rank_world()
     done = store.finished_ids(key)
     targets = hide_one(sel.labels, seed=seed, example_ids=sel.indices)
@@ -238,15 +241,16 @@ def run_benchmark(config: BenchConfig, progress: Progress | None = None, *,
     dev = resolve_device(config.device)
     store_path = config.store or load_settings().results
     if dist_rank_world()[0] == 0:  # rank 0 creates a new store; the others open it once it exists
-        store = ResultsStore(store_path)
+        store = ResultsStore(store_path, readonly=False)
     _barrier()
     if dist_rank_world()[0] != 0:
-        store = ResultsStore(store_path)
+        store = ResultsStore(store_path, readonly=False)
     dataset = dataset_loader(config.dataset, config.split)
     split = config.split or _default_split(config.dataset)
     keys = []
     for model_name in config.models:
         model = model_loader(model_name, device=dev)
+        check_labels_match(model_name, model.label_names, config.dataset, dataset.label_names)
         sel = select_examples(model, dataset, model_name=model_name, dataset_name=config.dataset, split=split,
                               store=store, batch_size=max(config.batch_size, 16), device=dev, progress=progress)
         if config.n is not None:

@@ -115,6 +115,19 @@ def unpack_array(blob: bytes, shape: str, dtype: str) -> np.ndarray:
     return np.frombuffer(zlib.decompress(blob), dtype=dtype).reshape(json.loads(shape)).astype(np.float32)
 
 
+def _explain(exc: BaseException) -> str:
+    """SQLite's message with what to do about it."""
+    text = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+    low = text.lower()
+    if "malformed" in low or "not a database" in low:
+        return f"{text} (the file is corrupt or not an SQLite database; restore a copy or use another --store)"
+    if "disk is full" in low or "disk i/o" in low:
+        return f"{text} (is the disk full or the file too large? free space; finished examples are kept)"
+    if "readonly" in low or "unable to open" in low or "permission" in low:
+        return f"{text} (no write permission or a read-only file system; pass a writable --store)"
+    return text
+
+
 def _retry_locked(fn, attempts: int = 50, pause_s: float = 0.1):
     """Call ``fn``, retrying while another process holds a lock SQLite will not wait for."""
     for k in range(attempts):
@@ -127,42 +140,121 @@ def _retry_locked(fn, attempts: int = 50, pause_s: float = 0.1):
 
 
 class ResultsStore:
-    """Open (or create) the store at ``path``. Safe for several processes writing at once."""
+    """Open the store at ``path``: read-only unless ``readonly=False`` (the batch runner), which
+    creates it when it does not exist. Safe for several processes writing at once.
 
-    def __init__(self, path: str | Path) -> None:
+    Nothing is written to a file that is not an mlalp store (another SQLite database, a schema
+    from a newer mlalp, not a database at all): it is refused before any write, byte for byte
+    unchanged. SQLite's failures (a corrupt page, a full disk, no permission) become one line
+    naming the file; every example finished before stays intact (each is its own transaction).
+    """
+
+    def __init__(self, path: str | Path, *, readonly: bool = True) -> None:
         self.path = Path(path)
+        self.readonly = readonly
+        self._uri: str | None = None
+        if self.path.exists() and not self.path.is_file():
+            raise ConfigurationError(f"the results store {self.path} is a folder, not a file; name a file")
+        if readonly:
+            if not self.path.is_file():
+                raise ConfigurationError(f"no results store at {self.path}: run `mlalp bench` first or pass --store")
+            self._check_existing()
+            return
+        if self.path.is_file() and self.path.stat().st_size > 0:
+            self._check_existing(allow_empty=True)  # empty: a store another rank is creating now
         try:
             self.path.parent.mkdir(parents=True, exist_ok=True)
-            _retry_locked(self._create)
-        except sqlite3.DatabaseError as exc:
-            raise ConfigurationError(f"{self.path} is not a usable mlalp results store ({exc})") from exc
         except OSError as exc:
-            raise ConfigurationError(f"cannot create the results store {self.path}: {exc}") from exc
+            raise ConfigurationError(f"cannot create the folder of the results store {self.path}: "
+                                     f"{exc.strerror or exc}") from None
+        self._guard(lambda: _retry_locked(self._create), "create")
+
+    # ---- opening ----------------------------------------------------------------------------------
+    def _check_existing(self, allow_empty: bool = False) -> None:
+        """Refuse, without writing, a file that is not an mlalp store of a schema this code reads."""
+        def look() -> tuple[set[str], str | None]:
+            with self._connect(write=False) as conn:
+                tables = {r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type='table'")}
+                row = conn.execute("SELECT value FROM meta WHERE key='schema'").fetchone() if "meta" in tables else None
+            return tables, None if row is None else str(row[0])
+
+        tables, schema = self._guard(look, "read")
+        if allow_empty and not tables:
+            return
+        if schema is None or not {"runs", "results", "selection"} <= tables:
+            found = ", ".join(sorted(tables)) or "none"
+            raise ConfigurationError(f"{self.path} is an SQLite database but not an mlalp results store (tables: "
+                                     f"{found}); it was left untouched: pass another --store")
+        if not schema.isdigit() or int(schema) > SCHEMA_VERSION:
+            raise ConfigurationError(f"{self.path} was written by a newer mlalp (store schema {schema}; this mlalp "
+                                     f"{__version__} reads schema {SCHEMA_VERSION}): upgrade mlalp to use it")
+        if int(schema) < SCHEMA_VERSION:
+            raise ConfigurationError(f"{self.path} has the old store schema {schema} (this mlalp reads "
+                                     f"{SCHEMA_VERSION}): re-run the experiment into a new store")
 
     def _create(self) -> None:
         # WAL is a property of the file, set once here; switching the journal mode takes an
         # exclusive lock that SQLite's busy handler does not wait for, hence the retry around it
-        # when several ranks of a sharded run open a new store at the same moment.
-        with self._connect() as conn:
+        # when several ranks of a sharded run open a new store at the same moment (untranslated
+        # errors, so that the retry sees "locked").
+        with self._connect(translate=False) as conn:
             if conn.execute("PRAGMA journal_mode").fetchone()[0].lower() != "wal":
                 conn.execute("PRAGMA journal_mode=WAL")
-            conn.executescript(_SCHEMA)
-            row = conn.execute("SELECT value FROM meta WHERE key='schema'").fetchone()
-            if row is None:
-                conn.execute("INSERT OR IGNORE INTO meta VALUES ('schema', ?)", (str(SCHEMA_VERSION),))
-            elif int(row[0]) != SCHEMA_VERSION:
-                raise ConfigurationError(
-                    f"{self.path} was written by another mlalp version (schema {row[0]}, expected {SCHEMA_VERSION})")
+            # one transaction: another process sees no table or all of them with the schema mark
+            conn.executescript(f"BEGIN IMMEDIATE;\n{_SCHEMA}\nINSERT OR IGNORE INTO meta VALUES ('schema', "
+                               f"'{SCHEMA_VERSION}');\nCOMMIT;")
 
     @contextmanager
-    def _connect(self):
-        conn = sqlite3.connect(self.path, timeout=60.0)
+    def _connect(self, write: bool | None = None, translate: bool = True):
+        """A connection in a transaction; with ``translate``, SQLite's errors become one line."""
+        write = not self.readonly if write is None else write
+        try:
+            conn = sqlite3.connect(self.path, timeout=60.0) if write else self._connect_readonly()
+        except sqlite3.Error as exc:
+            if not translate:
+                raise
+            raise ConfigurationError(f"results store {self.path}: {_explain(exc)}") from None
         try:
             conn.row_factory = sqlite3.Row
             with conn:
                 yield conn
+        except sqlite3.Error as exc:
+            if not translate:
+                raise
+            raise ConfigurationError(f"results store {self.path}: {_explain(exc)}") from None
         finally:
             conn.close()
+
+    def _connect_readonly(self) -> sqlite3.Connection:
+        """Read-only; on a read-only file system (where a WAL store cannot take its read lock) the
+        file is opened as immutable, which is what it is there."""
+        base = self.path.absolute().as_uri()
+        if self._uri is None:
+            for uri in (f"{base}?mode=ro", f"{base}?mode=ro&immutable=1"):
+                conn = sqlite3.connect(uri, uri=True, timeout=60.0)
+                try:
+                    conn.execute("SELECT count(*) FROM sqlite_master").fetchone()
+                except sqlite3.OperationalError as exc:
+                    conn.close()
+                    if "unable to open" in str(exc) or "readonly" in str(exc):
+                        continue
+                    raise
+                except BaseException:
+                    conn.close()
+                    raise
+                self._uri = uri
+                return conn
+            self._uri = f"{base}?mode=ro&immutable=1"
+        return sqlite3.connect(self._uri, uri=True, timeout=60.0)
+
+    def _guard(self, fn, action: str):
+        """Run ``fn``; SQLite's and the OS's errors become one line naming the store."""
+        try:
+            return fn()
+        except sqlite3.Error as exc:
+            raise ConfigurationError(f"results store {self.path}: cannot {action}: {_explain(exc)}") from None
+        except OSError as exc:
+            raise ConfigurationError(f"results store {self.path}: cannot {action}: {exc.strerror or exc}") from None
 
     # ---- runs -----------------------------------------------------------------------------------
     def open_run(self, *, model: str, model_id: str, dataset: str, split: str, data_id: str, attack: str,

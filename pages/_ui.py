@@ -24,6 +24,7 @@ import mlalp_core  # noqa: F401  (before torch: it sets the OpenMP wait policy)
 import torch
 
 from mlalp_core.attacks import PRESETS, AttackResult, attack_class, make_attack, parse_settings
+from mlalp_core.data.base import check_labels_match
 from mlalp_core.data.images import MAX_FILE_BYTES, load_image, pil_to_tensor, tensor_to_pil
 from mlalp_core.data.registry import list_datasets, load_dataset
 from mlalp_core.device import available_devices, describe_device, resolve_device
@@ -227,9 +228,10 @@ def pick_image(g: Globals, model, page: str) -> Picked | None:
     ds = get_dataset(g)
     if ds is None:
         return None
-    if tuple(ds.label_names) != tuple(model.label_names):
-        st.error(f"{g.model} predicts {', '.join(model.label_names[:6])}... but {g.dataset} is labelled "
-                 f"{', '.join(ds.label_names[:6])}...: pick a model and a data source that match in the sidebar.")
+    try:
+        check_labels_match(g.model, model.label_names, g.dataset, ds.label_names)
+    except MlalpError as exc:
+        st.error(f"{exc}, or another data source, in the sidebar.")
         return None
     n = len(ds)
     ids = ds.ids()

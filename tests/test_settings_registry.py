@@ -165,7 +165,8 @@ def test_user_models_through_settings(tmp_path: Path, monkeypatch: pytest.Monkey
     assert infos["mine"].description == "a VOC-labelled test network"
     assert not infos["broken"].available and "not valid TOML" in infos["broken"].reason
     clash_entries = [i for i in list_models() if i.source == str(clash)]
-    assert len(clash_entries) == 1 and "already taken" in clash_entries[0].reason
+    assert len(clash_entries) == 1 and "is a built-in model's" in clash_entries[0].reason
+    assert infos["ml-gcn"].kind == "paper"  # the built-in is not hidden by the clash
     model = load_model("mine", device="cpu")
     assert model.label_names == VOC_CLASSES and not model.training and model.registry_name == "mine"
 
@@ -240,7 +241,7 @@ def test_eval_cli_prints_table_one(tmp_path: Path, monkeypatch: pytest.MonkeyPat
     monkeypatch.setenv("MLALP_USER_MODELS", str(other))
     rc = cli_main(["eval", "other", "--data", "voc2007", "--quiet"])
     err = capsys.readouterr().err
-    assert rc == 2 and "other predicts l0, l1" in err and "voc2007-test is labelled aeroplane" in err
+    assert rc == 2 and "other does not fit voc2007" in err and "label 0 is 'l0' in the model and 'aeroplane'" in err
 
 
 def test_paper_models_through_the_registry(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

@@ -12,6 +12,8 @@ from typing import Protocol, runtime_checkable
 
 import torch
 
+from ..errors import ConfigurationError
+
 
 @runtime_checkable
 class MultiLabelDataset(Protocol):
@@ -42,3 +44,18 @@ def stack_images(ds: MultiLabelDataset, indices: Sequence[int], size: tuple[int,
     if len(indices) == 0:
         return torch.empty(0, 3, *size)
     return torch.stack([ds.image(int(i), size) for i in indices])
+
+
+def check_labels_match(model_name: str, model_labels: Sequence[str], data_name: str,
+                       data_labels: Sequence[str]) -> None:
+    """Refuse a model whose label names (in order) are not the data set's: its outputs would be
+    scored against the wrong ground truth. The message names the first difference."""
+    m, d = tuple(model_labels), tuple(data_labels)
+    if m == d:
+        return
+    k = next((i for i, (a, b) in enumerate(zip(m, d)) if a != b), min(len(m), len(d)))
+    first = (f"label {k} is {m[k]!r} in the model and {d[k]!r} in the data set" if k < min(len(m), len(d))
+             else f"the {'model' if len(m) > len(d) else 'data set'} goes on with "
+                  f"{(m if len(m) > len(d) else d)[k]!r} at label {k}")
+    raise ConfigurationError(f"{model_name} does not fit {data_name}: {len(m)} vs {len(d)} labels; {first}. "
+                             "Pick a model trained on this data set's labels")

@@ -34,7 +34,11 @@ def _open(source: str | os.PathLike | bytes | io.IOBase, name: str) -> Image.Ima
             raise InvalidInputError(f"{name}: no such file")
         if path.stat().st_size > MAX_FILE_BYTES:
             raise InvalidInputError(f"{name} is larger than {MAX_FILE_BYTES // 2**20} MB")
-        fh = path.open("rb")
+        try:
+            with path.open("rb") as fh:  # read-only, closed once the pixels are in memory
+                return _open(fh.read(MAX_FILE_BYTES + 1), name)
+        except OSError as exc:
+            raise InvalidInputError(f"{name}: cannot be read ({exc.strerror or exc})") from exc
     else:
         fh = source
     try:

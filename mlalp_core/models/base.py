@@ -118,6 +118,8 @@ def check_image_batch(x: torch.Tensor, input_size: tuple[int, int] | None = None
         raise InvalidInputError(f"images must be a torch.Tensor, got {type(x).__name__}")
     if x.dim() != 4 or x.shape[1] != 3:
         raise InvalidInputError(f"images must have shape (B, 3, H, W), got {tuple(x.shape)}")
+    if x.shape[0] == 0:
+        raise InvalidInputError("the batch holds no image (B = 0): pass at least one")
     if input_size is not None and tuple(x.shape[2:]) != tuple(input_size):
         raise InvalidInputError(
             f"images are {x.shape[2]}x{x.shape[3]} but the model expects "

@@ -83,13 +83,13 @@ def safe_torch_load(path: str | os.PathLike, what: str = "checkpoint") -> Any:
     p = _check_file(path, what)
     try:
         return torch.load(p, map_location="cpu", weights_only=True)
-    except pickle.UnpicklingError as first:
+    except pickle.UnpicklingError:
         try:
             with torch.serialization.safe_globals(NUMPY_SCALAR_GLOBALS):
                 return torch.load(p, map_location="cpu", weights_only=True)
-        except pickle.UnpicklingError:
+        except pickle.UnpicklingError as second:  # name what was refused with numpy scalars allowed
             raise ModelLoadError(
-                f"{p}: refused to load this {what}: {_first_line(first)} (mlalp loads plain weights only)"
+                f"{p}: refused to load this {what}: {_first_line(second)} (mlalp loads plain weights only)"
             ) from None
         except Exception as exc:  # noqa: BLE001 - any failure of a file we could not read
             raise ModelLoadError(f"{p}: not a readable PyTorch {what} ({_first_line(exc)})") from None

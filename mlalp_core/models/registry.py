@@ -18,6 +18,8 @@ from .base import MultiLabelClassifier
 
 #: The demo models' names (mirrors mlalp_core.models.demo.DEMO_MODEL_NAMES, imported lazily).
 DEMO_NAMES: tuple[str, ...] = ("demo-gcn", "demo-liw")
+#: Names a user's manifest may not take.
+BUILTIN_NAMES: tuple[str, ...] = DEMO_NAMES + ("ml-gcn", "ml-liw")
 @dataclass(frozen=True)
 class ModelInfo:
     name: str
@@ -94,9 +96,11 @@ def _user_infos(s: Settings, taken: set[str]) -> list[ModelInfo]:
             out.append(ModelInfo(Path(path).stem, "user model (manifest unreadable)", "user", None, None, False,
                                  str(exc), str(path)))
             continue
-        if m.name in taken:
-            out.append(ModelInfo(m.name, m.description or "user model", "user", m.input_size, len(m.labels), False,
-                                 f"{path}: the name {m.name!r} is already taken; rename it in the manifest", str(path)))
+        if m.name in taken:  # listed under another name: the model it would shadow stays usable
+            what = "a built-in model's" if m.name in BUILTIN_NAMES else "already taken"
+            out.append(ModelInfo(f"{m.name} [{Path(path).name}]", m.description or "user model", "user", m.input_size,
+                                 len(m.labels), False,
+                                 f"{path}: the name {m.name!r} is {what}; rename the model in its manifest", str(path)))
             continue
         taken.add(m.name)
         out.append(ModelInfo(m.name, m.description or f"user model ({m.format})", "user", m.input_size,
@@ -115,7 +119,7 @@ def list_models(settings: Settings | None = None) -> list[ModelInfo]:
 def load_model(name: str, device: DeviceLike = None, settings: Settings | None = None) -> MultiLabelClassifier:
     """The model ``name`` in eval mode on ``device`` (default: the settings' device)."""
     s = settings or load_settings()
-    dev = resolve_device(device if device is not None else s.device)
+    dev = resolve_device(device, s)
     infos = {i.name: i for i in list_models(s)}
     if name not in infos:
         raise ConfigurationError(f"unknown model {name!r}; known: {', '.join(infos)}")

@@ -144,8 +144,10 @@ def read_manifest(path: str | os.PathLike) -> UserManifest:
     file = data["file"]
     if not isinstance(file, str) or not file:
         raise _fail(p, "file must be a path string")
-    f = Path(file).expanduser()
-    f = f if f.is_absolute() else (p.parent / f)
+    f = Path(os.path.normpath(p.parent / file))
+    if Path(file).is_absolute() or not f.is_relative_to(p.parent):
+        raise _fail(p, f"file {file!r} must be inside the manifest's folder ({p.parent}); move the model file "
+                       "next to the manifest")
     if not f.is_file():
         raise _fail(p, f"the model file {f} does not exist")
     fmt = data.get("format") or _guess_format(f)
