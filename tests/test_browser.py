@@ -9,7 +9,6 @@ where it fails. The screenshot's path is printed (run pytest with -s to see it).
 from __future__ import annotations
 
 import os
-import shutil
 import socket
 import subprocess
 import sys
@@ -21,24 +20,13 @@ from pathlib import Path
 
 import pytest
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from browser_driver import CHROMIUM_ARGS, drive_explore, find_chromium, problems  # noqa: E402
+
 ROOT = Path(__file__).resolve().parents[1]
 REQUIRED = os.environ.get("MLALP_REQUIRE_BROWSER", "").strip() in ("1", "true", "yes")
-CHROMIUM_ARGS = ["--no-sandbox", "--headless", "--disable-gpu", "--disable-background-networking",
-                 "--disable-component-update", "--disable-sync", "--enable-unsafe-swiftshader"]
-#: A gallery scene MLA-LP (hide-one, seed 0) turns in two iterations on demo-gcn: the test stays short.
-IMAGE = "scene_009"
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow]
-
-
-def find_chromium() -> str | None:
-    """MLALP_CHROMIUM when set (and only it), else Debian's /usr/bin/chromium, else PATH."""
-    named = os.environ.get("MLALP_CHROMIUM", "").strip()
-    if named:
-        return named if os.access(named, os.X_OK) else None
-    if os.access("/usr/bin/chromium", os.X_OK):
-        return "/usr/bin/chromium"
-    return shutil.which("chromium") or shutil.which("chromium-browser")
 
 
 def _unavailable(reason: str) -> None:
@@ -80,77 +68,53 @@ def _require_browser() -> str:
     return path
 
 
+#: Lines of a server log that mean something went wrong (a traceback, a flooded file watcher).
+BAD_LOG_LINES = ("Traceback", "Error", "filesystem events were lost", "Inotify")
+
+
 @contextmanager
-def serve_app():
-    """``streamlit run app.py`` on a free local port; yields its URL and stops it afterwards."""
+def serve_app(log: list[str] | None = None):
+    """``streamlit run app.py`` with the project's own Streamlit config (as a user starts it) on a
+    free local port; yields its URL, stops it afterwards and appends its log lines to ``log``."""
     port = _free_port()
     env = dict(os.environ, MLALP_DEVICE="cpu")
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "streamlit", "run", str(ROOT / "app.py"), "--server.headless=true",
-         f"--server.port={port}", "--server.address=127.0.0.1", "--browser.gatherUsageStats=false",
-         "--server.fileWatcherType=none"],
-        cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-    )
-    url = f"http://127.0.0.1:{port}"
-    try:
-        _wait_healthy(url, proc)
-        yield url
-    finally:
-        proc.terminate()
+    with tempfile.TemporaryFile("w+") as out:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "streamlit", "run", str(ROOT / "app.py"), "--server.headless=true",
+             f"--server.port={port}", "--server.address=127.0.0.1"],
+            cwd=ROOT, env=env, stdout=out, stderr=subprocess.STDOUT,
+        )
+        url = f"http://127.0.0.1:{port}"
         try:
-            proc.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
+            _wait_healthy(url, proc)
+            yield url
+        finally:
+            proc.terminate()
+            try:
+                proc.wait(timeout=15)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
+            out.seek(0)
+            if log is not None:
+                log.extend(out.read().splitlines())
+
+
+def bad_log_lines(log: list[str]) -> list[str]:
+    return [line for line in log if any(word in line for word in BAD_LOG_LINES)]
 
 
 def test_mlalp_run_renders_surfaces_and_bars():
     chromium = _require_browser()
-    from playwright.sync_api import sync_playwright
-
     shots = Path(os.environ.get("MLALP_SCREENSHOT_DIR", Path(tempfile.gettempdir()) / "mlalp-browser-test"))
-    shots.mkdir(parents=True, exist_ok=True)
-    with serve_app() as app_url, sync_playwright() as pw:
-        browser = pw.chromium.launch(executable_path=chromium, args=CHROMIUM_ARGS)
-        try:
-            # tall enough that the whole page is in view: every WebGL scene paints and one screenshot holds it
-            page = browser.new_page(viewport={"width": 1400, "height": 5200})
-            page.goto(f"{app_url}/?image={IMAGE}", wait_until="domcontentloaded")
-            run = page.get_by_role("button", name="Run", exact=True)
-            run.wait_for(timeout=90_000)
-            run.click()
-            page.get_by_text("reached the target").or_(page.get_by_text("did not reach")).first.wait_for(
-                timeout=180_000)
-            # the three channel surfaces: one WebGL scene per channel
-            page.wait_for_function(
-                "() => document.querySelectorAll('.js-plotly-plot .gl-container canvas').length >= 3",
-                timeout=60_000)
-            page.wait_for_function("() => document.querySelectorAll('.js-plotly-plot .barlayer .point').length >= 10",
-                                   timeout=60_000)
-            surfaces = page.evaluate(
-                "() => Array.from(document.querySelectorAll('.js-plotly-plot')).filter("
-                "p => p._fullData && p._fullData.some(t => t.type === 'surface'))"
-                ".map(p => p._fullData.filter(t => t.type === 'surface').length)")
-            bars = page.evaluate("() => document.querySelectorAll('.js-plotly-plot .barlayer .point').length")
-            webgl_error = page.get_by_text("WebGL is not supported").count()
-            page.wait_for_timeout(1500)  # let the WebGL scenes paint before the screenshot
-            shot = shots / "explore_mlalp.png"
-            page.screenshot(path=str(shot), full_page=True)
-            charts = page.locator(".js-plotly-plot")
-            surf_shot, bars_shot = shots / "explore_surfaces.png", shots / "explore_bars.png"
-            surf_i, bars_i = page.evaluate(
-                "() => { const ps = Array.from(document.querySelectorAll('.js-plotly-plot'));"
-                " const has = f => ps.findIndex(p => p._fullData && p._fullData.some(f));"
-                " return [has(t => t.type === 'surface'), has(t => t.type === 'bar' && t.name === 'after')]; }")
-            charts.nth(max(surf_i, 0)).screenshot(path=str(surf_shot))
-            charts.nth(max(bars_i, 0)).screenshot(path=str(bars_shot))
-            print(f"\nscreenshots of the Explore page after MLA-LP: {shot} (whole page), {surf_shot} (R, G, B "
-                  f"surfaces), {bars_shot} (confidence bars)")
-        finally:
-            browser.close()
-    assert webgl_error == 0, "plotly reported that WebGL is not available in the browser"
-    assert surfaces and surfaces[0] == 3, f"expected one figure with three surfaces, found {surfaces}"
-    assert bars >= 20, f"expected before/after bars for 10 labels, found {bars} bar points"
+    log: list[str] = []
+    with serve_app(log) as app_url:
+        found = drive_explore(app_url, chromium, shots)
+    print(f"\nscreenshots of the Explore page after MLA-LP in {shots}: explore_mlalp.png (whole page), "
+          "explore_surfaces.png (R, G, B surfaces), explore_bars.png (confidence bars)")
+    assert not problems(found), problems(found)
+    assert found["success"]
+    assert not bad_log_lines(log), bad_log_lines(log)[:5]
 
 
 def test_choosing_upload_and_uploading_keep_the_attack_settings(tmp_path):
@@ -165,7 +129,8 @@ def test_choosing_upload_and_uploading_keep_the_attack_settings(tmp_path):
 
     photo = tmp_path / "photo.png"
     Image.fromarray((np.random.default_rng(0).random((60, 80, 3)) * 255).astype("uint8")).save(photo)
-    with serve_app() as app_url, sync_playwright() as pw:
+    log: list[str] = []
+    with serve_app(log) as app_url, sync_playwright() as pw:
         browser = pw.chromium.launch(executable_path=chromium, args=CHROMIUM_ARGS)
         try:
             page = browser.new_page(viewport={"width": 1400, "height": 3000})
@@ -196,3 +161,4 @@ def test_choosing_upload_and_uploading_keep_the_attack_settings(tmp_path):
     assert before == {"iterations": "10", "gap": 1e-6, "best": True}
     assert after == {"iterations": "10", "gap": 1e-4, "best": True}
     assert "LP relative gap 0.0001 (paper: 1e-06)" in note and "iterations" not in note
+    assert not bad_log_lines(log), bad_log_lines(log)[:5]
