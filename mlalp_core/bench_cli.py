@@ -19,12 +19,13 @@ def parse_sets(items: list[str] | None, base: dict[str, dict] | None = None) -> 
     out: dict[str, dict] = {k: dict(v) for k, v in (base or {}).items()}
     for item in items or []:
         attack, key, value = parse_assignment(item)
+        shown = item if item.isprintable() else repr(item)  # one line, whatever was typed
         try:
-            parsed = parse_settings(attack, {key: value}, f"--set {item}", complete=False)
+            parsed = parse_settings(attack, {key: value}, f"--set {shown}", complete=False)
         except InvalidInputError as exc:
             if str(exc).startswith("--set"):
                 raise
-            raise InvalidInputError(f"--set {item}: {exc}") from None
+            raise InvalidInputError(f"--set {shown}: {exc}") from None
         out.setdefault(attack, {}).update(parsed)
     return out
 

@@ -63,7 +63,7 @@ def export_status() -> tuple[bool, str]:
     try:
         import kaleido  # noqa: F401
     except ImportError:
-        return False, "server-side figure export needs kaleido: `pip install kaleido` (it is in requirements.txt)"
+        return False, "server-side figure export needs the export extra: `pip install -e '.[export]'` (kaleido)"
     browser = find_browser()
     if browser is None:
         return False, INSTALL_HINT

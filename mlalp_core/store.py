@@ -152,7 +152,6 @@ class ResultsStore:
     def __init__(self, path: str | Path, *, readonly: bool = True) -> None:
         self.path = Path(path)
         self.readonly = readonly
-        self._uri: str | None = None
         if self.path.exists() and not self.path.is_file():
             raise ConfigurationError(f"the results store {self.path} is a folder, not a file; name a file")
         if readonly:
@@ -226,26 +225,24 @@ class ResultsStore:
             conn.close()
 
     def _connect_readonly(self) -> sqlite3.Connection:
-        """Read-only; on a read-only file system (where a WAL store cannot take its read lock) the
-        file is opened as immutable, which is what it is there."""
+        """A read-only connection that leaves no trace. Without a ``-wal`` file no process has
+        the store open, and it is read as immutable: no ``-shm``/``-wal`` is created next to it
+        (nothing at all is written, which also works on a read-only file system). While a writer
+        has it open, a plain read-only connection shares the writer's WAL; where even that cannot
+        take its read lock (a read-only folder), immutable again."""
         base = self.path.absolute().as_uri()
-        if self._uri is None:
-            for uri in (f"{base}?mode=ro", f"{base}?mode=ro&immutable=1"):
-                conn = sqlite3.connect(uri, uri=True, timeout=60.0)
-                try:
-                    conn.execute("SELECT count(*) FROM sqlite_master").fetchone()
-                except sqlite3.OperationalError as exc:
-                    conn.close()
-                    if "unable to open" in str(exc) or "readonly" in str(exc):
-                        continue
-                    raise
-                except BaseException:
-                    conn.close()
-                    raise
-                self._uri = uri
-                return conn
-            self._uri = f"{base}?mode=ro&immutable=1"
-        return sqlite3.connect(self._uri, uri=True, timeout=60.0)
+        quiet = f"{base}?mode=ro&immutable=1"
+        if not Path(f"{self.path}-wal").exists():
+            return sqlite3.connect(quiet, uri=True, timeout=60.0)
+        conn = sqlite3.connect(f"{base}?mode=ro", uri=True, timeout=60.0)
+        try:
+            conn.execute("SELECT count(*) FROM sqlite_master").fetchone()
+        except sqlite3.OperationalError as exc:
+            conn.close()
+            if "unable to open" in str(exc) or "readonly" in str(exc):
+                return sqlite3.connect(quiet, uri=True, timeout=60.0)
+            raise
+        return conn
 
     def _guard(self, fn, action: str):
         """Run ``fn``; SQLite's and the OS's errors become one line naming the store."""

@@ -80,7 +80,7 @@ class Setting:
             text = value.strip()
             if self.none_means and text.lower() in NONE_WORDS:
                 return None
-            return self._check(self._from_text(text, where), where)
+            return self._check(self._from_text(text, where), where, text)
         if value is None:
             if self.none_means:
                 return None
@@ -131,14 +131,16 @@ class Setting:
             raise self._refuse(where, value)
         raise self._refuse(where, value)
 
-    def _check(self, value: Any, where: str) -> Any:
+    def _check(self, value: Any, where: str, shown: Any = None) -> Any:
+        """Range checks; errors show the value as the user wrote it (``shown``, for text)."""
         if self.kind in (int, float):
+            shown = value if shown is None else shown
             if not math.isfinite(value):
-                raise self._refuse(where, value)
+                raise self._refuse(where, shown)
             if self.low is not None and (value < self.low or (self.low_open and value == self.low)):
-                raise self._refuse(where, value)
+                raise self._refuse(where, shown)
             if self.high is not None and (value > self.high or (self.high_open and value == self.high)):
-                raise self._refuse(where, value)
+                raise self._refuse(where, shown)
         return value
 
 
