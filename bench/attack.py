@@ -23,6 +23,7 @@ import torch
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), ".."))
 sys.path.insert(0, os.path.dirname(__file__))
 
+from mlalp_core.bench_cli import parse_sets  # noqa: E402
 from mlalp_core.device import resolve_device  # noqa: E402
 from mlalp_core.attacks import make_attack  # noqa: E402
 from mlalp_core.data.demo import load_gallery  # noqa: E402
@@ -45,8 +46,11 @@ def main() -> None:
     ap.add_argument("--batch", type=int, default=8)
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--box", action="store_true", help="MLA-LP with the exact [0,1] box")
+    ap.add_argument("--set", action="append", default=[], metavar="ATTACK.SETTING=VALUE",
+                    help="an attack setting, as mlalp bench's --set (e.g. ml-cw.max_iterations=100)")
     ap.add_argument("--full-size", action="store_true")
     args = ap.parse_args()
+    sets = parse_sets(args.set)
     dev = resolve_device(args.device)
     print(f"# torch {torch.__version__}, device {dev}, threads {torch.get_num_threads()}")
     gallery = load_gallery()
@@ -63,7 +67,9 @@ def main() -> None:
         x, y = x_all[keep], y_all[keep]
         target = hide_one(y, seed=args.seed, example_ids=keep.tolist())
         for aname in args.attacks:
-            settings = {"box": True} if (args.box and aname == "mla-lp") else {}
+            settings = dict(sets.get(aname, {}))
+            if args.box and aname == "mla-lp":
+                settings["box"] = True
             attack = make_attack(aname, model, device=dev, **settings)
             succ, linf, l2 = [], [], []
             sync(dev)
@@ -79,7 +85,7 @@ def main() -> None:
             s = torch.cat(succ)
             li, l2v = torch.cat(linf)[s], torch.cat(l2)[s]
             print(f"{mname:10} {aname:12} | {len(x):8d} {float(s.float().mean()):8.3f} "
-                  f"{float(li.mean()) if s.any() else float('nan'):9.5f} {float(l2v.mean()) if s.any() else float('nan'):8.4f} "
+                  f"{float(li.mean()) if s.any() else float('nan'):9.6f} {float(l2v.mean()) if s.any() else float('nan'):8.5f} "
                   f"{dt / len(x):8.3f}", flush=True)
     if args.full_size:
         from paper_models import build  # calibrated random-weight models, as bench/paper_models.py
