@@ -22,8 +22,8 @@ sys.path.insert(0, os.path.join(os.path.dirname(__file__), ".."))
 sys.path.insert(0, os.path.dirname(__file__))
 
 from mlalp_core.device import resolve_device  # noqa: E402
-from mlalp_core.jacobian import batched_jacobian  # noqa: E402
-from mlalp_core.losses import per_label_bce  # noqa: E402
+from mlalp_core.attacks.jacobian import batched_jacobian  # noqa: E402
+from mlalp_core.attacks.losses import per_label_bce  # noqa: E402
 
 
 def demo_models():

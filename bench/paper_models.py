@@ -3,7 +3,7 @@
 ML-GCN (ResNet-101, 448x448) and ML-LIW (Inception-v3, 299x299) at random weights (BatchNorm
 statistics calibrated on random images, so activations have a trained network's scale and no
 denormal floats distort CPU timings). The Jacobian is the one MLA-LP needs: the 20 per-label BCE
-losses w.r.t. the pixels, by :func:`mlalp_core.jacobian.batched_jacobian` ("batched": one forward
+losses w.r.t. the pixels, by :func:`mlalp_core.attacks.jacobian.batched_jacobian` ("batched": one forward
 and one vectorised backward; "loop": one backward per label, the authors' way minus their
 duplicate pass). Median of ``--repeats`` runs after one warm-up.
 
@@ -24,9 +24,9 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from mlalp_core.device import describe_device, resolve_device  # noqa: E402
-from mlalp_core.jacobian import batched_jacobian  # noqa: E402
-from mlalp_core.losses import per_label_bce  # noqa: E402
-from mlalp_core.paper_training import calibrate_batchnorm  # noqa: E402
+from mlalp_core.attacks.jacobian import batched_jacobian  # noqa: E402
+from mlalp_core.attacks.losses import per_label_bce  # noqa: E402
+from mlalp_core.training.paper import calibrate_batchnorm  # noqa: E402
 
 
 def build(name: str) -> torch.nn.Module:

@@ -29,15 +29,15 @@ from mlalp_core.data.images import MAX_FILE_BYTES, load_image, pil_to_tensor, te
 from mlalp_core.data.registry import list_datasets, load_dataset
 from mlalp_core.device import available_devices, describe_device, resolve_device
 from mlalp_core.errors import MlalpError
-from mlalp_core.export import download_config, export_status, figure_bytes, safe_filename
-from mlalp_core.figures import (PAPER, POOLINGS, Z_MODES, confidence_bars, display_name,
+from mlalp_core.viz.export import download_config, export_status, figure_bytes, safe_filename
+from mlalp_core.viz.figures import (PAPER, POOLINGS, Z_MODES, confidence_bars, display_name,
                                 distortion_surfaces, image_row, perturbation_image, predicted_names, trace_chart,
                                 z_range_for)
 from mlalp_core.lp import backend_status
-from mlalp_core.metrics import attack_metrics
+from mlalp_core.experiments.metrics import attack_metrics
 from mlalp_core.models.registry import list_models, load_model
 from mlalp_core.settings import load_settings
-from mlalp_core.targets import add, custom, hide, hide_one
+from mlalp_core.attacks.targets import add, custom, hide, hide_one
 
 UPLOAD = "upload"
 #: Most results kept per session (each holds two images and a perturbation).

@@ -20,13 +20,13 @@ import torch
 from mlalp_core.attacks import ATTACKS, DISPLAY_NAMES, PRESETS
 from mlalp_core.data.registry import list_datasets
 from mlalp_core.errors import MlalpError
-from mlalp_core.figures import budget_curves_figure
+from mlalp_core.viz.figures import budget_curves_figure
 from mlalp_core.models.registry import list_models
-from mlalp_core.reporting import (PAPER_TABLE2, budget_curves, table2, table3, to_csv, to_latex, to_markdown,
+from mlalp_core.experiments.reporting import (PAPER_TABLE2, budget_curves, table2, table3, to_csv, to_latex, to_markdown,
                                   with_paper)
-from mlalp_core.runner import BenchConfig, run_benchmark
+from mlalp_core.experiments.runner import BenchConfig, run_benchmark
 from mlalp_core.settings import load_settings
-from mlalp_core.store import ResultsStore
+from mlalp_core.experiments.store import ResultsStore
 
 _ui.require_app()
 

@@ -14,8 +14,8 @@ import pandas as pd
 import streamlit as st
 
 from mlalp_core.attacks import ATTACKS, DISPLAY_NAMES
-from mlalp_core.figures import PAPER, POOLINGS, GridRow, figure1_grid, predicted_names
-from mlalp_core.metrics import attack_metrics
+from mlalp_core.viz.figures import PAPER, POOLINGS, GridRow, figure1_grid, predicted_names
+from mlalp_core.experiments.metrics import attack_metrics
 
 _ui.require_app()
 

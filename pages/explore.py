@@ -17,8 +17,8 @@ import torch
 
 from mlalp_core.attacks import ATTACKS, DISPLAY_NAMES
 from mlalp_core.errors import MlalpError
-from mlalp_core.figures import adversarial_image
-from mlalp_core.store import ResultsStore
+from mlalp_core.viz.figures import adversarial_image
+from mlalp_core.experiments.store import ResultsStore
 
 _ui.require_app()
 

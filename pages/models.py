@@ -15,7 +15,7 @@ import torch
 
 from mlalp_core.data.registry import list_datasets
 from mlalp_core.errors import MlalpError
-from mlalp_core.model_cli import TABLE_ONE_ROWS, predict_dataset, table_one
+from mlalp_core.cli.models import TABLE_ONE_ROWS, predict_dataset, table_one
 from mlalp_core.models.registry import list_models
 
 _ui.require_app()

@@ -14,7 +14,7 @@ sys.path.insert(0, os.path.dirname(__file__))
 
 from tiny import TinyScenes, load_tiny  # noqa: E402
 
-from mlalp_core.runner import BenchConfig, init_distributed_from_env, run_benchmark  # noqa: E402
+from mlalp_core.experiments.runner import BenchConfig, init_distributed_from_env, run_benchmark  # noqa: E402
 
 
 def main() -> None:

@@ -172,7 +172,7 @@ def test_models_page_lists_models_and_computes_table_one():
 
 
 def test_benchmark_page_tables_drill_down_and_open_in_explore(tmp_path):
-    from mlalp_core.runner import BenchConfig, run_benchmark
+    from mlalp_core.experiments.runner import BenchConfig, run_benchmark
 
     store = tmp_path / "results.sqlite"
     run_benchmark(BenchConfig(models=("demo-gcn",), dataset="demo", attacks=("mla-lp", "ml-deepfool"), n=2,
@@ -237,7 +237,7 @@ def test_a_failing_lp_backend_is_explained_before_and_after_running():
 
 
 def test_without_a_browser_for_export_each_chart_says_what_to_install(monkeypatch):
-    from mlalp_core import export
+    from mlalp_core.viz import export
     from pages import _ui
 
     monkeypatch.setattr(export, "find_browser", lambda: None)

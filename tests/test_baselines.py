@@ -14,9 +14,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from torch import nn
 
-from tiny import TinyCNN, synthetic_scenes, train_tiny  # shared test fixtures
+from tiny import synthetic_scenes, train_tiny  # shared test fixtures
 
 from mlalp_core.attacks.base import AttackCancelled
 from mlalp_core.attacks.carlini_wagner import (
@@ -31,9 +30,9 @@ from mlalp_core.attacks.carlini_wagner import (
 )
 from mlalp_core.attacks.ml_deepfool import MLDeepFool, deepfool_step
 from mlalp_core.errors import InvalidInputError
-from mlalp_core.jacobian import batched_jacobian
+from mlalp_core.attacks.jacobian import batched_jacobian
 from mlalp_core.models.base import MultiLabelClassifier
-from mlalp_core.targets import hide_one
+from mlalp_core.attacks.targets import hide_one
 
 REPO = Path(__file__).resolve().parents[1]
 FAST_CW = dict(max_iterations=100, binary_search_steps=3)

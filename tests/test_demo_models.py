@@ -10,9 +10,9 @@ import torch
 from torch import nn
 
 from mlalp_core.data.demo import DEMO_LABELS, generate_scenes, load_gallery
-from mlalp_core.demo_training import CHECK_N, EVAL_SEED, predict_probabilities
+from mlalp_core.training.demo import CHECK_N, EVAL_SEED, predict_probabilities
 from mlalp_core.errors import InvalidInputError, ModelLoadError
-from mlalp_core.metrics import classification_report
+from mlalp_core.training.quality import classification_report
 from mlalp_core.models.demo import (
     DEMO_MODEL_NAMES,
     MODELS_DIR,
@@ -21,7 +21,7 @@ from mlalp_core.models.demo import (
 )
 from mlalp_core.models.gcn import GCNClassifier, cooccurrence_adjacency
 from mlalp_core.models.liw import LinearHeadClassifier
-from mlalp_core.training import fit, load_checkpoint
+from mlalp_core.training.loop import fit, load_checkpoint
 
 
 @pytest.fixture(scope="module")
@@ -89,7 +89,7 @@ def test_outputs_are_not_saturated(model):
 
 
 def test_fold_temperature_scales_logits_and_keeps_predictions():
-    from mlalp_core.demo_training import choose_temperature
+    from mlalp_core.training.demo import choose_temperature
     from mlalp_core.models.demo import fold_temperature
 
     x = load_gallery().images()[:8]
@@ -263,7 +263,7 @@ def test_fit_checkpoint_errors(tmp_path):
 
 
 def test_train_demo_command_end_to_end(tmp_path):
-    from mlalp_core.cli import main
+    from mlalp_core.cli.main import main
 
     threads = torch.get_num_threads()
     try:

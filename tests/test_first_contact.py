@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from mlalp_core.cli import main as cli_main
+from mlalp_core.cli.main import main as cli_main
 from mlalp_core.errors import ConfigurationError, InvalidInputError, MlalpError
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -75,11 +75,11 @@ def test_box_false_means_no_box_in_a_real_run(capsys, tmp_path):
                            "--store", str(store), "--quiet", "--set", "mla-lp.box=False",
                            "--set", "mla-lp.max_iterations=3")
     assert rc == 0, err
-    from mlalp_core.store import ResultsStore
+    from mlalp_core.experiments.store import ResultsStore
 
     (row,) = ResultsStore(store).rows()
     assert row["settings"]["box"] is False and row["settings"]["max_iterations"] == 3
-    from mlalp_core.bench_cli import parse_sets
+    from mlalp_core.cli.bench import parse_sets
 
     for spelling, value in (("False", False), ("no", False), ("0", False), ("TRUE", True), ("Yes", True),
                             ("1", True)):
@@ -185,7 +185,9 @@ def test_a_model_with_other_label_names_is_refused_by_bench_eval_and_the_runner(
                          "--store", str(store), "--quiet")
     line = one_line_error(rc, err)
     assert f"renamed does not fit demo: 10 vs 10 labels; label 3 is 'tree' in the model and '{DEMO_LABELS[3]}'" in line
-    assert not store.exists() or not __import__("mlalp_core.store").store.ResultsStore(store).rows()
+    from mlalp_core.experiments.store import ResultsStore
+
+    assert not store.exists() or not ResultsStore(store).rows()
     rc, _, err = run_cli(capsys, "bench", "--models", "fewer", "--attacks", "mla-lp", "--n", "1",
                          "--store", str(store), "--quiet")
     assert "fewer does not fit demo: 7 vs 10 labels; the data set goes on with" in one_line_error(rc, err)
@@ -193,7 +195,7 @@ def test_a_model_with_other_label_names_is_refused_by_bench_eval_and_the_runner(
     assert "label 3 is 'tree'" in one_line_error(rc, err)
     from mlalp_core.data.registry import load_dataset
     from mlalp_core.models.registry import load_model
-    from mlalp_core.runner import select_examples
+    from mlalp_core.experiments.runner import select_examples
 
     with pytest.raises(ConfigurationError, match="does not fit"):
         select_examples(load_model("renamed", device="cpu"), load_dataset("demo"), model_name="renamed",
@@ -426,7 +428,7 @@ def test_a_full_disk_stops_the_run_with_one_line_and_keeps_finished_examples(cap
     code = ("import resource, signal, sys\n"
             "signal.signal(signal.SIGXFSZ, signal.SIG_IGN)\n"
             f"resource.setrlimit(resource.RLIMIT_FSIZE, ({limit}, {limit}))\n"
-            "from mlalp_core.cli import main\n"
+            "from mlalp_core.cli.main import main\n"
             "sys.exit(main(sys.argv[1:]))\n")
     proc = subprocess.run([sys.executable, "-c", code, "bench", "--models", "demo-gcn", "--attacks", "mla-lp",
                            "--n", "12", "--batch", "1", "--store", str(path), "--quiet",
@@ -436,7 +438,7 @@ def test_a_full_disk_stops_the_run_with_one_line_and_keeps_finished_examples(cap
     assert proc.returncode == 2, proc.stderr[-2000:]
     assert len(lines) == 1 and "Traceback" not in proc.stderr, proc.stderr[-2000:]
     assert str(path) in lines[0] and ("full" in lines[0] or "I/O" in lines[0])
-    from mlalp_core.store import ResultsStore
+    from mlalp_core.experiments.store import ResultsStore
 
     rows = ResultsStore(path).rows()
     assert 2 <= len(rows) < 12  # the first two, maybe a few more, and no half-written one

@@ -5,8 +5,8 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from mlalp_core.jacobian import batched_jacobian
-from mlalp_core.losses import bce_at_threshold, per_label_bce
+from mlalp_core.attacks.jacobian import batched_jacobian
+from mlalp_core.attacks.losses import bce_at_threshold, per_label_bce
 from mlalp_core.models.gcn import GCNClassifier, cooccurrence_adjacency
 from mlalp_core.models.liw import LinearHeadClassifier
 

@@ -13,7 +13,7 @@ from mlalp_core.data.demo import load_gallery
 from mlalp_core.errors import InvalidInputError
 from mlalp_core.models.base import MultiLabelClassifier
 from mlalp_core.models.demo import load_demo_model
-from mlalp_core.targets import hide_one
+from mlalp_core.attacks.targets import hide_one
 
 
 @pytest.fixture(scope="module")

@@ -2,21 +2,19 @@
 
 from __future__ import annotations
 
-import math
 import os
 import subprocess
 import sys
 from pathlib import Path
 
-import numpy as np
 import pytest
 import torch
 
 from tiny import TinyScenes, load_tiny, train_tiny
 
-from mlalp_core.reporting import budget_curves, table3, to_csv, to_latex, to_markdown
-from mlalp_core.runner import BenchConfig, attack_batches, run_benchmark, select_examples
-from mlalp_core.store import ResultsStore
+from mlalp_core.experiments.reporting import budget_curves, table3, to_csv, to_latex, to_markdown
+from mlalp_core.experiments.runner import BenchConfig, attack_batches, run_benchmark, select_examples
+from mlalp_core.experiments.store import ResultsStore
 
 HERE = Path(__file__).parent
 WORKER = HERE / "bench_worker.py"
@@ -201,7 +199,7 @@ def test_store_rejects_a_file_that_is_not_a_store(tmp_path):
 def test_model_identity_covers_every_tensor_including_scalars():
     from torch import nn
 
-    from mlalp_core.store import model_identity
+    from mlalp_core.experiments.store import model_identity
 
     torch.manual_seed(0)
     m = nn.Sequential(nn.Conv2d(3, 4, 3), nn.BatchNorm2d(4))  # num_batches_tracked is a 0-d tensor
@@ -213,7 +211,7 @@ def test_model_identity_covers_every_tensor_including_scalars():
 
 
 def _open_store_at(path, start):
-    from mlalp_core.store import ResultsStore
+    from mlalp_core.experiments.store import ResultsStore
 
     start.wait()
     ResultsStore(path, readonly=False)

@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 import torch
 
-from mlalp_core.cli import main as cli_main
+from mlalp_core.cli.main import main as cli_main
 from mlalp_core.data.registry import list_datasets, load_dataset
 from mlalp_core.data.voc import VOC_CLASSES
 from mlalp_core.errors import ConfigurationError, DataError
@@ -222,7 +222,7 @@ def test_eval_cli_prints_table_one(tmp_path: Path, monkeypatch: pytest.MonkeyPat
         assert title in out
     # the printed numbers are classification_report of the model's outputs on those images
     from mlalp_core.data.base import stack_images
-    from mlalp_core.metrics import classification_report
+    from mlalp_core.training.quality import classification_report
 
     model = load_model("mine", device="cpu")
     ds = load_dataset("voc2007")

@@ -10,10 +10,10 @@ import pytest
 import torch
 from torch import nn
 
-from mlalp_core.cli import main as cli_main
+from mlalp_core.cli.main import main as cli_main
 from mlalp_core.errors import ModelLoadError
-from mlalp_core.jacobian import batched_jacobian
-from mlalp_core.losses import per_label_bce
+from mlalp_core.attacks.jacobian import batched_jacobian
+from mlalp_core.attacks.losses import per_label_bce
 from mlalp_core.models.base import MultiLabelClassifier
 from mlalp_core.models.user import UserModel, load_user_model, read_manifest
 
@@ -224,7 +224,7 @@ def test_check_model_cli_user(scripted, tmp_path: Path, capsys: pytest.CaptureFi
 def test_user_model_is_attacked_end_to_end(scripted) -> None:
     """The per-label loss Jacobian MLA-LP uses and a real attack both go through the file."""
     from mlalp_core.attacks.carlini_wagner import MLCW
-    from mlalp_core.metrics import attack_metrics
+    from mlalp_core.experiments.metrics import attack_metrics
 
     _, manifest = scripted
     model = load_user_model(manifest)

@@ -36,7 +36,7 @@ from typing import Any, ClassVar
 import torch
 
 from ..errors import InvalidInputError
-from ..jacobian import batched_jacobian
+from .jacobian import batched_jacobian
 from .base import Attack, AttackRun, ProgressFn
 from .schema import Schema, Setting
 

@@ -37,8 +37,8 @@ from typing import Any, ClassVar
 import torch
 
 from ..errors import InvalidInputError
-from ..jacobian import batched_jacobian
-from ..losses import AUTHORS_CLAMP, bce_at_threshold, per_label_bce
+from .jacobian import batched_jacobian
+from .losses import AUTHORS_CLAMP, bce_at_threshold, per_label_bce
 from ..lp import BACKENDS, solve_linf
 from .base import Attack, AttackRun, ProgressFn
 from .schema import Schema, Setting

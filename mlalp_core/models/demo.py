@@ -14,7 +14,7 @@ convolution has stride 2 and each later stage starts after a 2x2 max pool), i.e.
   mean = std = 0.5, as ML-LIW does.
 
 After training, a temperature (about 3) is folded into the last linear map of each model
-(:func:`fold_temperature`, chosen by ``mlalp_core.demo_training.choose_temperature``): trained to
+(:func:`fold_temperature`, chosen by ``mlalp_core.training.demo.choose_temperature``): trained to
 near-zero loss, the raw logits reach 20 and more, where the sigmoid is flat in float32 and no
 gradient-based attack can move a label. Predictions at 0.5 and rankings are unchanged.
 

@@ -29,7 +29,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from .errors import ConfigurationError, ModelLoadError
+from ..errors import ConfigurationError, ModelLoadError
 
 CHECKPOINT_FORMAT = "mlalp-training-checkpoint"
 CHECKPOINT_VERSION = 1

@@ -17,7 +17,7 @@ from typing import Any
 
 import numpy as np
 
-from .attacks import DISPLAY_NAMES
+from ..attacks import DISPLAY_NAMES
 
 #: Column name -> (header, format, best: "max" | "min" | None)
 TABLE3_COLUMNS: dict[str, tuple[str, str, str | None]] = {

@@ -13,7 +13,7 @@ measurement.
 - demo-liw: the paper's LIW loss (eq. 19, lambda = 0.5) on the sigmoid outputs, unchanged.
 
 Quality is measured on ``eval_n`` held-out test scenes (seed :data:`EVAL_SEED`) with
-:func:`mlalp_core.metrics.classification_report`, and as exact-match accuracy on the committed
+:func:`mlalp_core.experiments.metrics.classification_report`, and as exact-match accuracy on the committed
 gallery; both go into ``quality.json`` beside the weights, with a small fixed check subset that
 the tests recompute.
 """
@@ -120,7 +120,7 @@ def bce_loss(model: torch.nn.Module, batch: tuple[torch.Tensor, torch.Tensor]) -
 
 
 def liw_training_loss(model: torch.nn.Module, batch: tuple[torch.Tensor, torch.Tensor]) -> torch.Tensor:
-    from .models.liw import liw_loss
+    from ..models.liw import liw_loss
 
     x, y = batch
     return liw_loss(torch.sigmoid(model(x)), y)
@@ -143,8 +143,8 @@ def predict_probabilities(model: torch.nn.Module, images: torch.Tensor, batch_si
 
 def evaluate_demo_model(model: torch.nn.Module, eval_n: int = 2000, gallery: Any = None) -> dict[str, Any]:
     """Quality on eval_n held-out test scenes, on the check subset, and on the gallery."""
-    from .data.demo import generate_scenes, load_gallery
-    from .metrics import classification_report
+    from ..data.demo import generate_scenes, load_gallery
+    from .quality import classification_report
 
     x, y = generate_scenes(eval_n, EVAL_SEED, "test")
     p = predict_probabilities(model, x)
@@ -165,12 +165,12 @@ def evaluate_demo_model(model: torch.nn.Module, eval_n: int = 2000, gallery: Any
 def train_demo(recipe: DemoRecipe, out_dir: str | Path, progress: bool = True,
                checkpoint_dir: str | Path | None = None, device: str | None = "cpu") -> dict[str, Any]:
     """Train one demo model from scratch, evaluate it, write <name>.pt; returns its quality entry."""
-    from .data.demo import DEMO_LABELS, cooccurrence_counts, generate_scenes, load_gallery
-    from .device import resolve_device
-    from .metrics import classification_report
-    from .models.demo import build_demo_model, fold_temperature, model_kind, one_hot_embeddings, save_demo_model
-    from .models.gcn import cooccurrence_adjacency
-    from .training import fit
+    from ..data.demo import DEMO_LABELS, cooccurrence_counts, generate_scenes, load_gallery
+    from ..device import resolve_device
+    from .quality import classification_report
+    from ..models.demo import build_demo_model, fold_temperature, model_kind, one_hot_embeddings, save_demo_model
+    from ..models.gcn import cooccurrence_adjacency
+    from .loop import fit
 
     kind = model_kind(recipe.name)
     load_gallery()  # the final evaluation needs it: fail now rather than after training
@@ -264,6 +264,6 @@ def write_quality(out_dir: Path, entries: dict[str, Any]) -> Path:
             data = {}
     data.setdefault("models", {}).update(entries)
     data["environment"] = environment()
-    data["measured_with"] = "mlalp_core.metrics.classification_report at threshold 0.5"
+    data["measured_with"] = "mlalp_core.experiments.metrics.classification_report at threshold 0.5"
     path.write_text(json.dumps(data, indent=2, sort_keys=False) + "\n")
     return path

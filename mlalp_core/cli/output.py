@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from .errors import InvalidInputError
+from ..errors import InvalidInputError
 
 
 def writable_output(path: str | Path, option: str, *, folder: bool = False) -> Path:

@@ -31,7 +31,7 @@ import numpy as np
 import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 
-from .errors import InvalidInputError
+from ..errors import InvalidInputError
 
 #: The z-range of the paper's Fig. 1 for every attack but ML-DeepFool, in [0,1] pixel units.
 PAPER_Z_RANGE = 0.03
@@ -584,7 +584,7 @@ def budget_curves_figure(panels: Mapping[str, Mapping[Any, tuple[Any, Any]]], *,
                          style: PublicationStyle | None = None) -> go.Figure:
     """Success rate within a distortion budget, one panel per norm (keys of ``panels``: "linf",
     "l2", "rmsd"), one curve per (model, data set, attack) as returned by
-    :func:`mlalp_core.reporting.budget_curves`. Colour = attack, dash = (model, data set)."""
+    :func:`mlalp_core.experiments.reporting.budget_curves`. Colour = attack, dash = (model, data set)."""
     if not panels:
         raise InvalidInputError("no curves to draw")
     fig = make_subplots(rows=1, cols=len(panels), horizontal_spacing=0.08,

@@ -6,15 +6,15 @@ import argparse
 import sys
 from pathlib import Path
 
-from .cli_output import writable_output
-from .errors import InvalidInputError
+from .output import writable_output
+from ..errors import InvalidInputError
 
 
 def parse_sets(items: list[str] | None, base: dict[str, dict] | None = None) -> dict[str, dict]:
     """``attack.setting=value`` pairs, each value parsed by that attack's settings schema (on top
     of ``base``, e.g. mlalp.toml's ``[attacks.*]`` tables)."""
-    from .attacks import parse_settings
-    from .attacks.schema import parse_assignment
+    from ..attacks import parse_settings
+    from ..attacks.schema import parse_assignment
 
     out: dict[str, dict] = {k: dict(v) for k, v in (base or {}).items()}
     for item in items or []:
@@ -33,11 +33,11 @@ def parse_sets(items: list[str] | None, base: dict[str, dict] | None = None) -> 
 def _cmd_bench(args: argparse.Namespace) -> int:
     from tqdm import tqdm
 
-    from .attacks import ATTACKS
-    from .runner import BenchConfig, init_distributed_from_env, run_benchmark
-    from .reporting import export, table2
-    from .store import ResultsStore
-    from .settings import load_settings
+    from ..attacks import ATTACKS
+    from ..experiments.runner import BenchConfig, init_distributed_from_env, run_benchmark
+    from ..experiments.reporting import export, table2
+    from ..experiments.store import ResultsStore
+    from ..settings import load_settings
 
     out = writable_output(args.out, "--out", folder=True) if args.out else None  # before hours of work
     rank, world, dist_dev = init_distributed_from_env()
@@ -75,9 +75,9 @@ def _cmd_bench(args: argparse.Namespace) -> int:
 
 
 def _cmd_report(args: argparse.Namespace) -> int:
-    from .reporting import budget_curves, export, table2, table3, with_paper
-    from .settings import load_settings
-    from .store import ResultsStore
+    from ..experiments.reporting import budget_curves, export, table2, table3, with_paper
+    from ..settings import load_settings
+    from ..experiments.store import ResultsStore
 
     store = ResultsStore(Path(args.store or load_settings().results))  # read-only
     rows = store.rows(model=args.model, dataset=args.data, attack=args.attack)

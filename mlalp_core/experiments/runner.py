@@ -4,7 +4,7 @@ every finished example at once, resume what an interrupted run left, and shard a
 Selection (Table II): a test example is attacked when the model's prediction at its threshold
 equals the ground truth on every label and the ground truth has at least two positive labels
 (the authors' code uses >= 2). Targets: one positive label hidden at random, seeded per example
-(:func:`mlalp_core.targets.hide_one`), so any split of the work gets the same targets.
+(:func:`mlalp_core.attacks.targets.hide_one`), so any split of the work gets the same targets.
 
 Sharding: under ``torchrun`` (or any initialised ``torch.distributed`` group) the selection's
 forward passes are split across ranks and gathered, and the attack batches (fixed by the batch
@@ -22,15 +22,15 @@ from typing import Any
 
 import torch
 
-from .attacks import ATTACKS, make_attack, parse_settings
-from .data.base import MultiLabelDataset, check_labels_match, stack_images
-from .device import DeviceLike, resolve_device
-from .errors import ConfigurationError, InvalidInputError
+from ..attacks import ATTACKS, make_attack, parse_settings
+from ..data.base import MultiLabelDataset, check_labels_match, stack_images
+from ..device import DeviceLike, resolve_device
+from ..errors import ConfigurationError, InvalidInputError
 from .metrics import attack_metrics
-from .models.base import MultiLabelClassifier
+from ..models.base import MultiLabelClassifier
 from .reporting import table3
 from .store import ResultsStore, data_identity, model_identity
-from .targets import hide_one
+from ..attacks.targets import hide_one
 
 #: progress(done, total, message)
 Progress = Callable[[int, int, str], None]
@@ -219,7 +219,7 @@ def run_attack_on_selection(model: MultiLabelClassifier, dataset: MultiLabelData
 
 
 def _default_split(dataset: str) -> str:
-    from .data.registry import list_datasets
+    from ..data.registry import list_datasets
 
     for info in list_datasets():
         if info.name == dataset:
@@ -231,9 +231,9 @@ def run_benchmark(config: BenchConfig, progress: Progress | None = None, *,
                   model_loader: Callable[..., MultiLabelClassifier] | None = None,
                   dataset_loader: Callable[..., MultiLabelDataset] | None = None) -> list[dict[str, Any]]:
     """Run (or resume) the experiment and return its Table III rows (all finished examples)."""
-    from .data.registry import load_dataset
-    from .models.registry import load_model
-    from .settings import load_settings
+    from ..data.registry import load_dataset
+    from ..models.registry import load_model
+    from ..settings import load_settings
 
     config.check()
     model_loader = model_loader or load_model

@@ -17,7 +17,7 @@ Training recipes (the paper, section IV-C, and REFERENCE.md):
   and selects on the other 20 % (its val split is the paper's test set).
 
 Every epoch writes a resumable checkpoint (``train-checkpoint.pt``) through
-:func:`mlalp_core.training.fit`; rerunning the same command continues where it stopped.
+:func:`mlalp_core.training.loop.fit`; rerunning the same command continues where it stopped.
 """
 
 from __future__ import annotations
@@ -31,7 +31,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from .errors import ConfigurationError, DataError, InvalidInputError, MlalpError
+from ..errors import ConfigurationError, DataError, InvalidInputError, MlalpError
 from .evaluation import masked_map, one_line, predict_dataset, progress_bar
 
 TRAIN_CHECKPOINT = "train-checkpoint.pt"
@@ -68,7 +68,7 @@ class TrainConfig:
 
 def paper_splits(root: Path, year: int, cache_dir: Path | None = None) -> tuple[Any, Any]:
     """(training, model-selection) splits of the paper, difficult labels marked invalid."""
-    from .data.voc import VOCDataset, paper_split
+    from ..data.voc import VOCDataset, paper_split
 
     cache = cache_dir if cache_dir is not None else None
     if year == 2007:
@@ -80,7 +80,7 @@ def paper_splits(root: Path, year: int, cache_dir: Path | None = None) -> tuple[
 
 
 def _head(ds: Any, n: int | None) -> Any:
-    from .data.voc import VOCDataset, VOCSubset
+    from ..data.voc import VOCDataset, VOCSubset
 
     if n is None or n >= len(ds):
         return ds
@@ -99,8 +99,8 @@ class _AugmentedVOC(torch.utils.data.Dataset):
         return len(self.ds)
 
     def __getitem__(self, i: int) -> tuple[torch.Tensor, torch.Tensor]:
-        from .data.images import load_tensor
-        from .models.ml_gcn import training_augment
+        from ..data.images import load_tensor
+        from ..models.ml_gcn import training_augment
 
         path = self.ds.image_path(i)
         try:
@@ -112,10 +112,10 @@ class _AugmentedVOC(torch.utils.data.Dataset):
 
 def train_ml_gcn(cfg: TrainConfig) -> dict[str, Any]:
     """ML-GCN's recipe; returns {'history', 'best', 'model_file'}."""
-    from .device import resolve_device
-    from .models import ml_gcn
-    from .models.gcn import cooccurrence_adjacency
-    from .training import fit
+    from ..device import resolve_device
+    from ..models import ml_gcn
+    from ..models.gcn import cooccurrence_adjacency
+    from .loop import fit
 
     if cfg.word_vectors is None:
         raise ConfigurationError("ML-GCN needs label word vectors: pass --word-vectors voc_glove_word2vec.pkl "
@@ -132,7 +132,7 @@ def train_ml_gcn(cfg: TrainConfig) -> dict[str, Any]:
     torch.manual_seed(cfg.seed)
     model = ml_gcn.build_ml_gcn(cfg.word_vectors, adjacency, features=features, input_size=size).to(device)
     if cfg.random_trunk:
-        from .data.base import stack_images
+        from ..data.base import stack_images
 
         probe = stack_images(train_ds, list(range(min(8, len(train_ds)))), size).to(device)
         calibrate_batchnorm(model.features, model.normalize(probe))
@@ -208,7 +208,7 @@ def calibrate_batchnorm(module: torch.nn.Module, images: torch.Tensor) -> None:
 
 def _trunk_features(model: Any, ds: Any, size: tuple[int, int], batch: int, cache: Path, progress: bool) -> torch.Tensor:
     """The frozen trunk's (N, 2048) features of a split, cached on disk by ids and trunk."""
-    from .data.base import stack_images
+    from ..data.base import stack_images
 
     ids = ds.ids()
     tag = f"{model.source or 'random'}|{size}"
@@ -236,9 +236,9 @@ def _trunk_features(model: Any, ds: Any, size: tuple[int, int], batch: int, cach
 
 def train_ml_liw(cfg: TrainConfig) -> dict[str, Any]:
     """ML-LIW's recipe on cached trunk features; returns {'history', 'best', 'model_file'}."""
-    from .device import resolve_device
-    from .models import ml_liw
-    from .training import fit
+    from ..device import resolve_device
+    from ..models import ml_liw
+    from .loop import fit
 
     device = resolve_device(cfg.device)
     size = (cfg.image_size or 299,) * 2
@@ -251,7 +251,7 @@ def train_ml_liw(cfg: TrainConfig) -> dict[str, Any]:
     model = ml_liw.MLLIW(trunk=trunk, input_size=size).to(device).eval()
     model.source = "random-trunk" if cfg.random_trunk else str(cfg.trunk_weights or "imagenet")
     if cfg.random_trunk:
-        from .data.base import stack_images
+        from ..data.base import stack_images
 
         probe = stack_images(train_ds, list(range(min(8, len(train_ds)))), size).to(device)
         calibrate_batchnorm(model.trunk, model.normalize(probe))

@@ -1,6 +1,6 @@
 """Commands for the paper's models and real data: ``mlalp models``, ``datasets``, ``check-model``,
-``train`` and ``eval``. The work itself is in :mod:`mlalp_core.evaluation` (Table I, the model
-check) and :mod:`mlalp_core.paper_training` (the training recipes).
+``train`` and ``eval``. The work itself is in :mod:`mlalp_core.training.evaluation` (Table I, the model
+check) and :mod:`mlalp_core.training.paper` (the training recipes).
 """
 
 from __future__ import annotations
@@ -12,10 +12,10 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from .errors import ConfigurationError, InvalidInputError
-from .cli_output import writable_output
-from .evaluation import TABLE_ONE_ROWS, check_model, predict_dataset, table_one
-from .paper_training import TRAINERS, TrainConfig
+from ..errors import ConfigurationError, InvalidInputError
+from .output import writable_output
+from ..training.evaluation import TABLE_ONE_ROWS, check_model, predict_dataset, table_one
+from ..training.paper import TRAINERS, TrainConfig
 
 
 # ---------------------------------------------------------------------------------------------
@@ -58,22 +58,22 @@ def _print_summary(name: str, info: dict[str, Any], model: Any) -> None:
 
 
 def _cmd_check_model(args: argparse.Namespace) -> int:
-    from .settings import load_settings
+    from ..settings import load_settings
 
     target = args.target
     if target == "ml-gcn" and args.checkpoint:
-        from .models.ml_gcn import load_ml_gcn
+        from ..models.ml_gcn import load_ml_gcn
 
         model = load_ml_gcn(args.checkpoint, args.word_vectors, args.adjacency)
     elif target == "ml-liw" and args.checkpoint:
-        from .models.ml_liw import load_ml_liw
+        from ..models.ml_liw import load_ml_liw
 
         model = load_ml_liw(args.checkpoint)
     elif target == "user":
         if not args.manifest:
             raise ConfigurationError("check-model user needs --manifest FILE")
-        from .models.registry import BUILTIN_NAMES
-        from .models.user import load_user_model, read_manifest
+        from ..models.registry import BUILTIN_NAMES
+        from ..models.user import load_user_model, read_manifest
 
         name = read_manifest(args.manifest).name
         if name in BUILTIN_NAMES:
@@ -85,7 +85,7 @@ def _cmd_check_model(args: argparse.Namespace) -> int:
         if args.word_vectors or args.adjacency or args.manifest:
             raise ConfigurationError(f"--word-vectors/--adjacency/--manifest need --checkpoint (or 'user'); "
                                      f"without them {target!r} is loaded from the settings")
-        from .models.registry import load_model
+        from ..models.registry import load_model
 
         model = load_model(target, device="cpu", settings=load_settings())  # check_model moves it
     info = check_model(model, args.device)
@@ -99,8 +99,8 @@ def _cmd_check_model(args: argparse.Namespace) -> int:
 
 
 def _cmd_models(args: argparse.Namespace) -> int:
-    from .models.registry import list_models
-    from .settings import load_settings
+    from ..models.registry import list_models
+    from ..settings import load_settings
 
     infos = list_models(load_settings())
     w = max(len(i.name) for i in infos)
@@ -115,8 +115,8 @@ def _cmd_models(args: argparse.Namespace) -> int:
 
 
 def _cmd_datasets(args: argparse.Namespace) -> int:
-    from .data.registry import list_datasets
-    from .settings import load_settings
+    from ..data.registry import list_datasets
+    from ..settings import load_settings
 
     infos = list_datasets(load_settings())
     w = max(len(i.name) for i in infos)
@@ -129,7 +129,7 @@ def _cmd_datasets(args: argparse.Namespace) -> int:
 
 
 def _cmd_train(args: argparse.Namespace) -> int:
-    from .settings import load_settings
+    from ..settings import load_settings
 
     s = load_settings()
     root = args.voc_root or s.voc_root
@@ -155,10 +155,10 @@ def _cmd_train(args: argparse.Namespace) -> int:
 
 
 def _cmd_eval(args: argparse.Namespace) -> int:
-    from .data.base import check_labels_match
-    from .data.registry import load_dataset
-    from .models.registry import load_model
-    from .settings import load_settings
+    from ..data.base import check_labels_match
+    from ..data.registry import load_dataset
+    from ..models.registry import load_model
+    from ..settings import load_settings
 
     if args.batch_size < 1:
         raise InvalidInputError(f"--batch-size must be at least 1, got {args.batch_size}")

@@ -9,12 +9,12 @@ from __future__ import annotations
 import argparse
 import sys
 
-from . import __version__
-from .errors import MlalpError
+from .. import __version__
+from ..errors import MlalpError
 
 
 def _cmd_devices(args: argparse.Namespace) -> int:
-    from .device import available_devices, describe_device
+    from ..device import available_devices, describe_device
 
     print("default:", describe_device(args.device))
     print("available:", ", ".join(available_devices()))
@@ -58,7 +58,7 @@ def _registrars():
 
 
 #: (module, function) pairs; each function adds its subparsers. Imports stay inside the commands.
-_SUBCOMMAND_MODULES: list[tuple[str, str]] = [("demo_cli", "register"), ("model_cli", "register"), ("bench_cli", "register")]
+_SUBCOMMAND_MODULES: list[tuple[str, str]] = [("demo", "register"), ("models", "register"), ("bench", "register")]
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -73,6 +73,3 @@ def main(argv: list[str] | None = None) -> int:
         print(f"mlalp {args.command}: interrupted; finished work is kept", file=sys.stderr)
         return 130
 
-
-if __name__ == "__main__":
-    sys.exit(main())

@@ -9,7 +9,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from .errors import DataError, MlalpError, ModelLoadError
+from ..errors import DataError, MlalpError, ModelLoadError
 
 
 def progress_bar(iterable: Any, enabled: bool, **kwargs: Any) -> Any:
@@ -37,9 +37,9 @@ def predict_dataset(
     model: torch.nn.Module, ds: Any, batch_size: int = 8, limit: int | None = None, progress: bool = False
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """(probabilities, labels, valid) of a model over a data set, images resized to its size."""
-    from .data.base import stack_images
+    from ..data.base import stack_images
 
-    from .errors import InvalidInputError
+    from ..errors import InvalidInputError
 
     if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
         raise InvalidInputError(f"the batch size must be an integer >= 1, got {batch_size!r}")
@@ -60,7 +60,7 @@ def predict_dataset(
 
 
 def table_one(scores: torch.Tensor, labels: torch.Tensor, threshold: float = 0.5) -> dict[str, float]:
-    from .metrics import classification_report
+    from .quality import classification_report
 
     return classification_report(scores, labels, threshold)
 
@@ -79,7 +79,7 @@ TABLE_ONE_ROWS = (
 def masked_map(scores: torch.Tensor, labels: torch.Tensor, valid: torch.Tensor) -> float:
     """Mean over labels of the average precision computed on the valid entries only (ML-GCN's
     AP meter with ``difficult_examples=True``)."""
-    from .metrics import mean_average_precision
+    from .quality import mean_average_precision
 
     aps = []
     for j in range(scores.shape[1]):
@@ -96,7 +96,7 @@ def masked_map(scores: torch.Tensor, labels: torch.Tensor, valid: torch.Tensor) 
 
 def check_model(model: torch.nn.Module, device: Any = None) -> dict[str, Any]:
     """One forward pass on a blank (grey) image at the model's size; returns a summary."""
-    from .device import resolve_device
+    from ..device import resolve_device
 
     dev = resolve_device(device)
     model = model.to(dev).eval()

@@ -1,6 +1,6 @@
 """The demo's commands: ``mlalp make-gallery`` and ``mlalp train-demo``.
 
-Registered in :mod:`mlalp_core.cli`; heavy imports stay inside the commands.
+Registered in :mod:`mlalp_core.cli.main`; heavy imports stay inside the commands.
 """
 
 from __future__ import annotations
@@ -10,14 +10,14 @@ import os
 from dataclasses import asdict
 from pathlib import Path
 
-from .errors import ConfigurationError
+from ..errors import ConfigurationError
 
 #: The demo models (mirrors mlalp_core.models.demo.DEMO_MODEL_NAMES without importing torch).
 MODEL_CHOICES = ("demo-gcn", "demo-liw")
 
 
 def _cmd_make_gallery(args: argparse.Namespace) -> int:
-    from .data.demo import GALLERY_SEED, make_gallery
+    from ..data.demo import GALLERY_SEED, make_gallery
 
     if args.seed is None:
         args.seed = GALLERY_SEED
@@ -29,8 +29,8 @@ def _cmd_make_gallery(args: argparse.Namespace) -> int:
 def _cmd_train_demo(args: argparse.Namespace) -> int:
     import torch
 
-    from .demo_training import DEFAULT_RECIPES, DemoRecipe, train_demo, write_quality
-    from .models.demo import DEMO_MODEL_NAMES, MODELS_DIR
+    from ..training.demo import DEFAULT_RECIPES, DemoRecipe, train_demo, write_quality
+    from ..models.demo import DEMO_MODEL_NAMES, MODELS_DIR
 
     if args.threads is not None and args.threads < 1:
         raise ConfigurationError(f"--threads must be >= 1, got {args.threads}")

@@ -11,7 +11,7 @@ from collections.abc import Sequence
 
 import torch
 
-from .errors import InvalidInputError
+from ..errors import InvalidInputError
 
 
 def _as_bool_labels(labels: torch.Tensor) -> torch.Tensor:

@@ -22,7 +22,7 @@ from typing import Any
 
 import plotly.graph_objects as go
 
-from .errors import ConfigurationError, InvalidInputError
+from ..errors import ConfigurationError, InvalidInputError
 from .figures import PAPER, PublicationStyle, with_style
 
 #: format -> MIME type
