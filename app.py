@@ -1,7 +1,9 @@
 """mlalp's app: ``streamlit run app.py``.
 
 Navigation over four pages (Explore one attack, Compare all five, Benchmark, Models) and a
-sidebar of global choices (data source, model, device, threshold) that every page reads.
+sidebar of global choices (data source, model, device, threshold) that every page reads. The
+pages live in app_pages/, a folder Streamlit does not scan on its own: this file alone decides
+what a page is.
 """
 
 from __future__ import annotations
@@ -9,27 +11,24 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
+import mlalp_core  # noqa: F401  (first: it sets the OpenMP wait policy before torch loads)
 import streamlit as st
 
 ROOT = Path(__file__).resolve().parent
-if str(ROOT) not in sys.path:  # the pages import their shared helpers from pages/_ui.py
+if str(ROOT) not in sys.path:  # the pages import their shared pieces from app_pages.common
     sys.path.insert(0, str(ROOT))
 
-from pages import _ui  # noqa: E402  (first: it sets up the OpenMP runtime before torch loads)
+from app_pages.common import sidebar  # noqa: E402
 
 st.set_page_config(page_title="mlalp: multi-label adversarial examples", layout="wide")
 
 PAGES = [
-    st.Page(ROOT / "pages" / "explore.py", title="Explore", default=True),
-    st.Page(ROOT / "pages" / "compare.py", title="Compare"),
-    st.Page(ROOT / "pages" / "benchmark.py", title="Benchmark"),
-    st.Page(ROOT / "pages" / "models.py", title="Models"),
+    st.Page(ROOT / "app_pages" / "explore.py", title="Explore", default=True),
+    st.Page(ROOT / "app_pages" / "compare.py", title="Compare"),
+    st.Page(ROOT / "app_pages" / "benchmark.py", title="Benchmark"),
+    st.Page(ROOT / "app_pages" / "models.py", title="Models"),
 ]
 
 page = st.navigation(PAGES)
-_ui.sidebar()
-st.session_state["_in_app"] = True  # pages check it: see _ui.require_app
-try:
-    page.run()
-finally:
-    st.session_state["_in_app"] = False
+sidebar.sidebar()
+page.run()

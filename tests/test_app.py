@@ -19,7 +19,7 @@ from streamlit.testing.v1 import AppTest
 
 ROOT = Path(__file__).resolve().parents[1]
 APP = str(ROOT / "app.py")
-if str(ROOT) not in sys.path:  # the app's pages/_ui.py, for the test that looks inside it
+if str(ROOT) not in sys.path:  # app_pages.common, for the test that looks inside it
     sys.path.insert(0, str(ROOT))
 SCENE = 9  # scene_009
 
@@ -36,9 +36,7 @@ def _plain_settings(monkeypatch, tmp_path):
 
 
 def _app() -> AppTest:
-    """The app after its first run. (AppTest re-enables Streamlit's legacy pages/ folder mode
-    before every run, so later runs start from the page file; each page then draws itself
-    through app.py: see pages/_ui.require_app.)"""
+    """The app after its first run (app.py: navigation, sidebar, the Explore page)."""
     at = AppTest.from_file(APP, default_timeout=240)
     at.run()
     _no_exception(at)
@@ -95,7 +93,7 @@ def test_explore_runs_mlalp_and_shows_results_without_rerunning_for_a_view_chang
 
 def test_compare_runs_all_five_attacks_once_and_draws_fig1():
     at = _app()
-    at.switch_page("pages/compare.py").run()
+    at.switch_page("app_pages/compare.py").run()
     _no_exception(at)
     at.selectbox(key="compare_index").set_value(SCENE).run()
     small = {"mla-lp": {"max_iterations": 2}, "ml-deepfool": {"max_iterations": 2},
@@ -148,16 +146,16 @@ def test_unconfigured_model_shows_its_reason_on_every_page():
     _no_exception(at)
     assert any("MLALP_MLGCN_CHECKPOINT" in w.value for w in at.warning)
     assert not at.button  # nothing to run
-    at.switch_page("pages/compare.py").run()
+    at.switch_page("app_pages/compare.py").run()
     assert any("MLALP_MLGCN_CHECKPOINT" in w.value for w in at.warning)
-    at.switch_page("pages/models.py").run()
+    at.switch_page("app_pages/models.py").run()
     _no_exception(at)
     assert any("ml-liw" in w.value and "MLALP_MLLIW_CHECKPOINT" in w.value for w in at.warning)
 
 
 def test_models_page_lists_models_and_computes_table_one():
     at = _app()
-    at.switch_page("pages/models.py").run()
+    at.switch_page("app_pages/models.py").run()
     _no_exception(at)
     listing = at.dataframe[0].value
     assert {"demo-gcn", "demo-liw", "ml-gcn", "ml-liw"} <= set(listing["model"])
@@ -179,7 +177,7 @@ def test_benchmark_page_tables_drill_down_and_open_in_explore(tmp_path):
                               batch_size=2, device="cpu", store=store,
                               attack_settings={"mla-lp": {"max_iterations": 2}, "ml-deepfool": {"max_iterations": 2}}))
     at = _app()
-    at.switch_page("pages/benchmark.py").run()
+    at.switch_page("app_pages/benchmark.py").run()
     _no_exception(at)
     assert at.text_input(key="bench_store").value == str(store)
     assert not at.error
@@ -204,7 +202,7 @@ def test_benchmark_page_tables_drill_down_and_open_in_explore(tmp_path):
 
 def test_benchmark_page_launches_a_batch_run():
     at = _app()
-    at.switch_page("pages/benchmark.py").run()
+    at.switch_page("app_pages/benchmark.py").run()
     _no_exception(at)
     assert any("No results store" in i.value for i in at.info)
     at.multiselect(key="bench_attacks").set_value(["ml-deepfool"])
@@ -238,10 +236,10 @@ def test_a_failing_lp_backend_is_explained_before_and_after_running():
 
 def test_without_a_browser_for_export_each_chart_says_what_to_install(monkeypatch):
     from mlalp_core.viz import export
-    from pages import _ui
+    from app_pages.common import panels
 
     monkeypatch.setattr(export, "find_browser", lambda: None)
-    _ui._export_ok.clear()
+    panels._export_ok.clear()
     try:
         at = _app()
         at.selectbox(key="explore_index").set_value(SCENE).run()
@@ -255,4 +253,4 @@ def test_without_a_browser_for_export_each_chart_says_what_to_install(monkeypatc
         configs = [c.proto.config for c in at.get("plotly_chart")]
         assert configs and all('"format": "svg"' in cfg or '"format":"svg"' in cfg for cfg in configs)
     finally:
-        _ui._export_ok.clear()
+        panels._export_ok.clear()

@@ -5,23 +5,20 @@ quality metrics on a chosen data split, computed through the library and cached 
 
 from __future__ import annotations
 
-from pages import _ui  # first: it prepares the OpenMP runtime before torch loads
-
 import time
 
 import pandas as pd
 import streamlit as st
 import torch
 
+from app_pages.common import sidebar
+from mlalp_core.cli.models import TABLE_ONE_ROWS, predict_dataset, table_one
 from mlalp_core.data.registry import list_datasets
 from mlalp_core.errors import MlalpError
-from mlalp_core.cli.models import TABLE_ONE_ROWS, predict_dataset, table_one
 from mlalp_core.models.registry import list_models
 
-_ui.require_app()
-
 st.title("Models")
-g = _ui.current()
+g = sidebar.current()
 
 try:
     infos = list_models()
@@ -48,7 +45,7 @@ if not available:
 st.header("Details and Table I")
 name = st.selectbox("Model", available, index=available.index(g.model) if g.model in available else 0,
                     key="models_model")
-model = _ui.get_model(_ui.Globals(g.dataset, g.split, name, g.device, g.threshold))
+model = sidebar.get_model(sidebar.Globals(g.dataset, g.split, name, g.device, g.threshold))
 if model is None:
     st.stop()
 info = model.describe()
@@ -74,7 +71,7 @@ cache = st.session_state.setdefault("_table1", {})
 key = (name, g.device, ds_name, split, int(limit), g.threshold)
 if st.button("Compute Table I", type="primary", key="models_compute") and key not in cache:
     try:
-        ds = _ui.cached_dataset(ds_name, split)
+        ds = sidebar.cached_dataset(ds_name, split)
         if tuple(ds.label_names) != tuple(model.label_names):
             raise MlalpError(f"{name} predicts other labels than {ds_name} holds: pick a matching data set")
         t0 = time.perf_counter()

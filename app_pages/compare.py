@@ -8,50 +8,49 @@ publication size; the table gives each attack's metrics.
 
 from __future__ import annotations
 
-from pages import _ui  # first: it prepares the OpenMP runtime before torch loads
-
 import pandas as pd
 import streamlit as st
 
 from mlalp_core.attacks import ATTACKS, DISPLAY_NAMES
-from mlalp_core.viz.figures import PAPER, POOLINGS, GridRow, figure1_grid, predicted_names
 from mlalp_core.experiments.metrics import attack_metrics
+from mlalp_core.viz.figures import PAPER, POOLINGS, GridRow, figure1_grid, predicted_names
 
-_ui.require_app()
+from app_pages.common import panels, pickers, running, settings_form, sidebar
+
 
 PAGE = "compare"
 ORDER = ["mla-lp", "ml-deepfool", "ml-cw", "ml-rank1", "ml-rank2"]  # the rows of the paper's Fig. 1
 PRESET_LABELS = {"paper": "the paper's settings", "quick": "quick look (CW family: 100 iterations x 3 binary steps)"}
 
 st.title("Compare the five attacks")
-g = _ui.current()
-model = _ui.get_model(g)
+g = sidebar.current()
+model = sidebar.get_model(g)
 if model is None:
     st.stop()
 
-picked, probs = _ui.pick_image_and_show_labels(g, model, PAGE)
+picked, probs = pickers.pick_image_and_show_labels(g, model, PAGE)
 
 st.header("Target and settings")
-target = _ui.pick_target(model, picked, probs, g.threshold, PAGE)
+target = pickers.pick_target(model, picked, probs, g.threshold, PAGE)
 attacks = [a for a in ORDER if a in ATTACKS]
 preset = st.radio("Settings", list(PRESET_LABELS), format_func=PRESET_LABELS.get, key=f"{PAGE}_preset", horizontal=True,
-                  on_change=lambda: _ui.apply_preset(PAGE, attacks, st.session_state[f"{PAGE}_preset"]))
+                  on_change=lambda: settings_form.apply_preset(PAGE, attacks, st.session_state[f"{PAGE}_preset"]))
 settings: dict[str, dict] = {}
 cols = st.columns(len(attacks))
 for col, a in zip(cols, attacks):
     with col, st.expander(DISPLAY_NAMES[a]):
-        settings[a] = _ui.attack_settings(a, PAGE)
-blocked = {a: _ui.target_notes(target, a) for a in attacks} if target is not None else {}
+        settings[a] = settings_form.attack_settings(a, PAGE)
+blocked = {a: pickers.target_notes(target, a) for a in attacks} if target is not None else {}
 for note in (n for ns in blocked.values() for n in ns):
     st.warning(note)
 
-keys = {a: _ui.result_key(g, picked, target, a, settings[a]) for a in attacks} if target is not None else {}
-results = {a: _ui.cached_result(k) for a, k in keys.items()}
+keys = {a: running.result_key(g, picked, target, a, settings[a]) for a in attacks} if target is not None else {}
+results = {a: running.cached_result(k) for a, k in keys.items()}
 missing = [a for a in attacks if results.get(a) is None]
 c1, c2 = st.columns([1, 5])
 label = f"Run {len(missing)} attack(s)" if missing and len(missing) < len(attacks) else "Run all five"
 run = c1.button(label, type="primary", disabled=target is None, key=f"{PAGE}_run")
-_ui.settings_note(c2, settings)
+settings_form.settings_note(c2, settings)
 if run and missing:
     stop = c2.empty()
     stop.button("Stop", key=f"{PAGE}_stop", help="Stops the running attack; finished ones are kept")
@@ -60,10 +59,10 @@ if run and missing:
         overall.progress(i / len(missing), text=f"attack {i + 1} of {len(missing)}: {DISPLAY_NAMES[a]}")
         if blocked.get(a):
             continue
-        results[a] = _ui.run_attack(g, model, a, settings[a], picked, target, keys[a])
+        results[a] = running.run_attack(g, model, a, settings[a], picked, target, keys[a])
     overall.progress(1.0, text="done")
     stop.empty()
-elif keys and _ui.interrupted(list(keys.values())):
+elif keys and running.interrupted(list(keys.values())):
     st.warning("The runs were stopped before all finished; the finished attacks are kept. Press Run to go on.")
 elif missing and target is not None:
     c2.caption(f"Still to run: {', '.join(DISPLAY_NAMES[a] for a in missing)}.")
@@ -91,7 +90,7 @@ if done:
     grid = figure1_grid(rows_for(), original=picked.x[0], original_caption=original_caption, pooling=pooling,
                         max_side=int(side))
     stem = f"{g.model}_{picked.title}_fig1"
-    _ui.chart(grid, stem, f"{PAGE}_grid", formats=("pdf", "svg", "png"),
+    panels.chart(grid, stem, f"{PAGE}_grid", formats=("pdf", "svg", "png"),
               export=lambda: figure1_grid(rows_for(), original=picked.x[0], original_caption=original_caption,
                                           pooling=pooling, max_side=None, style=PAPER))
 

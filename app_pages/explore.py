@@ -10,33 +10,30 @@ the results store, without re-running.
 
 from __future__ import annotations
 
-from pages import _ui  # first: it prepares the OpenMP runtime before torch loads
-
 import streamlit as st
 import torch
 
+from app_pages.common import panels, pickers, running, settings_form, sidebar
 from mlalp_core.attacks import ATTACKS, DISPLAY_NAMES
 from mlalp_core.errors import MlalpError
-from mlalp_core.viz.figures import adversarial_image
 from mlalp_core.experiments.store import ResultsStore
-
-_ui.require_app()
+from mlalp_core.viz.figures import adversarial_image
 
 st.title("Explore one attack")
-g = _ui.current()
+g = sidebar.current()
 
 
 def show_stored(ref: dict) -> None:
     """A stored example from the Benchmark page: its perturbation and probabilities as stored."""
     try:
         ex = ResultsStore(ref["store"]).example(ref["run_key"], ref["example_id"])
-        ds = _ui.cached_dataset(ex["dataset"], ex["split"])
+        ds = sidebar.cached_dataset(ex["dataset"], ex["split"])
         r = ex["perturbation"]
         x = ds.image(int(ex["idx"]), (int(r.shape[-2]), int(r.shape[-1])))
     except MlalpError as exc:
         st.error(f"Cannot open the stored example: {exc}")
         return
-    view = _ui.ResultView(
+    view = panels.ResultView(
         attack=ex["attack"], label_names=tuple(ex["label_names"]), threshold=float(ex["threshold"]), x=x,
         x_adv=torch.from_numpy(adversarial_image(x, r)).float(), r=r, probs_clean=ex["probs_clean"],
         probs_adv=ex["probs_adv"], target=ex["target"],
@@ -46,7 +43,7 @@ def show_stored(ref: dict) -> None:
         origin=(f"Stored result: model {ex['model']}, {ex['dataset']}/{ex['split']} example {ref['example_id']}, "
                 f"run {ref['run_key']} (perturbation stored as {ex.get('pert_dtype', 'float16')}; not re-run)."),
     )
-    _ui.show_result(view, "stored", f"{ex['model']}_{ref['example_id']}_{ex['attack']}")
+    panels.show_result(view, "stored", f"{ex['model']}_{ref['example_id']}_{ex['attack']}")
 
 
 stored = st.session_state.get("stored_example")
@@ -60,38 +57,38 @@ if stored is not None:
     show_stored(stored)
     st.stop()
 
-model = _ui.get_model(g)
+model = sidebar.get_model(g)
 if model is None:
     st.stop()
 
-picked, probs = _ui.pick_image_and_show_labels(g, model, "explore")
+picked, probs = pickers.pick_image_and_show_labels(g, model, "explore")
 
 st.header("Target and attack")
 left, right = st.columns([3, 2])
 with left:
-    target = _ui.pick_target(model, picked, probs, g.threshold, "explore")
+    target = pickers.pick_target(model, picked, probs, g.threshold, "explore")
     attack = st.selectbox("Attack", list(ATTACKS), format_func=DISPLAY_NAMES.get, key="explore_attack")
     with st.expander(f"{DISPLAY_NAMES[attack]} settings", expanded=attack == "mla-lp"):
-        settings = _ui.attack_settings(attack, "explore")
+        settings = settings_form.attack_settings(attack, "explore")
 with right:
     if target is not None:
-        _ui.target_preview(model.label_names, probs, target, g.threshold)
-notes = _ui.target_notes(target, attack) if target is not None else []
+        pickers.target_preview(model.label_names, probs, target, g.threshold)
+notes = pickers.target_notes(target, attack) if target is not None else []
 for note in notes:
     st.warning(note)
 
 can_run = target is not None and not notes
-key = _ui.result_key(g, picked, target, attack, settings) if target is not None else None
+key = running.result_key(g, picked, target, attack, settings) if target is not None else None
 c1, c2 = st.columns([1, 5])
 run = c1.button("Run", type="primary", disabled=not can_run, key="explore_run")
-_ui.settings_note(c2, {attack: settings})
-result = _ui.cached_result(key) if key is not None else None
+settings_form.settings_note(c2, {attack: settings})
+result = running.cached_result(key) if key is not None else None
 if run and result is None:
     stop = c2.empty()
     stop.button("Stop", key="explore_stop", help="Stops the attack at its next iteration")
-    result = _ui.run_attack(g, model, attack, settings, picked, target, key)
+    result = running.run_attack(g, model, attack, settings, picked, target, key)
     stop.empty()
-elif key is not None and _ui.interrupted([key]):
+elif key is not None and running.interrupted([key]):
     st.warning("The run was stopped before it finished (Stop, or another control was changed). Press Run to "
                "start it again.")
 elif result is None and can_run:
@@ -99,6 +96,6 @@ elif result is None and can_run:
 
 if result is not None:
     st.header("Result")
-    view = _ui.ResultView.from_result(result, model.label_names,
+    view = panels.ResultView.from_result(result, model.label_names,
                                       origin=f"{g.model} on {picked.title}, threshold {g.threshold:g}")
-    _ui.show_result(view, "explore", f"{g.model}_{picked.title}_{attack}")
+    panels.show_result(view, "explore", f"{g.model}_{picked.title}_{attack}")

@@ -9,30 +9,35 @@ which opens in Explore from its stored perturbation (no re-run); CSV, Markdown a
 
 from __future__ import annotations
 
-from pages import _ui  # first: it prepares the OpenMP runtime before torch loads
-
 from pathlib import Path
 
 import pandas as pd
 import streamlit as st
 import torch
 
+from app_pages.common import panels, sidebar
 from mlalp_core.attacks import ATTACKS, DISPLAY_NAMES, PRESETS
 from mlalp_core.data.registry import list_datasets
 from mlalp_core.errors import MlalpError
-from mlalp_core.viz.figures import budget_curves_figure
-from mlalp_core.models.registry import list_models
-from mlalp_core.experiments.reporting import (PAPER_TABLE2, budget_curves, table2, table3, to_csv, to_latex, to_markdown,
-                                  with_paper)
+from mlalp_core.experiments.reporting import (
+    PAPER_TABLE2,
+    budget_curves,
+    table2,
+    table3,
+    to_csv,
+    to_latex,
+    to_markdown,
+    with_paper,
+)
 from mlalp_core.experiments.runner import BenchConfig, run_benchmark
-from mlalp_core.settings import load_settings
 from mlalp_core.experiments.store import ResultsStore
-
-_ui.require_app()
+from mlalp_core.models.registry import list_models
+from mlalp_core.settings import load_settings
+from mlalp_core.viz.figures import budget_curves_figure
 
 PAGE = "bench"
 st.title("Benchmark")
-g = _ui.current()
+g = sidebar.current()
 
 try:
     default_store = str(load_settings().results)
@@ -151,7 +156,7 @@ c3.download_button("Table III as Markdown", to_markdown(t3), file_name="table3.m
 st.subheader("Success rate against the distortion budget")
 try:
     curves = budget_curves_figure({"linf": budget_curves(chosen, "linf"), "l2": budget_curves(chosen, "l2")})
-    _ui.chart(curves, "budget_curves", f"{PAGE}_curves")
+    panels.chart(curves, "budget_curves", f"{PAGE}_curves")
 except MlalpError as exc:
     st.warning(f"No curve to draw: {exc}")
 
@@ -173,4 +178,4 @@ if st.button("Open in Explore", key=f"{PAGE}_open", type="primary"):
     r = members[int(pick)]
     st.session_state["stored_example"] = {"store": path, "run_key": r["run_key"], "example_id": r["example_id"],
                                           "attack": r["attack"]}
-    st.switch_page("pages/explore.py")
+    st.switch_page("app_pages/explore.py")
