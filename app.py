@@ -11,8 +11,9 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
-import mlalp_core  # noqa: F401  (first: it sets the OpenMP wait policy before torch loads)
 import streamlit as st
+
+import mlalp_core  # noqa: F401  (first: it sets the OpenMP wait policy before torch loads)
 
 ROOT = Path(__file__).resolve().parent
 if str(ROOT) not in sys.path:  # the pages import their shared pieces from app_pages.common

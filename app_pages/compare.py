@@ -11,12 +11,10 @@ from __future__ import annotations
 import pandas as pd
 import streamlit as st
 
+from app_pages.common import panels, pickers, running, settings_form, sidebar
 from mlalp_core.attacks import ATTACKS, DISPLAY_NAMES
 from mlalp_core.experiments.metrics import attack_metrics
 from mlalp_core.viz.figures import PAPER, POOLINGS, GridRow, figure1_grid, predicted_names
-
-from app_pages.common import panels, pickers, running, settings_form, sidebar
-
 
 PAGE = "compare"
 ORDER = ["mla-lp", "ml-deepfool", "ml-cw", "ml-rank1", "ml-rank2"]  # the rows of the paper's Fig. 1

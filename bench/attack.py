@@ -23,14 +23,14 @@ import torch
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), ".."))
 sys.path.insert(0, os.path.dirname(__file__))
 
-from mlalp_core.cli.bench import parse_sets  # noqa: E402
-from mlalp_core.device import resolve_device  # noqa: E402
 from mlalp_core.attacks import make_attack  # noqa: E402
-from mlalp_core.data.demo import load_gallery  # noqa: E402
+from mlalp_core.attacks.targets import hide_one  # noqa: E402
+from mlalp_core.cli.bench import parse_sets  # noqa: E402
 from mlalp_core.data.base import stack_images  # noqa: E402
+from mlalp_core.data.demo import load_gallery  # noqa: E402
+from mlalp_core.device import resolve_device  # noqa: E402
 from mlalp_core.experiments.metrics import perturbation_norms  # noqa: E402
 from mlalp_core.models.demo import load_demo_model  # noqa: E402
-from mlalp_core.attacks.targets import hide_one  # noqa: E402
 
 
 def sync(dev):

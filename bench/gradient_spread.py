@@ -23,13 +23,13 @@ import math
 
 import torch
 
+from mlalp_core.attacks.losses import per_label_bce
+from mlalp_core.attacks.targets import hide_one
 from mlalp_core.data.base import stack_images
 from mlalp_core.data.registry import load_dataset
-from mlalp_core.attacks.losses import per_label_bce
-from mlalp_core.models.registry import load_model
 from mlalp_core.experiments.runner import select_examples
 from mlalp_core.experiments.store import ResultsStore
-from mlalp_core.attacks.targets import hide_one
+from mlalp_core.models.registry import load_model
 
 
 def spread(model_name: str, dataset: str, seed: int, batch: int) -> tuple[int, float, float, float]:

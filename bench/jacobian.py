@@ -21,9 +21,9 @@ import torch
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), ".."))
 sys.path.insert(0, os.path.dirname(__file__))
 
-from mlalp_core.device import resolve_device  # noqa: E402
 from mlalp_core.attacks.jacobian import batched_jacobian  # noqa: E402
 from mlalp_core.attacks.losses import per_label_bce  # noqa: E402
+from mlalp_core.device import resolve_device  # noqa: E402
 
 
 def demo_models():
@@ -93,7 +93,7 @@ def main() -> None:
             else:
                 cols = f"{'-':>10} {'-':>8} {'-':>12}"
             print(f"{name:24} {b:3d} | {t_fwd / b * 1e3:9.1f}ms {t_b / b * 1e3:9.1f}ms {cols}", flush=True)
-        del model
+        model = None  # free it before the next one
         if dev.type == "cuda":
             torch.cuda.empty_cache()
 

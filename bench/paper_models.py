@@ -23,9 +23,9 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from mlalp_core.device import describe_device, resolve_device  # noqa: E402
 from mlalp_core.attacks.jacobian import batched_jacobian  # noqa: E402
 from mlalp_core.attacks.losses import per_label_bce  # noqa: E402
+from mlalp_core.device import describe_device, resolve_device  # noqa: E402
 from mlalp_core.training.paper import calibrate_batchnorm  # noqa: E402
 
 
@@ -100,7 +100,7 @@ def main() -> None:
                 if dev.type == "cuda":
                     torch.cuda.empty_cache()
             print(f"{name:<7} {f'{h}x{w}':>7} {b:>5} {fwd:>14.3f} " + " ".join(cells), flush=True)
-        del model
+        model = None  # free it before the next one
 
 
 if __name__ == "__main__":

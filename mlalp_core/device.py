@@ -41,7 +41,7 @@ def configure_precision(allow_tf32: bool | None = None) -> None:
     torch.backends.cudnn.allow_tf32 = allow_tf32
 
 
-def device_choice(device: DeviceLike = None, settings: "Settings | None" = None) -> tuple[str, str]:
+def device_choice(device: DeviceLike = None, settings: Settings | None = None) -> tuple[str, str]:
     """(the device asked for, where that came from): an explicit argument (the CLI's --device, the
     app's sidebar), else MLALP_DEVICE, else mlalp.toml's ``device``, else "auto"."""
     if isinstance(device, torch.device):
@@ -58,7 +58,7 @@ def device_choice(device: DeviceLike = None, settings: "Settings | None" = None)
     return (s.device or "auto").strip() or "auto", where
 
 
-def resolve_device(device: DeviceLike = None, settings: "Settings | None" = None) -> torch.device:
+def resolve_device(device: DeviceLike = None, settings: Settings | None = None) -> torch.device:
     """The one decision of where tensors live: :func:`device_choice`, then "auto" = CUDA when
     present, else the CPU. A device that cannot be used is a one-line error naming the value
     and where it came from; never a silent fallback."""

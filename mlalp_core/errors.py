@@ -25,3 +25,13 @@ class DataError(MlalpError):
 
 class SolverError(MlalpError):
     """An LP backend that is unavailable or failed."""
+
+
+def exception_line(exc: BaseException, *, last: bool = False, limit: int = 300) -> str:
+    """One line of another library's error for a one-line message: its first non-empty line (its
+    last with ``last=True``: TorchScript and some torch errors put the reason at the end), at most
+    ``limit`` characters; the exception's type name when it says nothing."""
+    lines = [ln.strip() for ln in str(exc).splitlines() if ln.strip()]
+    if not lines:
+        return type(exc).__name__
+    return (lines[-1] if last else lines[0])[:limit]

@@ -7,8 +7,8 @@ fast on a 2-core CPU; scene_009 is a gallery scene MLA-LP turns in two iteration
 
 from __future__ import annotations
 
-import os
 import io
+import os
 import sys
 from pathlib import Path
 
@@ -235,8 +235,8 @@ def test_a_failing_lp_backend_is_explained_before_and_after_running():
 
 
 def test_without_a_browser_for_export_each_chart_says_what_to_install(monkeypatch):
-    from mlalp_core.viz import export
     from app_pages.common import panels
+    from mlalp_core.viz import export
 
     monkeypatch.setattr(export, "find_browser", lambda: None)
     panels._export_ok.clear()

@@ -14,7 +14,6 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-
 from tiny import synthetic_scenes, train_tiny  # shared test fixtures
 
 from mlalp_core.attacks.base import AttackCancelled
@@ -28,11 +27,11 @@ from mlalp_core.attacks.carlini_wagner import (
     rank2_loss,
     update_binary_search,
 )
-from mlalp_core.attacks.ml_deepfool import MLDeepFool, deepfool_step
-from mlalp_core.errors import InvalidInputError
 from mlalp_core.attacks.jacobian import batched_jacobian
-from mlalp_core.models.base import MultiLabelClassifier
+from mlalp_core.attacks.ml_deepfool import MLDeepFool, deepfool_step
 from mlalp_core.attacks.targets import hide_one
+from mlalp_core.errors import InvalidInputError
+from mlalp_core.models.base import MultiLabelClassifier
 
 REPO = Path(__file__).resolve().parents[1]
 FAST_CW = dict(max_iterations=100, binary_search_steps=3)

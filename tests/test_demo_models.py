@@ -10,9 +10,7 @@ import torch
 from torch import nn
 
 from mlalp_core.data.demo import DEMO_LABELS, generate_scenes, load_gallery
-from mlalp_core.training.demo import CHECK_N, EVAL_SEED, predict_probabilities
 from mlalp_core.errors import InvalidInputError, ModelLoadError
-from mlalp_core.training.quality import classification_report
 from mlalp_core.models.demo import (
     DEMO_MODEL_NAMES,
     MODELS_DIR,
@@ -21,7 +19,9 @@ from mlalp_core.models.demo import (
 )
 from mlalp_core.models.gcn import GCNClassifier, cooccurrence_adjacency
 from mlalp_core.models.liw import LinearHeadClassifier
+from mlalp_core.training.demo import CHECK_N, EVAL_SEED, predict_probabilities
 from mlalp_core.training.loop import fit, load_checkpoint
+from mlalp_core.training.quality import classification_report
 
 
 @pytest.fixture(scope="module")
@@ -89,8 +89,8 @@ def test_outputs_are_not_saturated(model):
 
 
 def test_fold_temperature_scales_logits_and_keeps_predictions():
-    from mlalp_core.training.demo import choose_temperature
     from mlalp_core.models.demo import fold_temperature
+    from mlalp_core.training.demo import choose_temperature
 
     x = load_gallery().images()[:8]
     for name in DEMO_MODEL_NAMES:

@@ -8,10 +8,11 @@ import plotly.graph_objects as go
 import pytest
 import torch
 
-from mlalp_core.viz import export as E
-from mlalp_core.viz import figures as F
 from mlalp_core.errors import InvalidInputError
 from mlalp_core.experiments.reporting import budget_curves
+from mlalp_core.viz import export as E
+from mlalp_core.viz import figures as F
+
 
 def _decode(uri: str) -> np.ndarray:
     import base64

@@ -194,8 +194,8 @@ def test_a_model_with_other_label_names_is_refused_by_bench_eval_and_the_runner(
     rc, _, err = run_cli(capsys, "eval", "renamed", "--data", "demo", "--quiet")
     assert "label 3 is 'tree'" in one_line_error(rc, err)
     from mlalp_core.data.registry import load_dataset
-    from mlalp_core.models.registry import load_model
     from mlalp_core.experiments.runner import select_examples
+    from mlalp_core.models.registry import load_model
 
     with pytest.raises(ConfigurationError, match="does not fit"):
         select_examples(load_model("renamed", device="cpu"), load_dataset("demo"), model_name="renamed",

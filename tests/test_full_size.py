@@ -17,12 +17,12 @@ import numpy as np
 import pytest
 import torch
 
+from mlalp_core.experiments.runner import BenchConfig, run_benchmark
+from mlalp_core.experiments.store import ResultsStore
 from mlalp_core.models import ml_gcn, ml_liw
 from mlalp_core.models.gcn import cooccurrence_adjacency
 from mlalp_core.models.registry import load_model
 from mlalp_core.training.paper import calibrate_batchnorm
-from mlalp_core.experiments.runner import BenchConfig, run_benchmark
-from mlalp_core.experiments.store import ResultsStore
 
 
 def _unsaturate(model, layer: torch.nn.Parameter, x: torch.Tensor) -> None:

@@ -7,8 +7,8 @@ import math
 import numpy as np
 import pytest
 import torch
-
 from lp_instances import mlalp_instance
+
 from mlalp_core.errors import InvalidInputError, SolverError
 from mlalp_core.lp import solve_linf
 

@@ -8,12 +8,12 @@ from torch import nn
 
 from mlalp_core.attacks import MLALP, make_attack
 from mlalp_core.attacks.mlalp import MARGIN_FLOOR, _authors_shared_margin, _lower_margins
+from mlalp_core.attacks.targets import hide_one
 from mlalp_core.data.base import stack_images
 from mlalp_core.data.demo import load_gallery
 from mlalp_core.errors import InvalidInputError
 from mlalp_core.models.base import MultiLabelClassifier
 from mlalp_core.models.demo import load_demo_model
-from mlalp_core.attacks.targets import hide_one
 
 
 @pytest.fixture(scope="module")

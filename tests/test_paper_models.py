@@ -15,15 +15,15 @@ import numpy as np
 import pytest
 import torch
 
+from mlalp_core.attacks.jacobian import batched_jacobian
+from mlalp_core.attacks.losses import per_label_bce
 from mlalp_core.cli.main import main as cli_main
 from mlalp_core.data.voc import VOC_CLASSES
 from mlalp_core.errors import ConfigurationError, ModelLoadError
-from mlalp_core.attacks.jacobian import batched_jacobian
-from mlalp_core.attacks.losses import per_label_bce
-from mlalp_core.training.evaluation import check_model
-from mlalp_core.training.paper import TrainConfig, calibrate_batchnorm, train_ml_gcn, train_ml_liw
 from mlalp_core.models import checkpoints, ml_gcn, ml_liw
 from mlalp_core.models.gcn import cooccurrence_adjacency
+from mlalp_core.training.evaluation import check_model
+from mlalp_core.training.paper import TrainConfig, calibrate_batchnorm, train_ml_gcn, train_ml_liw
 
 try:
     from test_voc import make_voc

@@ -12,9 +12,9 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from mlalp_core.attacks import ATTACKS
+from mlalp_core.attacks.targets import add, custom, hide, hide_one
 from mlalp_core.cli.bench import parse_sets
 from mlalp_core.errors import InvalidInputError
-from mlalp_core.attacks.targets import add, custom, hide, hide_one
 
 SETTINGS = [(a, s) for a, cls in ATTACKS.items() for s in cls.schema]
 IDS = [f"{a}.{s.name}" for a, s in SETTINGS]

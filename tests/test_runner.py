@@ -9,7 +9,6 @@ from pathlib import Path
 
 import pytest
 import torch
-
 from tiny import TinyScenes, load_tiny, train_tiny
 
 from mlalp_core.experiments.reporting import budget_curves, table3, to_csv, to_latex, to_markdown

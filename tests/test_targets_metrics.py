@@ -7,10 +7,10 @@ import math
 import pytest
 import torch
 
+from mlalp_core.attacks.targets import add, custom, flipped, hide, hide_one
 from mlalp_core.errors import InvalidInputError
 from mlalp_core.experiments.metrics import label_changes, perturbation_norms
 from mlalp_core.training.quality import classification_report
-from mlalp_core.attacks.targets import add, custom, flipped, hide, hide_one
 
 NAMES = ["person", "chair", "dog", "tv"]
 

@@ -10,10 +10,10 @@ import pytest
 import torch
 from torch import nn
 
-from mlalp_core.cli.main import main as cli_main
-from mlalp_core.errors import ModelLoadError
 from mlalp_core.attacks.jacobian import batched_jacobian
 from mlalp_core.attacks.losses import per_label_bce
+from mlalp_core.cli.main import main as cli_main
+from mlalp_core.errors import ModelLoadError
 from mlalp_core.models.base import MultiLabelClassifier
 from mlalp_core.models.user import UserModel, load_user_model, read_manifest
 

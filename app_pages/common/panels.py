@@ -15,12 +15,7 @@ from mlalp_core.attacks import (
     AttackResult,
 )
 from mlalp_core.experiments.metrics import attack_metrics
-from mlalp_core.viz.export import (
-    download_config,
-    export_status,
-    figure_bytes,
-    safe_filename,
-)
+from mlalp_core.viz.export import FORMATS, download_config, export_status, figure_bytes, safe_filename
 from mlalp_core.viz.figures import (
     PAPER,
     POOLINGS,
@@ -58,7 +53,7 @@ class ResultView:
     origin: str = ""
 
     @classmethod
-    def from_result(cls, res: AttackResult, label_names, origin: str = "") -> "ResultView":
+    def from_result(cls, res: AttackResult, label_names, origin: str = "") -> ResultView:
         return cls(res.attack, tuple(label_names), res.threshold, res.x[0], res.x_adv[0], res.perturbation[0],
                    res.probs_clean[0], res.probs_adv[0], res.target[0], attack_metrics(res)[0], res.trace[0], origin)
 
@@ -84,7 +79,7 @@ def chart(fig: go.Figure, name: str, key: str, *, export: Callable[[], go.Figure
             return figure_bytes(export() if export else fig, fmt, style=PAPER, keep_browser=True)
 
         c.download_button(fmt.upper(), data=data, file_name=f"{safe_filename(name)}.{fmt}",
-                          mime={"svg": "image/svg+xml", "png": "image/png", "pdf": "application/pdf"}[fmt],
+                          mime=FORMATS[fmt],
                           on_click="ignore", key=f"{key}_{fmt}", icon=":material/download:")
 
 

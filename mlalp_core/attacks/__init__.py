@@ -22,8 +22,7 @@ ATTACKS: dict[str, type[Attack]] = {
 }
 
 #: Display names as the paper writes them.
-DISPLAY_NAMES = {"mla-lp": "MLA-LP", "ml-deepfool": "ML-DeepFool", "ml-cw": "ML-CW",
-                 "ml-rank1": "ML-Rank1", "ml-rank2": "ML-Rank2"}
+DISPLAY_NAMES: dict[str, str] = {name: cls.display_name for name, cls in ATTACKS.items()}
 
 #: Named sets of settings on top of the paper's: "quick" cuts the CW family's budget for a first
 #: look on a CPU (100 Adam iterations x 3 binary-search steps instead of 1000 x 10).

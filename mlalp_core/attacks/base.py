@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import time
 from abc import ABC, abstractmethod
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
@@ -19,15 +18,13 @@ import torch
 from ..device import DeviceLike, resolve_device
 from ..errors import InvalidInputError
 from ..models.base import MultiLabelClassifier, check_image_batch
+from ..progress import ProgressFn
 from .schema import Schema, Setting
 
 #: The decision threshold is the model's (0.5 in the paper) unless an attack is given another.
 THRESHOLD = Setting("threshold", float, 0.5, "a label is predicted when its probability is at least this",
                     low=0.0, high=1.0, low_open=True, high_open=True)
 
-#: progress(done, total, message): called by attacks between steps. It may raise (for example
-#: :class:`AttackCancelled`, or a UI's own stop signal) to abandon the run.
-ProgressFn = Callable[[int, int, str], None]
 
 
 class AttackCancelled(Exception):
@@ -72,7 +69,7 @@ class AttackResult:
     def batch_size(self) -> int:
         return int(self.x.shape[0])
 
-    def select(self, index: int | slice | torch.Tensor) -> "AttackResult":
+    def select(self, index: int | slice | torch.Tensor) -> AttackResult:
         """The result restricted to some examples (keeps the batch dimension)."""
         if isinstance(index, int):
             index = slice(index, index + 1)
@@ -125,6 +122,8 @@ class Attack(ABC):
     """
 
     name: ClassVar[str] = "attack"
+    #: as the paper writes it (figures, tables, the app)
+    display_name: ClassVar[str] = "attack"
     schema: ClassVar[Schema] = Schema("attack", ())
 
     def __init__(self, model: MultiLabelClassifier, *, threshold: float | None = None,

@@ -130,7 +130,7 @@ class TargetSets:
     stay_negative: torch.Tensor  # B-: predicted negative before the attack and in y*
     added: torch.Tensor  # A-: predicted negative before the attack, positive in y*
 
-    def take(self, idx: torch.Tensor) -> "TargetSets":
+    def take(self, idx: torch.Tensor) -> TargetSets:
         return TargetSets(*(getattr(self, f.name)[idx] for f in fields(self)))
 
 
@@ -317,6 +317,7 @@ class MLCW(CarliniWagnerL2):
     then the smaller l2."""
 
     name: ClassVar[str] = "ml-cw"
+    display_name: ClassVar[str] = "ML-CW"
     schema: ClassVar[Schema] = Schema("ml-cw", CW_SETTINGS)
 
     def _loss1(self, probs: torch.Tensor, sets: TargetSets) -> torch.Tensor:
@@ -342,6 +343,7 @@ class MLRank1(_RankAttack):
     """ML-Rank1: loss1 = :func:`rank1_loss`."""
 
     name: ClassVar[str] = "ml-rank1"
+    display_name: ClassVar[str] = "ML-Rank1"
     schema: ClassVar[Schema] = Schema("ml-rank1", CW_SETTINGS + (COSINE_REFERENCE,))
 
     def _loss1(self, probs: torch.Tensor, sets: TargetSets) -> torch.Tensor:
@@ -352,6 +354,7 @@ class MLRank2(_RankAttack):
     """ML-Rank2: loss1 = :func:`rank2_loss` with A+ / B- taken from the clean prediction."""
 
     name: ClassVar[str] = "ml-rank2"
+    display_name: ClassVar[str] = "ML-Rank2"
     schema: ClassVar[Schema] = Schema("ml-rank2", CW_SETTINGS + (COSINE_REFERENCE,))
 
     def _loss1(self, probs: torch.Tensor, sets: TargetSets) -> torch.Tensor:

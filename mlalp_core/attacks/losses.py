@@ -8,8 +8,6 @@ clamped to [1e-6, 1-1e-6] (zero gradient once an output saturates).
 
 from __future__ import annotations
 
-import math
-
 import torch
 import torch.nn.functional as F
 
@@ -35,6 +33,3 @@ def bce_at_threshold(target: torch.Tensor, threshold: float | torch.Tensor, dtyp
     t = torch.as_tensor(threshold, dtype=dtype, device=target.device)
     return -(y * torch.log(t) + (1 - y) * torch.log1p(-t))
 
-
-def log2() -> float:
-    return math.log(2.0)

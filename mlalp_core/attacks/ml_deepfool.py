@@ -36,8 +36,8 @@ from typing import Any, ClassVar
 import torch
 
 from ..errors import InvalidInputError
-from .jacobian import batched_jacobian
 from .base import Attack, AttackRun, ProgressFn
+from .jacobian import batched_jacobian
 from .schema import Schema, Setting
 
 
@@ -85,6 +85,7 @@ class MLDeepFool(Attack):
     """
 
     name: ClassVar[str] = "ml-deepfool"
+    display_name: ClassVar[str] = "ML-DeepFool"
     schema: ClassVar[Schema] = Schema("ml-deepfool", (
         Setting("max_iterations", int, 20, "steps at most", "max iterations", low=1, high=10_000),
         Setting("margin", float, 0.0, "aim the linearised outputs at t + margin * y*_j (0 = the paper); "

@@ -37,10 +37,10 @@ from typing import Any, ClassVar
 import torch
 
 from ..errors import InvalidInputError
-from .jacobian import batched_jacobian
-from .losses import AUTHORS_CLAMP, bce_at_threshold, per_label_bce
 from ..lp import BACKENDS, solve_linf
 from .base import Attack, AttackRun, ProgressFn
+from .jacobian import batched_jacobian
+from .losses import AUTHORS_CLAMP, bce_at_threshold, per_label_bce
 from .schema import Schema, Setting
 
 #: The authors' margin schedule.
@@ -54,6 +54,7 @@ class MLALP(Attack):
     """MLA-LP; see the module docstring. Settings: :data:`MLALP.schema` (the paper's defaults)."""
 
     name: ClassVar[str] = "mla-lp"
+    display_name: ClassVar[str] = "MLA-LP"
     schema: ClassVar[Schema] = Schema("mla-lp", (
         Setting("max_iterations", int, 10, "outer iterations (linearise, solve the LP, step)", "max iterations",
                 low=1, high=10_000),

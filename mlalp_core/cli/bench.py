@@ -6,8 +6,8 @@ import argparse
 import sys
 from pathlib import Path
 
-from .output import writable_output
 from ..errors import InvalidInputError
+from .output import writable_output
 
 
 def parse_sets(items: list[str] | None, base: dict[str, dict] | None = None) -> dict[str, dict]:
@@ -34,8 +34,12 @@ def _cmd_bench(args: argparse.Namespace) -> int:
     from tqdm import tqdm
 
     from ..attacks import ATTACKS
-    from ..experiments.runner import BenchConfig, init_distributed_from_env, run_benchmark
     from ..experiments.reporting import export, table2
+    from ..experiments.runner import (
+        BenchConfig,
+        init_distributed_from_env,
+        run_benchmark,
+    )
     from ..experiments.store import ResultsStore
     from ..settings import load_settings
 
@@ -75,9 +79,15 @@ def _cmd_bench(args: argparse.Namespace) -> int:
 
 
 def _cmd_report(args: argparse.Namespace) -> int:
-    from ..experiments.reporting import budget_curves, export, table2, table3, with_paper
-    from ..settings import load_settings
+    from ..experiments.reporting import (
+        budget_curves,
+        export,
+        table2,
+        table3,
+        with_paper,
+    )
     from ..experiments.store import ResultsStore
+    from ..settings import load_settings
 
     store = ResultsStore(Path(args.store or load_settings().results))  # read-only
     rows = store.rows(model=args.model, dataset=args.data, attack=args.attack)

@@ -11,9 +11,7 @@ from dataclasses import asdict
 from pathlib import Path
 
 from ..errors import ConfigurationError
-
-#: The demo models (mirrors mlalp_core.models.demo.DEMO_MODEL_NAMES without importing torch).
-MODEL_CHOICES = ("demo-gcn", "demo-liw")
+from ..models import DEMO_MODEL_NAMES
 
 
 def _cmd_make_gallery(args: argparse.Namespace) -> int:
@@ -29,8 +27,8 @@ def _cmd_make_gallery(args: argparse.Namespace) -> int:
 def _cmd_train_demo(args: argparse.Namespace) -> int:
     import torch
 
+    from ..models.demo import MODELS_DIR
     from ..training.demo import DEFAULT_RECIPES, DemoRecipe, train_demo, write_quality
-    from ..models.demo import DEMO_MODEL_NAMES, MODELS_DIR
 
     if args.threads is not None and args.threads < 1:
         raise ConfigurationError(f"--threads must be >= 1, got {args.threads}")
@@ -68,7 +66,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.set_defaults(func=_cmd_make_gallery)
 
     p = subparsers.add_parser("train-demo", help="train the demo models from scratch and measure their quality")
-    p.add_argument("--model", choices=[*MODEL_CHOICES, "all"], default="all")
+    p.add_argument("--model", choices=[*DEMO_MODEL_NAMES, "all"], default="all")
     p.add_argument("--out", default=None, help="folder for <name>.pt and quality.json (default: assets/models)")
     p.add_argument("--epochs", type=int, default=None, help="override the recipe's epochs")
     p.add_argument("--seed", type=int, default=None, help="override the recipe's seed")

@@ -13,10 +13,9 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import ConfigurationError, InvalidInputError
-from .output import writable_output
 from ..training.evaluation import TABLE_ONE_ROWS, check_model, predict_dataset, table_one
 from ..training.paper import TRAINERS, TrainConfig
-
+from .output import writable_output
 
 # ---------------------------------------------------------------------------------------------
 # Small helpers
@@ -72,7 +71,7 @@ def _cmd_check_model(args: argparse.Namespace) -> int:
     elif target == "user":
         if not args.manifest:
             raise ConfigurationError("check-model user needs --manifest FILE")
-        from ..models.registry import BUILTIN_NAMES
+        from ..models import BUILTIN_NAMES
         from ..models.user import load_user_model, read_manifest
 
         name = read_manifest(args.manifest).name

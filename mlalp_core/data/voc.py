@@ -244,7 +244,7 @@ class VOCDataset:
                 return p
         raise DataError(f"{stem.with_name(stem.name + '.jpg')}: missing image")
 
-    def subset(self, indices: Sequence[int], split_name: str) -> "VOCSubset":
+    def subset(self, indices: Sequence[int], split_name: str) -> VOCSubset:
         return VOCSubset(self, indices, split_name)
 
     # ---- label cache -------------------------------------------------------------------------

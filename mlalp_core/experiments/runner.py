@@ -23,17 +23,15 @@ from typing import Any
 import torch
 
 from ..attacks import ATTACKS, make_attack, parse_settings
+from ..attacks.targets import hide_one
 from ..data.base import MultiLabelDataset, check_labels_match, stack_images
 from ..device import DeviceLike, resolve_device
 from ..errors import ConfigurationError, InvalidInputError
-from .metrics import attack_metrics
 from ..models.base import MultiLabelClassifier
+from ..progress import ProgressFn
+from .metrics import attack_metrics
 from .reporting import table3
 from .store import ResultsStore, data_identity, model_identity
-from ..attacks.targets import hide_one
-
-#: progress(done, total, message)
-Progress = Callable[[int, int, str], None]
 
 
 @dataclass
@@ -138,7 +136,7 @@ def _barrier() -> None:
 @torch.no_grad()
 def select_examples(model: MultiLabelClassifier, dataset: MultiLabelDataset, *, model_name: str,
                     dataset_name: str, split: str, store: ResultsStore | None = None, batch_size: int = 32,
-                    device: DeviceLike = None, progress: Progress | None = None) -> Selection:
+                    device: DeviceLike = None, progress: ProgressFn | None = None) -> Selection:
     """The paper's selection, cached in the store (predictions are not recomputed on resume)."""
     check_labels_match(model_name, model.label_names, dataset_name, dataset.label_names)
     dev = resolve_device(device)
@@ -189,7 +187,7 @@ def attack_batches(n: int, batch_size: int) -> list[list[int]]:
 def run_attack_on_selection(model: MultiLabelClassifier, dataset: MultiLabelDataset, sel: Selection, *,
                             attack_name: str, settings: dict[str, Any], key: str, store: ResultsStore, seed: int,
                             batch_size: int, device: torch.device, precision: str = "float16",
-                            progress: Progress | None = None) -> int:
+                            progress: ProgressFn | None = None) -> int:
     """Attack the selected examples not yet in the store; returns how many this process finished."""
     check_labels_match(getattr(model, "registry_name", "the model"), model.label_names,
                        getattr(dataset, "name", "the data set"), dataset.label_names)
@@ -227,7 +225,7 @@ def _default_split(dataset: str) -> str:
     return "default"
 
 
-def run_benchmark(config: BenchConfig, progress: Progress | None = None, *,
+def run_benchmark(config: BenchConfig, progress: ProgressFn | None = None, *,
                   model_loader: Callable[..., MultiLabelClassifier] | None = None,
                   dataset_loader: Callable[..., MultiLabelDataset] | None = None) -> list[dict[str, Any]]:
     """Run (or resume) the experiment and return its Table III rows (all finished examples)."""

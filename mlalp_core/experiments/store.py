@@ -29,7 +29,7 @@ import numpy as np
 import torch
 
 from .. import __version__
-from ..errors import ConfigurationError
+from ..errors import ConfigurationError, exception_line
 
 SCHEMA_VERSION = 1
 
@@ -117,7 +117,7 @@ def unpack_array(blob: bytes, shape: str, dtype: str) -> np.ndarray:
 
 def _explain(exc: BaseException) -> str:
     """SQLite's message with what to do about it."""
-    text = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+    text = exception_line(exc)
     low = text.lower()
     if "malformed" in low or "not a database" in low:
         return f"{text} (the file is corrupt or not an SQLite database; restore a copy or use another --store)"
@@ -266,22 +266,6 @@ class ResultsStore:
                  threshold, _json(list(label_names)), _json(list(input_size)), device, __version__),
             )
         return key
-
-    def runs(self) -> list[dict[str, Any]]:
-        """All runs with their progress (examples finished, successes)."""
-        with self._connect() as conn:
-            rows = conn.execute(
-                "SELECT r.*, COUNT(x.example_id) AS finished, COALESCE(SUM(x.success), 0) AS successes "
-                "FROM runs r LEFT JOIN results x ON x.run_key = r.run_key GROUP BY r.run_key ORDER BY r.created"
-            ).fetchall()
-        out = []
-        for r in rows:
-            d = dict(r)
-            d["settings"] = json.loads(d["settings"])
-            d["label_names"] = json.loads(d["label_names"])
-            d["input_size"] = json.loads(d["input_size"])
-            out.append(d)
-        return out
 
     def finished_ids(self, key: str) -> set[str]:
         with self._connect() as conn:

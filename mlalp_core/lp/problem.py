@@ -20,7 +20,6 @@ import torch
 from ..errors import InvalidInputError
 from .selection import smallest_crossing
 
-
 #: Columns per chunk when a float32 matrix is used in float64 (bounded temporary memory).
 _CHUNK = 1 << 16
 

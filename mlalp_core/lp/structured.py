@@ -249,12 +249,18 @@ def _master(P: Scaled, u, z_est, K, cnt: _Counter, elastic: bool):
     row = m
     # r_i - z <= 0 and -r_i - z <= 0
     idx = np.arange(k)
-    add(row + idx, 1 + idx, np.ones(k)); add(row + idx, np.zeros(k, int), -np.ones(k)); row += k
-    add(row + idx, 1 + idx, -np.ones(k)); add(row + idx, np.zeros(k, int), -np.ones(k)); row += k
+    add(row + idx, 1 + idx, np.ones(k))
+    add(row + idx, np.zeros(k, int), -np.ones(k))
+    row += k
+    add(row + idx, 1 + idx, -np.ones(k))
+    add(row + idx, np.zeros(k, int), -np.ones(k))
+    row += k
     if has_z:
-        add([row, row], [iw, 0], [1.0, -1.0]); row += 1
+        add([row, row], [iw, 0], [1.0, -1.0])
+        row += 1
     if has_b:
-        add([row, row], [it, 0], [rho_hi, -1.0]); row += 1
+        add([row, row], [it, 0], [rho_hi, -1.0])
+        row += 1
     A_ub = sp.csr_matrix((np.concatenate(blocks_vals), (np.concatenate(blocks_rows), np.concatenate(blocks_cols))),
                          shape=(row, nv))
     b_ub = np.zeros(row)

@@ -9,7 +9,6 @@ it. Attacks differentiate through ``forward`` with respect to the [0,1] pixels.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import NamedTuple
 
 import torch
 from torch import nn
@@ -18,11 +17,6 @@ from ..errors import InvalidInputError
 
 #: Tolerance on the [0,1] range check: values a round trip through normalisation can produce.
 RANGE_TOLERANCE = 1e-4
-
-
-class ModelOutput(NamedTuple):
-    logits: torch.Tensor
-    probs: torch.Tensor
 
 
 class MultiLabelClassifier(nn.Module):
@@ -64,10 +58,6 @@ class MultiLabelClassifier(nn.Module):
         return len(self.label_names)
 
     @property
-    def input_shape(self) -> tuple[int, int, int]:
-        return (3, *self.input_size)
-
-    @property
     def num_pixels(self) -> int:
         """d: the dimension of the attack's search space."""
         return 3 * self.input_size[0] * self.input_size[1]
@@ -86,20 +76,12 @@ class MultiLabelClassifier(nn.Module):
     def probabilities(self, x: torch.Tensor) -> torch.Tensor:
         return torch.sigmoid(self.forward(x))
 
-    def outputs(self, x: torch.Tensor) -> ModelOutput:
-        logits = self.forward(x)
-        return ModelOutput(logits, torch.sigmoid(logits))
-
     @torch.no_grad()
     def predict(self, x: torch.Tensor) -> torch.Tensor:
         """Boolean predictions (B, l) at the model's threshold."""
         return self.probabilities(x) >= self.threshold
 
     # ---- helpers -----------------------------------------------------------------------------
-    def check_input(self, x: torch.Tensor) -> None:
-        """Raise a clear error if ``x`` is not a batch of [0,1] images of this model's size."""
-        check_image_batch(x, self.input_size)
-
     def describe(self) -> dict:
         """A small summary for listings and ``mlalp check-model``."""
         return {

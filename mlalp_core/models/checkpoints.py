@@ -29,7 +29,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from ..errors import ModelLoadError
+from ..errors import ModelLoadError, exception_line
 
 #: Largest .pkl accepted (ML-GCN's are 24 kB and 3 kB).
 MAX_PICKLE_BYTES = 64 * 1024 * 1024
@@ -63,15 +63,10 @@ def _check_file(path: str | os.PathLike, what: str) -> Path:
 
 
 def _first_line(exc: BaseException) -> str:
-    text = str(exc)
+    """What torch refused (its weights_only errors bury it under advice), else the first line."""
     m = re.search(r"(Unsupported global: GLOBAL \S+|Trying to call reduce for unrecognized function [^\n]+"
-                  r"|Can only [^\n]+)", text)
-    if m:
-        return m.group(1).rstrip(". ")
-    for line in text.splitlines():
-        if line.strip():
-            return line.strip()[:200]
-    return type(exc).__name__
+                  r"|Can only [^\n]+)", str(exc))
+    return m.group(1).rstrip(". ") if m else exception_line(exc, limit=200)
 
 
 def safe_torch_load(path: str | os.PathLike, what: str = "checkpoint") -> Any:
@@ -209,7 +204,7 @@ def check_array(
 # ---------------------------------------------------------------------------------------------
 
 
-def extract_state_dict(obj: Any, path: str | os.PathLike) -> "OrderedDict[str, torch.Tensor]":
+def extract_state_dict(obj: Any, path: str | os.PathLike) -> OrderedDict[str, torch.Tensor]:
     """The state dict of a loaded file: the object itself or its ``state_dict`` entry."""
     if isinstance(obj, Mapping) and "state_dict" in obj and isinstance(obj["state_dict"], Mapping):
         obj = obj["state_dict"]
@@ -221,14 +216,14 @@ def extract_state_dict(obj: Any, path: str | os.PathLike) -> "OrderedDict[str, t
     return OrderedDict(obj)
 
 
-def strip_prefix(state: Mapping[str, torch.Tensor], prefix: str = "module.") -> "OrderedDict[str, torch.Tensor]":
+def strip_prefix(state: Mapping[str, torch.Tensor], prefix: str = "module.") -> OrderedDict[str, torch.Tensor]:
     """Remove a prefix (DataParallel's ``module.``) when every key has it."""
     if state and all(k.startswith(prefix) for k in state):
         return OrderedDict((k[len(prefix):], v) for k, v in state.items())
     return OrderedDict(state)
 
 
-def fill_num_batches_tracked(model: nn.Module, state: Mapping[str, torch.Tensor]) -> "OrderedDict[str, torch.Tensor]":
+def fill_num_batches_tracked(model: nn.Module, state: Mapping[str, torch.Tensor]) -> OrderedDict[str, torch.Tensor]:
     """Add the ``num_batches_tracked`` buffers (0) that checkpoints from PyTorch < 0.4 lack, for
     BatchNorm layers whose running statistics ARE in the file; every other key stays as it is,
     so a strict load still catches a missing or extra tensor."""

@@ -33,12 +33,12 @@ import torch
 from torch import nn
 
 from ..device import DeviceLike, resolve_device
-from ..errors import InvalidInputError, ModelLoadError
+from ..errors import InvalidInputError, ModelLoadError, exception_line
+from . import DEMO_MODEL_NAMES
 from .base import MultiLabelClassifier
 from .gcn import GCNClassifier
 from .liw import LinearHeadClassifier
 
-DEMO_MODEL_NAMES: tuple[str, ...] = ("demo-gcn", "demo-liw")
 MODEL_FORMAT = "mlalp-demo-model"
 MODEL_FORMAT_VERSION = 1
 MODELS_DIR = Path(__file__).resolve().parents[2] / "assets" / "models"
@@ -188,7 +188,7 @@ def load_demo_model_file(path: str | Path, device: DeviceLike = None) -> MultiLa
         model.load_state_dict(ckpt["state_dict"], strict=True)
     except (KeyError, RuntimeError, InvalidInputError, TypeError, ValueError) as exc:
         raise ModelLoadError(f"{path} does not hold a valid demo model ({type(exc).__name__}: "
-                             f"{str(exc).splitlines()[0]}); {hint}") from exc
+                             f"{exception_line(exc)}); {hint}") from exc
     model.demo_name = ckpt.get("name", path.stem)
     return model.to(dev).eval()
 

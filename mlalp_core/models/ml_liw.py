@@ -95,7 +95,7 @@ class MLLIW(LinearHeadClassifier):
                          input_size, mean=mean, std=std, threshold=threshold)
         self.source: str | None = None
 
-    def train(self, mode: bool = True) -> "MLLIW":
+    def train(self, mode: bool = True) -> MLLIW:
         super().train(mode)
         self.trunk.eval()  # running statistics and no dropout, as the authors trained it
         return self
@@ -157,7 +157,7 @@ def save_ml_liw(model: MLLIW, path: str | os.PathLike, **meta: Any) -> Path:
     return save_model_file(path, KIND, model, config=config)
 
 
-def authors_state_dict(model: MLLIW) -> "OrderedDict[str, torch.Tensor]":
+def authors_state_dict(model: MLLIW) -> OrderedDict[str, torch.Tensor]:
     """The model in the authors' layout (for interoperability and for testing the mapping)."""
     out: OrderedDict[str, torch.Tensor] = OrderedDict()
     for key, value in model.state_dict().items():

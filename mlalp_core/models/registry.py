@@ -12,14 +12,12 @@ from pathlib import Path
 
 from ..data.voc import VOC_CLASSES
 from ..device import DeviceLike, resolve_device
-from ..errors import ConfigurationError, MlalpError, ModelLoadError
+from ..errors import ConfigurationError, MlalpError, ModelLoadError, exception_line
 from ..settings import Settings, load_settings
+from . import BUILTIN_NAMES, DEMO_MODEL_NAMES
 from .base import MultiLabelClassifier
 
-#: The demo models' names (mirrors mlalp_core.models.demo.DEMO_MODEL_NAMES, imported lazily).
-DEMO_NAMES: tuple[str, ...] = ("demo-gcn", "demo-liw")
-#: Names a user's manifest may not take.
-BUILTIN_NAMES: tuple[str, ...] = DEMO_NAMES + ("ml-gcn", "ml-liw")
+
 @dataclass(frozen=True)
 class ModelInfo:
     name: str
@@ -47,9 +45,9 @@ def _demo_infos() -> list[ModelInfo]:
         from . import demo
     except ImportError as exc:
         return [ModelInfo(n, "demo model", "demo", None, None, False, f"{n}: demo models unavailable ({exc})")
-                for n in DEMO_NAMES]
+                for n in DEMO_MODEL_NAMES]
     out = []
-    for name in demo.DEMO_MODEL_NAMES:
+    for name in DEMO_MODEL_NAMES:
         style = "ML-GCN" if name.endswith("gcn") else "ML-LIW"
         desc = f"small {style}-style model trained on the bundled demo scenes, {SCENE_SIZE}x{SCENE_SIZE}"
         path = Path(demo.MODELS_DIR) / f"{name}.pt"
@@ -145,6 +143,6 @@ def load_model(name: str, device: DeviceLike = None, settings: Settings | None =
     try:
         model = model.to(dev)
     except (RuntimeError, MlalpError) as exc:
-        raise ConfigurationError(f"{name}: cannot move the model to {dev} ({str(exc).splitlines()[0]})") from None
+        raise ConfigurationError(f"{name}: cannot move the model to {dev} ({exception_line(exc)})") from None
     model.registry_name = name
     return model.eval()

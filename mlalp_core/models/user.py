@@ -34,7 +34,7 @@ from typing import Any, Literal
 import torch
 from torch import nn
 
-from ..errors import ModelLoadError
+from ..errors import ModelLoadError, exception_line
 from .base import MultiLabelClassifier
 
 #: Largest manifest accepted.
@@ -102,7 +102,7 @@ def read_manifest(path: str | os.PathLike) -> UserManifest:
         data = json.loads(raw) if p.suffix.lower() == ".json" else tomllib.loads(raw.decode("utf-8"))
     except (ValueError, UnicodeDecodeError) as exc:  # JSONDecodeError and TOMLDecodeError are ValueErrors
         kind = "JSON" if p.suffix.lower() == ".json" else "TOML"
-        raise _fail(p, f"not valid {kind} ({str(exc).splitlines()[0]})") from None
+        raise _fail(p, f"not valid {kind} ({exception_line(exc)})") from None
     if not isinstance(data, dict):
         raise _fail(p, "the manifest must be a table/object")
     unknown = sorted(set(data) - _KEYS)
@@ -188,7 +188,7 @@ class UserModel(MultiLabelClassifier):
         self.source = str(manifest.file)
         self._per_example = False
 
-    def train(self, mode: bool = True) -> "UserModel":
+    def train(self, mode: bool = True) -> UserModel:
         # A foreign network is used as it is; exported programs cannot switch modes anyway.
         self.training = mode
         if isinstance(self.net, torch.jit.ScriptModule):

@@ -165,12 +165,23 @@ def evaluate_demo_model(model: torch.nn.Module, eval_n: int = 2000, gallery: Any
 def train_demo(recipe: DemoRecipe, out_dir: str | Path, progress: bool = True,
                checkpoint_dir: str | Path | None = None, device: str | None = "cpu") -> dict[str, Any]:
     """Train one demo model from scratch, evaluate it, write <name>.pt; returns its quality entry."""
-    from ..data.demo import DEMO_LABELS, cooccurrence_counts, generate_scenes, load_gallery
+    from ..data.demo import (
+        DEMO_LABELS,
+        cooccurrence_counts,
+        generate_scenes,
+        load_gallery,
+    )
     from ..device import resolve_device
-    from .quality import classification_report
-    from ..models.demo import build_demo_model, fold_temperature, model_kind, one_hot_embeddings, save_demo_model
+    from ..models.demo import (
+        build_demo_model,
+        fold_temperature,
+        model_kind,
+        one_hot_embeddings,
+        save_demo_model,
+    )
     from ..models.gcn import cooccurrence_adjacency
     from .loop import fit
+    from .quality import classification_report
 
     kind = model_kind(recipe.name)
     load_gallery()  # the final evaluation needs it: fail now rather than after training

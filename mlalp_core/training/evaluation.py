@@ -2,30 +2,14 @@
 
 from __future__ import annotations
 
-import sys
 import time
 from typing import Any
 
 import numpy as np
 import torch
 
-from ..errors import DataError, MlalpError, ModelLoadError
-
-
-def progress_bar(iterable: Any, enabled: bool, **kwargs: Any) -> Any:
-    """tqdm on stderr when ``enabled`` (command line), the plain iterable otherwise."""
-    if not enabled:
-        return iterable
-    from tqdm.auto import tqdm
-
-    return tqdm(iterable, dynamic_ncols=True, file=sys.stderr, **kwargs)
-
-
-def one_line(exc: BaseException) -> str:
-    """The last non-empty line of an exception's message (torch's errors run over many lines)."""
-    lines = [ln.strip() for ln in str(exc).splitlines() if ln.strip()]
-    return lines[-1] if lines else type(exc).__name__
-
+from ..errors import DataError, MlalpError, ModelLoadError, exception_line
+from ..progress import progress_bar
 
 # ---------------------------------------------------------------------------------------------
 # Evaluation (Table I)
@@ -38,7 +22,6 @@ def predict_dataset(
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """(probabilities, labels, valid) of a model over a data set, images resized to its size."""
     from ..data.base import stack_images
-
     from ..errors import InvalidInputError
 
     if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
@@ -109,7 +92,7 @@ def check_model(model: torch.nn.Module, device: Any = None) -> dict[str, Any]:
         raise
     except Exception as exc:  # noqa: BLE001 - a model that loads but cannot run
         src = getattr(model, "source", None) or type(model).__name__
-        raise ModelLoadError(f"{src}: the forward pass failed: {one_line(exc)[:200]}") from None
+        raise ModelLoadError(f"{src}: the forward pass failed: {exception_line(exc, last=True, limit=200)}") from None
     dt = time.perf_counter() - t0
     if tuple(probs.shape) != (1, model.num_labels) or not torch.isfinite(probs).all():
         src = getattr(model, "source", None) or type(model).__name__

@@ -17,7 +17,6 @@ Contract:
 
 from __future__ import annotations
 
-import math
 import os
 import random
 import time
@@ -30,6 +29,7 @@ import torch
 from torch import nn
 
 from ..errors import ConfigurationError, ModelLoadError
+from ..progress import progress_bar
 
 CHECKPOINT_FORMAT = "mlalp-training-checkpoint"
 CHECKPOINT_VERSION = 1
@@ -139,7 +139,7 @@ def fit(
         start_epoch = int(ckpt["epoch"])
         history = [dict(h) for h in ckpt.get("history", [])]
 
-    bar_epochs = _tqdm(range(start_epoch, epochs), progress, desc="epochs", initial=start_epoch, total=epochs)
+    bar_epochs = progress_bar(range(start_epoch, epochs), progress, desc="epochs", initial=start_epoch, total=epochs)
     for epoch in bar_epochs:
         if train_mode:
             model.train()
@@ -147,7 +147,7 @@ def fit(
         t0 = time.perf_counter()
         total, count = 0.0, 0
         n_batches = len(batches) if hasattr(batches, "__len__") else None
-        bar = _tqdm(batches, progress, desc=f"epoch {epoch + 1}/{epochs}", leave=False, total=n_batches)
+        bar = progress_bar(batches, progress, desc=f"epoch {epoch + 1}/{epochs}", leave=False, total=n_batches)
         for batch in bar:
             batch = _to_device(batch, device)
             optimizer.zero_grad(set_to_none=True)
@@ -187,36 +187,3 @@ def fit(
                 "history": history,
             })
     return history
-
-
-def _tqdm(iterable: Iterable, enabled: bool, **kwargs: Any) -> Any:
-    if not enabled:
-        return _Quiet(iterable)
-    from tqdm.auto import tqdm
-
-    return tqdm(iterable, dynamic_ncols=True, **kwargs)
-
-
-class _Quiet:
-    """A stand-in for a tqdm bar when progress is off."""
-
-    def __init__(self, iterable: Iterable) -> None:
-        self._it = iterable
-
-    def __iter__(self):
-        return iter(self._it)
-
-    def set_postfix(self, *args: Any, **kwargs: Any) -> None:
-        pass
-
-
-def cosine_warmup_lambda(total_steps: int, warmup_steps: int = 0, floor: float = 0.0) -> Callable[[int], float]:
-    """A multiplier for LambdaLR: linear warm-up, then a cosine decay to ``floor``."""
-
-    def factor(step: int) -> float:
-        if warmup_steps and step < warmup_steps:
-            return (step + 1) / warmup_steps
-        t = min(1.0, (step - warmup_steps) / max(1, total_steps - warmup_steps))
-        return floor + (1 - floor) * 0.5 * (1 + math.cos(math.pi * t))
-
-    return factor

@@ -31,8 +31,9 @@ from typing import Any
 import numpy as np
 import torch
 
-from ..errors import ConfigurationError, DataError, InvalidInputError, MlalpError
-from .evaluation import masked_map, one_line, predict_dataset, progress_bar
+from ..errors import ConfigurationError, DataError, InvalidInputError, MlalpError, exception_line
+from ..progress import progress_bar
+from .evaluation import masked_map, predict_dataset
 
 TRAIN_CHECKPOINT = "train-checkpoint.pt"
 
@@ -176,7 +177,7 @@ def train_ml_gcn(cfg: TrainConfig) -> dict[str, Any]:
         history = fit(model, batches, loss_fn, optimizer, cfg.epochs, scheduler=scheduler, checkpoint_path=ckpt,
                       resume=cfg.resume, progress=cfg.progress, eval_fn=eval_fn)
     except MlalpError as exc:  # errors from DataLoader workers arrive with a traceback attached
-        raise type(exc)(one_line(exc)) from None
+        raise type(exc)(exception_line(exc, last=True)) from None
     ml_gcn.save_ml_gcn(model, out / "ml-gcn-last.pt", epoch=len(history), year=cfg.year)
     (out / "history.json").write_text(json.dumps(history, indent=1))
     return {"history": history, "best": best["val_map"], "best_epoch": best["epoch"], "model_file": best_file}

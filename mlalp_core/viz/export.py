@@ -22,7 +22,7 @@ from typing import Any
 
 import plotly.graph_objects as go
 
-from ..errors import ConfigurationError, InvalidInputError
+from ..errors import ConfigurationError, InvalidInputError, exception_line
 from .figures import PAPER, PublicationStyle, with_style
 
 #: format -> MIME type
@@ -86,17 +86,6 @@ def _start_server() -> None:
             _server_started = True
 
 
-def stop_server() -> None:
-    """Close the shared export browser (if one was started)."""
-    global _server_started
-    with _server_lock:
-        if _server_started:
-            import kaleido
-
-            kaleido.stop_sync_server(silence_warnings=True)
-            _server_started = False
-
-
 def figure_bytes(fig: go.Figure, fmt: str, *, style: PublicationStyle | None = PAPER, width: int | None = None,
                  height: int | None = None, scale: float | None = None, keep_browser: bool = False) -> bytes:
     """The figure as SVG, PNG or PDF bytes, in ``style`` (publication size and fonts by default).
@@ -121,7 +110,7 @@ def figure_bytes(fig: go.Figure, fmt: str, *, style: PublicationStyle | None = P
             warnings.simplefilter("ignore")  # "kopts ignored if using a server": harmless
             return out.to_image(format=fmt, width=int(w), height=int(h), scale=s)
     except (RuntimeError, ValueError, OSError) as exc:
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        first = exception_line(exc)
         raise ExportUnavailable(f"kaleido could not export the figure ({first}); {INSTALL_HINT}") from exc
 
 

@@ -43,15 +43,16 @@ COLORSCALE = "RdBu_r"
 #: One colour per attack, shared by every figure (Okabe-Ito, readable in greyscale print too).
 ATTACK_COLORS = {"mla-lp": "#D55E00", "ml-deepfool": "#0072B2", "ml-cw": "#009E73",
                  "ml-rank1": "#CC79A7", "ml-rank2": "#E69F00"}
-_DISPLAY = {"mla-lp": "MLA-LP", "ml-deepfool": "ML-DeepFool", "ml-cw": "ML-CW",
-            "ml-rank1": "ML-Rank1", "ml-rank2": "ML-Rank2"}
 
 Pooling = Literal["maxabs", "mean"]
 POOLINGS: dict[str, str] = {"maxabs": "max |r| (signed)", "mean": "mean"}
 
 
 def display_name(attack: str) -> str:
-    return _DISPLAY.get(attack, attack)
+    """The attack's name as the paper writes it (declared by the attack class)."""
+    from ..attacks import DISPLAY_NAMES
+
+    return DISPLAY_NAMES.get(attack, attack)
 
 
 # ---------------------------------------------------------------------------------------------
