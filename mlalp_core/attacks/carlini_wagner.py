@@ -190,126 +190,177 @@ class CarliniWagnerL2(Attack):
 
     # ---- the loop ------------------------------------------------------------------------------
     def _run(self, x: torch.Tensor, target: torch.Tensor, progress: ProgressFn | None) -> AttackRun:
-        model = self.model
-        b, dev = x.shape[0], x.device
-        with torch.no_grad():
-            clean_pred = model.probabilities(x) >= self.threshold
-        sets = self._target_sets(target, clean_pred)
-
-        w0 = torch.atanh((2 * x - 1) * _TANH_SHRINK)
-        x_ref = (torch.tanh(w0) + 1) / 2  # the distance is measured to x as tanh space sees it
-        f64 = dict(dtype=torch.float64, device=dev)
-        c = torch.full((b,), float(self.initial_const), **f64)
-        lower = torch.zeros(b, **f64)
-        upper = torch.full((b,), _NO_UPPER_BOUND, **f64)
-        best_score = torch.full((b,), float("-inf"), **f64)
-        best_l2sq = torch.full((b,), float("inf"), **f64)
-        best_match = (clean_pred == sets.target).sum(dim=1)  # of best_x, the clean image until replaced
-        best_x = x.clone()
-        iterations = torch.zeros(b, dtype=torch.long, device=dev)
-        calls = torch.ones(b, dtype=torch.long, device=dev)
-        trace: list[list[dict[str, Any]]] = [[] for _ in range(b)]
-        b1, b2 = _ADAM_BETAS
-        total = self.binary_search_steps * self.max_iterations
-        every = self.check_every
-
+        st = self._start(x, target)
         for step in range(self.binary_search_steps):
             if self.repeat_at_upper_bound and self.binary_search_steps >= 10 and step == self.binary_search_steps - 1:
-                c = upper.clone()
-            delta = torch.zeros_like(x)
-            adam_m = torch.zeros_like(x)
-            adam_v = torch.zeros_like(x)
-            step_score = torch.full((b,), float("-inf"), **f64)
-            step_l2sq = torch.full((b,), float("inf"), **f64)
-            step_success = torch.zeros(b, dtype=torch.bool, device=dev)
-            active = torch.ones(b, dtype=torch.bool, device=dev)
-            prev = torch.full((b,), float("inf"), **f64)
-            prev_batch = float("inf")
-            last_loss = torch.full((b,), float("nan"), **f64)
-            ran = torch.zeros(b, dtype=torch.long, device=dev)
-
-            for it in range(self.max_iterations):
-                idx = active.nonzero().flatten()
-                if idx.numel() == 0:
-                    break
-                d = delta[idx].requires_grad_(True)
-                sub = sets.take(idx)
-                with torch.enable_grad():
-                    img = (torch.tanh(w0[idx] + d) + 1) / 2
-                    probs = model.probabilities(img)
-                    l2sq = (img - x_ref[idx]).pow(2).flatten(1).sum(1)
-                    loss = l2sq + c[idx].to(probs.dtype) * self._loss1(probs, sub)
-                    (grad,) = torch.autograd.grad(loss.sum(), d)
-                calls[idx] += 2
-                ran[idx] += 1
-                loss64 = loss.detach().double()
-
-                # stall check on the loss at the current iterate (before it is recorded, as theirs)
-                keep = torch.ones(idx.numel(), dtype=torch.bool, device=dev)
-                if self.abort_early and it % every == 0:
-                    if self.abort_per_batch:
-                        batch_loss = float(loss64.sum())
-                        if batch_loss > prev_batch * 0.9999:
-                            active[:] = False
-                            break
-                        prev_batch = batch_loss
-                    else:
-                        keep = ~(loss64 > prev[idx] * 0.9999)
-                        prev[idx] = torch.where(keep, loss64, prev[idx])
-                        active[idx[~keep]] = False
-                idx_k = idx[keep]
-                probs_k = probs.detach()[keep]
-                l2_k = l2sq.detach().double()[keep]
-                sub_k = sub.take(keep)
-                last_loss[idx_k] = loss64[keep]
-
-                # best iterate of this step (decides the binary search) and overall (returned)
-                score = self._score(probs_k, sub_k)
-                succ = labels_matching(probs_k, sub_k.target, self.threshold) == target.shape[1]
-                better = (score > step_score[idx_k]) | ((score == step_score[idx_k]) & (l2_k < step_l2sq[idx_k]))
-                sel = idx_k[better]
-                step_score[sel], step_l2sq[sel], step_success[sel] = score[better], l2_k[better], succ[better]
-                better = (score > best_score[idx_k]) | ((score == best_score[idx_k]) & (l2_k < best_l2sq[idx_k]))
-                sel = idx_k[better]
-                best_score[sel], best_l2sq[sel] = score[better], l2_k[better]
-                best_match[sel] = labels_matching(probs_k[better], sub_k.target[better], self.threshold)
-                best_x[sel] = img.detach()[keep][better]
-
-                # Adam (torch's update rule), only on the images still running
-                t = it + 1
-                g = grad[keep]
-                m = adam_m[idx_k].mul_(b1).add_(g, alpha=1 - b1)
-                v = adam_v[idx_k].mul_(b2).addcmul_(g, g, value=1 - b2)
-                adam_m[idx_k], adam_v[idx_k] = m, v
-                denom = (v.sqrt() / math.sqrt(1 - b2**t)).add_(_ADAM_EPS)
-                delta[idx_k] = d.detach()[keep] - (self.learning_rate / (1 - b1**t)) * m / denom
-
-                if progress is not None and (it + 1) % 10 == 0:
-                    progress(step * self.max_iterations + it + 1, total,
-                             f"{self.name}: binary step {step + 1}/{self.binary_search_steps}, "
-                             f"iteration {it + 1}/{self.max_iterations}")
-
-            c_used = c.clone()
-            c, lower, upper = update_binary_search(c, lower, upper, step_success)
-            iterations += ran
-            for e in range(b):
-                trace[e].append({
-                    "step": step,
-                    "c": float(c_used[e]),
-                    "iterations": int(ran[e]),
-                    "aborted": bool(ran[e] < self.max_iterations),
-                    "loss": float(last_loss[e]),
-                    "step_success": bool(step_success[e]),
-                    "best_l2": math.sqrt(float(best_l2sq[e])) if math.isfinite(float(best_l2sq[e])) else None,
-                    "best_labels_matching": int(best_match[e]),
-                    "best_score": float(best_score[e]),
-                })
+                st.c = st.upper.clone()
+            ss = self._binary_step(st, step, progress)
+            c_used = st.c.clone()
+            st.c, st.lower, st.upper = update_binary_search(st.c, st.lower, st.upper, ss.success)
+            st.iterations += ss.ran
+            self._trace_step(st, ss, step, c_used)
             if progress is not None:
-                progress((step + 1) * self.max_iterations, total,
+                progress((step + 1) * self.max_iterations, self.binary_search_steps * self.max_iterations,
                          f"{self.name}: binary step {step + 1}/{self.binary_search_steps} done, "
-                         f"{int(step_success.sum())}/{b} succeeded")
+                         f"{int(ss.success.sum())}/{len(ss.success)} succeeded")
+        return AttackRun(x_adv=st.best_x, iterations=st.iterations, model_calls=st.calls, trace=st.trace)
 
-        return AttackRun(x_adv=best_x, iterations=iterations, model_calls=calls, trace=trace)
+    def _start(self, x: torch.Tensor, target: torch.Tensor) -> _CWState:
+        b, dev = x.shape[0], x.device
+        with torch.no_grad():
+            clean_pred = self.model.probabilities(x) >= self.threshold
+        sets = self._target_sets(target, clean_pred)
+        w0 = torch.atanh((2 * x - 1) * _TANH_SHRINK)
+        f64: dict[str, Any] = dict(dtype=torch.float64, device=dev)
+        return _CWState(
+            sets=sets, w0=w0, x_ref=(torch.tanh(w0) + 1) / 2,  # the distance is to x as tanh space sees it
+            c=torch.full((b,), float(self.initial_const), **f64), lower=torch.zeros(b, **f64),
+            upper=torch.full((b,), _NO_UPPER_BOUND, **f64), best_score=torch.full((b,), float("-inf"), **f64),
+            best_l2sq=torch.full((b,), float("inf"), **f64),
+            best_match=(clean_pred == sets.target).sum(dim=1),  # of best_x, the clean image until replaced
+            best_x=x.clone(), iterations=torch.zeros(b, dtype=torch.long, device=dev),
+            calls=torch.ones(b, dtype=torch.long, device=dev), trace=[[] for _ in range(b)],
+        )
+
+    def _binary_step(self, st: _CWState, step: int, progress: ProgressFn | None) -> _StepState:
+        """Up to ``max_iterations`` Adam steps at the current c (Adam's state reset), each image
+        leaving when its loss stalls; returns what the binary search needs."""
+        ss = _StepState.new(st.best_x)
+        for it in range(self.max_iterations):
+            idx = ss.active.nonzero().flatten()
+            if idx.numel() == 0:
+                break
+            d, img, probs, l2sq, loss, grad = self._forward(st, idx, ss.delta)
+            st.calls[idx] += 2
+            ss.ran[idx] += 1
+            loss64 = loss.detach().double()
+            keep = self._abort_check(ss, it, idx, loss64)  # before the iterate is recorded, as theirs
+            if keep is None:
+                break
+            idx_k = idx[keep]
+            ss.last_loss[idx_k] = loss64[keep]
+            self._keep_best(st, ss, idx_k, img.detach()[keep], probs.detach()[keep], l2sq.detach().double()[keep],
+                            st.sets.take(idx).take(keep))
+            self._adam(ss, it, idx_k, d.detach()[keep], grad[keep])
+            if progress is not None and (it + 1) % 10 == 0:
+                progress(step * self.max_iterations + it + 1, self.binary_search_steps * self.max_iterations,
+                         f"{self.name}: binary step {step + 1}/{self.binary_search_steps}, "
+                         f"iteration {it + 1}/{self.max_iterations}")
+        return ss
+
+    def _forward(self, st: _CWState, idx: torch.Tensor, delta: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        """The objective ||x' - x||^2 + c loss1(f(x')) at x' = (tanh(w0 + delta) + 1) / 2, and its gradient."""
+        d = delta[idx].requires_grad_(True)
+        with torch.enable_grad():
+            img = (torch.tanh(st.w0[idx] + d) + 1) / 2
+            probs = self.model.probabilities(img)
+            l2sq = (img - st.x_ref[idx]).pow(2).flatten(1).sum(1)
+            loss = l2sq + st.c[idx].to(probs.dtype) * self._loss1(probs, st.sets.take(idx))
+            (grad,) = torch.autograd.grad(loss.sum(), d)
+        return d, img, probs, l2sq, loss, grad
+
+    def _abort_check(self, ss: _StepState, it: int, idx: torch.Tensor, loss64: torch.Tensor) -> torch.Tensor | None:
+        """Early abort every ``check_every`` iterations: the images whose loss did not fall below
+        0.9999 of the last check stop (None: the whole batch stops, ``abort_per_batch``)."""
+        keep = torch.ones(idx.numel(), dtype=torch.bool, device=idx.device)
+        if not self.abort_early or it % self.check_every != 0:
+            return keep
+        if self.abort_per_batch:
+            batch_loss = float(loss64.sum())
+            if batch_loss > ss.prev_batch * 0.9999:
+                ss.active[:] = False
+                return None
+            ss.prev_batch = batch_loss
+            return keep
+        keep = ~(loss64 > ss.prev[idx] * 0.9999)
+        ss.prev[idx] = torch.where(keep, loss64, ss.prev[idx])
+        ss.active[idx[~keep]] = False
+        return keep
+
+    def _keep_best(self, st: _CWState, ss: _StepState, idx: torch.Tensor, img: torch.Tensor, probs: torch.Tensor,
+                   l2sq: torch.Tensor, sets: TargetSets) -> None:
+        """The best iterate of this binary step (it decides the search) and overall (returned)."""
+        score = self._score(probs, sets)
+        succ = labels_matching(probs, sets.target, self.threshold) == sets.target.shape[1]
+        better = (score > ss.score[idx]) | ((score == ss.score[idx]) & (l2sq < ss.l2sq[idx]))
+        sel = idx[better]
+        ss.score[sel], ss.l2sq[sel], ss.success[sel] = score[better], l2sq[better], succ[better]
+        better = (score > st.best_score[idx]) | ((score == st.best_score[idx]) & (l2sq < st.best_l2sq[idx]))
+        sel = idx[better]
+        st.best_score[sel], st.best_l2sq[sel] = score[better], l2sq[better]
+        st.best_match[sel] = labels_matching(probs[better], sets.target[better], self.threshold)
+        st.best_x[sel] = img[better]
+
+    def _adam(self, ss: _StepState, it: int, idx: torch.Tensor, d: torch.Tensor, g: torch.Tensor) -> None:
+        """One Adam step (torch's update rule) on the images still running."""
+        b1, b2 = _ADAM_BETAS
+        t = it + 1
+        m = ss.adam_m[idx].mul_(b1).add_(g, alpha=1 - b1)
+        v = ss.adam_v[idx].mul_(b2).addcmul_(g, g, value=1 - b2)
+        ss.adam_m[idx], ss.adam_v[idx] = m, v
+        denom = (v.sqrt() / math.sqrt(1 - b2**t)).add_(_ADAM_EPS)
+        ss.delta[idx] = d - (self.learning_rate / (1 - b1**t)) * m / denom
+
+    def _trace_step(self, st: _CWState, ss: _StepState, step: int, c_used: torch.Tensor) -> None:
+        for e in range(len(st.trace)):
+            best_l2sq = float(st.best_l2sq[e])
+            st.trace[e].append({
+                "step": step,
+                "c": float(c_used[e]),
+                "iterations": int(ss.ran[e]),
+                "aborted": bool(ss.ran[e] < self.max_iterations),
+                "loss": float(ss.last_loss[e]),
+                "step_success": bool(ss.success[e]),
+                "best_l2": math.sqrt(best_l2sq) if math.isfinite(best_l2sq) else None,
+                "best_labels_matching": int(st.best_match[e]),
+                "best_score": float(st.best_score[e]),
+            })
+
+
+@dataclass
+class _CWState:
+    """What a CW run keeps across binary-search steps, per image."""
+
+    sets: TargetSets
+    w0: torch.Tensor  # the clean images in tanh space
+    x_ref: torch.Tensor  # the clean images as tanh space sees them
+    c: torch.Tensor
+    lower: torch.Tensor
+    upper: torch.Tensor
+    best_score: torch.Tensor
+    best_l2sq: torch.Tensor
+    best_match: torch.Tensor
+    best_x: torch.Tensor
+    iterations: torch.Tensor
+    calls: torch.Tensor
+    trace: list[list[dict[str, Any]]]
+
+
+@dataclass
+class _StepState:
+    """What one binary-search step keeps per image (Adam's state, the step's best, the abort)."""
+
+    delta: torch.Tensor
+    adam_m: torch.Tensor
+    adam_v: torch.Tensor
+    score: torch.Tensor
+    l2sq: torch.Tensor
+    success: torch.Tensor
+    active: torch.Tensor
+    prev: torch.Tensor
+    last_loss: torch.Tensor
+    ran: torch.Tensor
+    prev_batch: float = float("inf")
+
+    @classmethod
+    def new(cls, like: torch.Tensor) -> _StepState:
+        b, dev = like.shape[0], like.device
+        f64: dict[str, Any] = dict(dtype=torch.float64, device=dev)
+        return cls(delta=torch.zeros_like(like), adam_m=torch.zeros_like(like), adam_v=torch.zeros_like(like),
+                   score=torch.full((b,), float("-inf"), **f64), l2sq=torch.full((b,), float("inf"), **f64),
+                   success=torch.zeros(b, dtype=torch.bool, device=dev),
+                   active=torch.ones(b, dtype=torch.bool, device=dev), prev=torch.full((b,), float("inf"), **f64),
+                   last_loss=torch.full((b,), float("nan"), **f64), ran=torch.zeros(b, dtype=torch.long, device=dev))
 
 
 class MLCW(CarliniWagnerL2):

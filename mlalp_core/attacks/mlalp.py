@@ -32,6 +32,7 @@ from __future__ import annotations
 
 import math
 import time
+from dataclasses import dataclass
 from typing import Any, ClassVar
 
 import torch
@@ -76,145 +77,200 @@ class MLALP(Attack):
         if self.authors_exact and self.box:
             raise InvalidInputError("mla-lp: box=true is not part of the authors' code: use it without authors_exact")
 
-    # ------------------------------------------------------------------------------------------
+    # ---- the loop (Algorithm 1), one named step per line ----------------------------------------
     def _run(self, x: torch.Tensor, target: torch.Tensor, progress: ProgressFn | None) -> AttackRun:
-        model = self.model
-        b, l = target.shape
-        d = x[0].numel()
-        t0 = self.threshold
-        clamp = AUTHORS_CLAMP if self.authors_exact else None
-        authors = self.authors_exact
-        tgt = target.bool()
-
-        with torch.no_grad():
-            probs0 = model.probabilities(x)
-        clean_pred = probs0 >= t0
-        attacked = clean_pred != tgt  # labels the attack must flip
-        hide = attacked & ~tgt  # must go down
-        add = attacked & tgt  # must go up
-
-        thresholds = torch.full((b, l), t0, dtype=torch.float64, device=x.device)
-        shared_margin = t0  # authors' quirk: one value for the whole batch
-        x_cur = x.clone()
-        probs_cur = probs0.clone()
-        best_x = x.clone()
-        best_key = _score(probs0, tgt, t0, torch.zeros(b, device=x.device))
-        done = ((probs0 >= t0) == tgt).all(1)
-        iterations = torch.zeros(b, dtype=torch.long)
-        calls = torch.ones(b, dtype=torch.long)  # the clean forward pass
-        elapsed = torch.zeros(b, dtype=torch.float64)
-        trace: list[list[dict[str, Any]]] = [[] for _ in range(b)]
-        reason = ["already at the target" if bool(done[i]) else "" for i in range(b)]
-
+        st = self._start(x, target)
         for it in range(1, self.max_iterations + 1):
-            active = (~done).nonzero().flatten()
+            active = (~st.done).nonzero().flatten()
             if active.numel() == 0:
                 break
-            idx = active.tolist()
-            probs_prev = probs_cur.clone()
-            # ---- the Jacobian of the per-label losses, for all active examples at once ----
-            tj = time.perf_counter()
-            tgt_a = tgt[active]
-            loss1, jac = batched_jacobian(lambda z: per_label_bce(model(z), tgt_a, clamp), x_cur[active],
-                                          method=self.jacobian)
-            if x.device.type == "cuda":
-                torch.cuda.synchronize(x.device)
-            jac_s = (time.perf_counter() - tj) / len(idx)
-            thr = thresholds[active] if not authors else _authors_thresholds(hide[active], add[active], t0, shared_margin)
-            loss2 = bce_at_threshold(tgt_a, thr, dtype=torch.float64)
-            rhs = loss2 - loss1.double()
-
-            step = torch.zeros_like(x_cur[active])
-            lp_info = []
-            for k, i in enumerate(idx):
-                tl = time.perf_counter()
-                A = jac[k].reshape(l, d)
-                lo = hi = None
-                if self.box:
-                    lo = -x_cur[i].reshape(-1)
-                    hi = 1.0 - x_cur[i].reshape(-1)
-                res = solve_linf(A, rhs[k], lo, hi, backend=self.lp_backend, tol=self.lp_tol)
-                ok = res.status == "optimal" and (not authors or res.z <= 1.0)
-                if ok:
-                    step[k] = res.r.reshape(x[i].shape).to(x.dtype)
-                lp_s = time.perf_counter() - tl
-                lp_info.append((res, ok, lp_s))
-                elapsed[i] += jac_s + lp_s
-
-            # ---- take the step, clip, look again ----
-            x_new = (x_cur[active] + step).clamp(0.0, 1.0)
-            with torch.no_grad():
-                probs_new = model.probabilities(x_new)
-            for k, i in enumerate(idx):
-                res, ok, lp_s = lp_info[k]
-                iterations[i] = it
-                calls[i] += 2 + l  # forward + l vectorised backward products + forward after the step
-                p_old, p_new = probs_cur[i], probs_new[k]
-                r_tot = x_new[k] - x[i]
-                rms = float(r_tot.double().pow(2).mean().sqrt())
-                key = _score(p_new[None], tgt[i][None], t0, torch.tensor([rms], device=x.device))[0]
-                entry = {
-                    "iteration": it,
-                    "lp_status": res.status,
-                    "lp_z": float(res.z) if math.isfinite(res.z) else None,
-                    "lp_gap": float(res.gap) if res.status == "optimal" else None,
-                    "lp_s": lp_s,
-                    "jacobian_s": jac_s,
-                    "linf": float(r_tot.abs().max()),
-                    "l2": float(r_tot.double().pow(2).sum().sqrt()),
-                    "labels_wrong": int(((p_new >= t0) != tgt[i]).sum()),
-                    "attacked_probs": {model.label_names[j]: float(p_new[j]) for j in attacked[i].nonzero().flatten().tolist()},
-                    "margins": {model.label_names[j]: float(thr[k, j]) for j in attacked[i].nonzero().flatten().tolist()},
-                }
-                if not ok:
-                    reason[i] = "LP " + (res.status if res.status != "optimal" else "step beyond [-1,1]")
-                    entry["note"] = res.message
-                    trace[i].append(entry)
-                    done[i] = True
-                    continue
-                improved = _better(key, best_key[i])
-                if improved:
-                    best_key[i] = key
-                    best_x[i] = x_new[k]
-                    x_cur[i] = x_new[k]
-                elif authors and key[0] < best_key[i][0]:
-                    # authors' quirk: a step with fewer labels right sends the example back to the
-                    # clean image and forgets the best iterate
-                    x_cur[i] = x[i]
-                    best_x[i] = x[i]
-                    best_key[i] = _score(probs0[i][None], tgt[i][None], t0, torch.zeros(1, device=x.device))[0]
-                    p_new = probs0[i]
-                    entry["note"] = "worse step: restarted from the clean image (authors' rule)"
-                else:
-                    x_cur[i] = x_new[k]
-                success = bool(((p_new >= t0) == tgt[i]).all())
-                entry["success"] = success
-                trace[i].append(entry)
-                if success:
-                    done[i] = True
-                    reason[i] = "success"
-                    if not self.keep_best:
-                        best_x[i] = x_cur[i]
-                    probs_cur[i] = p_new
-                    continue
-                # ---- margin schedule and give-up rule, per example ----
-                moved = bool((p_new[attacked[i]] != p_old[attacked[i]]).any())
-                if not moved and it >= GIVE_UP_FROM:
-                    done[i] = True
-                    reason[i] = "attacked labels did not move"
-                if not authors:
-                    _lower_margins(thresholds[i], hide[i], add[i], p_old, p_new, t0)
-                probs_cur[i] = p_new
-                if not self.keep_best:
-                    best_x[i] = x_cur[i]
-            if authors:
-                shared_margin = _authors_shared_margin(shared_margin, hide, add, probs_prev, probs_new, idx)
+            probs_prev = st.probs_cur.clone()
+            rhs, jac, thr, jac_s = self._linearise(st, active)
+            steps, lp_info = self._solve(st, active, jac, rhs, jac_s)
+            x_new, probs_new = self._step(st, active, steps)
+            for k, i in enumerate(active.tolist()):
+                self._update(st, it, i, x_new[k], probs_new[k], thr[k], lp_info[k])
+            if self.authors_exact:  # authors' mode: one threshold for the whole batch
+                st.shared_margin = _authors_shared_margin(st.shared_margin, st.hide, st.add, probs_prev, probs_new,
+                                                          active.tolist())
             if progress is not None:
-                progress(it, self.max_iterations, f"MLA-LP iteration {it}: {int((~done).sum())} of {b} still running")
-        for i in range(b):
-            if trace[i]:
-                trace[i][-1]["stop"] = reason[i] or "iteration limit"
-        return AttackRun(x_adv=best_x, iterations=iterations, model_calls=calls, trace=trace, elapsed_s=elapsed)
+                progress(it, self.max_iterations,
+                         f"MLA-LP iteration {it}: {int((~st.done).sum())} of {len(st.done)} still running")
+        for i, steps_of_i in enumerate(st.trace):
+            if steps_of_i:
+                steps_of_i[-1]["stop"] = st.reason[i] or "iteration limit"
+        return AttackRun(x_adv=st.best_x, iterations=st.iterations, model_calls=st.calls, trace=st.trace,
+                         elapsed_s=st.elapsed)
+
+    def _start(self, x: torch.Tensor, target: torch.Tensor) -> _State:
+        """The clean outputs, which labels must flip, and the per-example bookkeeping."""
+        b, l = target.shape
+        t0, tgt = self.threshold, target.bool()
+        with torch.no_grad():
+            probs0 = self.model.probabilities(x)
+        attacked = (probs0 >= t0) != tgt  # labels the attack must flip
+        done = ((probs0 >= t0) == tgt).all(1)
+        return _State(
+            x=x, tgt=tgt, probs0=probs0, attacked=attacked, hide=attacked & ~tgt, add=attacked & tgt,
+            thresholds=torch.full((b, l), t0, dtype=torch.float64, device=x.device), shared_margin=t0,
+            x_cur=x.clone(), probs_cur=probs0.clone(), best_x=x.clone(),
+            best_key=_score(probs0, tgt, t0, torch.zeros(b, device=x.device)), done=done,
+            iterations=torch.zeros(b, dtype=torch.long), calls=torch.ones(b, dtype=torch.long),  # the clean forward
+            elapsed=torch.zeros(b, dtype=torch.float64), trace=[[] for _ in range(b)],
+            reason=["already at the target" if bool(done[i]) else "" for i in range(b)],
+        )
+
+    def _linearise(self, st: _State, active: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, float]:
+        """A = d loss / dx of the per-label BCE towards y* and b = loss(t) - loss(f(x)), for all
+        active examples at once; returns (b, A, the target thresholds t, Jacobian seconds per image)."""
+        clamp = AUTHORS_CLAMP if self.authors_exact else None
+        tj = time.perf_counter()
+        tgt_a = st.tgt[active]
+        loss1, jac = batched_jacobian(lambda z: per_label_bce(self.model(z), tgt_a, clamp), st.x_cur[active],
+                                      method=self.jacobian)
+        if st.x.device.type == "cuda":
+            torch.cuda.synchronize(st.x.device)
+        jac_s = (time.perf_counter() - tj) / len(active)
+        if self.authors_exact:
+            thr = _authors_thresholds(st.hide[active], st.add[active], self.threshold, st.shared_margin)
+        else:
+            thr = st.thresholds[active]
+        rhs = bce_at_threshold(tgt_a, thr, dtype=torch.float64) - loss1.double()
+        return rhs, jac, thr, jac_s
+
+    def _solve(self, st: _State, active: torch.Tensor, jac: torch.Tensor, rhs: torch.Tensor,
+               jac_s: float) -> tuple[torch.Tensor, list[tuple[Any, bool, float, float]]]:
+        """The LP min ||r||_inf s.t. A r <= b (within the [0,1] box with ``box``) per example; a step
+        is taken only from an optimal LP (in authors' mode also only if ||r||_inf <= 1)."""
+        l, d = st.tgt.shape[1], st.x[0].numel()
+        steps = torch.zeros_like(st.x_cur[active])
+        info = []
+        for k, i in enumerate(active.tolist()):
+            tl = time.perf_counter()
+            lo = hi = None
+            if self.box:
+                lo, hi = -st.x_cur[i].reshape(-1), 1.0 - st.x_cur[i].reshape(-1)
+            res = solve_linf(jac[k].reshape(l, d), rhs[k], lo, hi, backend=self.lp_backend, tol=self.lp_tol)
+            ok = res.status == "optimal" and (not self.authors_exact or res.z <= 1.0)
+            if ok:
+                steps[k] = res.r.reshape(st.x[i].shape).to(st.x.dtype)
+            lp_s = time.perf_counter() - tl
+            info.append((res, ok, lp_s, jac_s))
+            st.elapsed[i] += jac_s + lp_s
+        return steps, info
+
+    def _step(self, st: _State, active: torch.Tensor, steps: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """x + r clipped to [0,1], and the model's outputs there."""
+        x_new = (st.x_cur[active] + steps).clamp(0.0, 1.0)
+        with torch.no_grad():
+            return x_new, self.model.probabilities(x_new)
+
+    def _update(self, st: _State, it: int, i: int, x_new: torch.Tensor, p_new: torch.Tensor, thr: torch.Tensor,
+                lp: tuple[Any, bool, float, float]) -> None:
+        """One example after a step: trace, keep-best, success, the stall rule, the margins."""
+        res, ok, lp_s, jac_s = lp
+        t0, l = self.threshold, st.tgt.shape[1]
+        st.iterations[i] = it
+        st.calls[i] += 2 + l  # forward + l vectorised backward products + forward after the step
+        p_old = st.probs_cur[i]
+        r_tot = x_new - st.x[i]
+        rms = float(r_tot.double().pow(2).mean().sqrt())
+        key = _score(p_new[None], st.tgt[i][None], t0, torch.tensor([rms], device=st.x.device))[0]
+        entry = self._trace_entry(st, it, i, res, lp_s, jac_s, r_tot, p_new, thr)
+        if not ok:
+            st.reason[i] = "LP " + (res.status if res.status != "optimal" else "step beyond [-1,1]")
+            entry["note"] = res.message
+            st.trace[i].append(entry)
+            st.done[i] = True
+            return
+        p_new = self._keep_best(st, i, x_new, p_new, key, entry)
+        success = bool(((p_new >= t0) == st.tgt[i]).all())
+        entry["success"] = success
+        st.trace[i].append(entry)
+        if success:
+            st.done[i] = True
+            st.reason[i] = "success"
+            if not self.keep_best:
+                st.best_x[i] = st.x_cur[i]
+            st.probs_cur[i] = p_new
+            return
+        if self._stalled(st, it, i, p_old, p_new):
+            st.done[i] = True
+            st.reason[i] = "attacked labels did not move"
+        if not self.authors_exact:
+            _lower_margins(st.thresholds[i], st.hide[i], st.add[i], p_old, p_new, t0)
+        st.probs_cur[i] = p_new
+        if not self.keep_best:
+            st.best_x[i] = st.x_cur[i]
+
+    def _keep_best(self, st: _State, i: int, x_new: torch.Tensor, p_new: torch.Tensor, key: torch.Tensor,
+                   entry: dict[str, Any]) -> torch.Tensor:
+        """Keep a better iterate (more labels matching y*, then smaller RMS distortion) and move on
+        from the new point; returns the outputs the example continues from."""
+        if _better(key, st.best_key[i]):
+            st.best_key[i] = key
+            st.best_x[i] = x_new
+            st.x_cur[i] = x_new
+        elif self.authors_exact and key[0] < st.best_key[i][0]:
+            # authors' mode: a step with fewer labels right sends the example back to the clean
+            # image and forgets the best iterate
+            st.x_cur[i] = st.x[i]
+            st.best_x[i] = st.x[i]
+            st.best_key[i] = _score(st.probs0[i][None], st.tgt[i][None], self.threshold,
+                                    torch.zeros(1, device=st.x.device))[0]
+            entry["note"] = "worse step: restarted from the clean image (authors' rule)"
+            return st.probs0[i]
+        else:
+            st.x_cur[i] = x_new
+        return p_new
+
+    def _stalled(self, st: _State, it: int, i: int, p_old: torch.Tensor, p_new: torch.Tensor) -> bool:
+        """The give-up rule: the attacked labels' outputs did not move at all in this step."""
+        moved = bool((p_new[st.attacked[i]] != p_old[st.attacked[i]]).any())
+        return not moved and it >= GIVE_UP_FROM
+
+    def _trace_entry(self, st: _State, it: int, i: int, res: Any, lp_s: float, jac_s: float, r_tot: torch.Tensor,
+                     p_new: torch.Tensor, thr: torch.Tensor) -> dict[str, Any]:
+        names = self.model.label_names
+        flip = st.attacked[i].nonzero().flatten().tolist()
+        return {
+            "iteration": it,
+            "lp_status": res.status,
+            "lp_z": float(res.z) if math.isfinite(res.z) else None,
+            "lp_gap": float(res.gap) if res.status == "optimal" else None,
+            "lp_s": lp_s,
+            "jacobian_s": jac_s,
+            "linf": float(r_tot.abs().max()),
+            "l2": float(r_tot.double().pow(2).sum().sqrt()),
+            "labels_wrong": int(((p_new >= self.threshold) != st.tgt[i]).sum()),
+            "attacked_probs": {names[j]: float(p_new[j]) for j in flip},
+            "margins": {names[j]: float(thr[j]) for j in flip},
+        }
+
+
+@dataclass
+class _State:
+    """Everything one MLA-LP run on a batch keeps per example (tensors on the attack's device,
+    counters on the CPU)."""
+
+    x: torch.Tensor  # clean images
+    tgt: torch.Tensor  # y*, bool (B, l)
+    probs0: torch.Tensor  # clean outputs
+    attacked: torch.Tensor  # labels to flip
+    hide: torch.Tensor  # ... down
+    add: torch.Tensor  # ... up
+    thresholds: torch.Tensor  # per-example target thresholds (float64)
+    shared_margin: float  # authors' mode: one threshold for the whole batch
+    x_cur: torch.Tensor
+    probs_cur: torch.Tensor
+    best_x: torch.Tensor
+    best_key: torch.Tensor  # (B, 2): labels matching y*, -RMS
+    done: torch.Tensor
+    iterations: torch.Tensor
+    calls: torch.Tensor
+    elapsed: torch.Tensor
+    trace: list[list[dict[str, Any]]]
+    reason: list[str]
 
 
 # ---------------------------------------------------------------------------------------------
