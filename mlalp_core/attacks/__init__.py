@@ -46,11 +46,18 @@ def parse_settings(name: str, values: Mapping[str, Any] | None, origin: str = ""
     return attack_class(name).schema.parse(values, origin, complete=complete)
 
 
-def make_attack(name: str, model, **settings: Any) -> Attack:
+def make_attack(name: str, model: Any, **settings: Any) -> Attack:
     """Build an attack by name; settings not given take the paper's values. ``threshold`` and
     ``device`` are passed on; every other keyword is parsed by the attack's schema."""
     return attack_class(name)(model, **settings)
 
 
+def attack(name: str, model: Any, images: Any, target: Any, *, progress: ProgressFn | None = None,
+           **settings: Any) -> AttackResult:
+    """Run one attack on a batch: ``images`` (B, 3, H, W) in [0,1] at the model's size, ``target``
+    y* (B, l) as bool, {0,1} or {-1,+1} (e.g. ``hide_one(labels)``); settings as keywords."""
+    return make_attack(name, model, **settings)(images, target, progress=progress)
+
+
 __all__ = ["ATTACKS", "DISPLAY_NAMES", "Attack", "AttackCancelled", "AttackResult", "AttackRun", "ProgressFn",
-           "PRESETS", "Schema", "Setting", "attack_class", "make_attack", "parse_settings", "success_mask", "MLALP", "MLDeepFool", "MLCW", "MLRank1", "MLRank2"]
+           "PRESETS", "Schema", "Setting", "attack", "attack_class", "make_attack", "parse_settings", "success_mask", "MLALP", "MLDeepFool", "MLCW", "MLRank1", "MLRank2"]

@@ -17,6 +17,9 @@ from ..errors import InvalidInputError
 
 #: Tolerance on the [0,1] range check: values a round trip through normalisation can produce.
 RANGE_TOLERANCE = 1e-4
+#: Networks that output probabilities are turned into logits with this clamp (attacks
+#: differentiate the logits).
+PROB_EPS = 1e-6
 
 
 class MultiLabelClassifier(nn.Module):

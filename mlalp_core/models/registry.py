@@ -106,10 +106,35 @@ def _user_infos(s: Settings, taken: set[str]) -> list[ModelInfo]:
     return out
 
 
+#: Models registered from Python in this process (:func:`register`), by name.
+_REGISTERED: dict[str, MultiLabelClassifier] = {}
+
+
+def register(model: MultiLabelClassifier, name: str | None = None) -> str:
+    """Make a model built in Python (e.g. by :func:`mlalp_core.models.wrap.wrap`) known by name to
+    ``load_model``, the batch runner and an app running in this process; returns the name."""
+    if not isinstance(model, MultiLabelClassifier):
+        raise ConfigurationError(f"register takes an mlalp model (see mlalp_core.wrap), got {type(model).__name__}")
+    key = str(name or getattr(model, "registry_name", "") or "").strip()
+    if not key or any(c.isspace() for c in key):
+        raise ConfigurationError(f"a registered model needs a name without spaces, got {key!r}")
+    taken = {i.name for i in _demo_infos()} | set(BUILTIN_NAMES)
+    if key in taken:
+        raise ConfigurationError(f"the name {key!r} is a built-in model's; register the model under another name")
+    model.registry_name = key
+    _REGISTERED[key] = model
+    return key
+
+
+def _registered_infos() -> list[ModelInfo]:
+    return [ModelInfo(name, f"registered from Python ({type(m).__name__})", "python", m.input_size, m.num_labels,
+                      True, "", getattr(m, "source", "")) for name, m in _REGISTERED.items()]
+
+
 def list_models(settings: Settings | None = None) -> list[ModelInfo]:
     """Every model mlalp knows of, usable or not (with the reason)."""
     s = settings or load_settings()
-    infos = _demo_infos() + [_mlgcn_info(s), _mlliw_info(s)]
+    infos = _demo_infos() + [_mlgcn_info(s), _mlliw_info(s)] + _registered_infos()
     infos += _user_infos(s, {i.name for i in infos})
     return infos
 
@@ -124,7 +149,9 @@ def load_model(name: str, device: DeviceLike = None, settings: Settings | None =
     info = infos[name]
     if not info.available:
         raise ConfigurationError(info.reason)
-    if info.kind == "demo":
+    if info.kind == "python":
+        model = _REGISTERED[name]
+    elif info.kind == "demo":
         from .demo import load_demo_model
 
         model = load_demo_model(name, dev)

@@ -35,12 +35,10 @@ import torch
 from torch import nn
 
 from ..errors import ModelLoadError, exception_line
-from .base import MultiLabelClassifier
+from .base import PROB_EPS, MultiLabelClassifier
 
 #: Largest manifest accepted.
 MAX_MANIFEST_BYTES = 256 * 1024
-#: Probabilities are turned into logits with this clamp (attacks differentiate the logits).
-PROB_EPS = 1e-6
 _KEYS = {"name", "file", "labels", "input_size", "mean", "std", "normalization", "threshold", "output",
          "description", "format"}
 
@@ -172,8 +170,7 @@ def _load_network(m: UserManifest) -> nn.Module:
             net = torch.export.load(str(f)).module()
     except Exception as exc:  # noqa: BLE001 - every way a foreign file can fail to load
         what = "a TorchScript file (torch.jit.save)" if m.format == "torchscript" else "a torch.export program (torch.export.save)"
-        first = next((ln.strip() for ln in str(exc).splitlines() if ln.strip()), type(exc).__name__)
-        raise ModelLoadError(f"{f}: not {what}: {first[:200]}") from None
+        raise ModelLoadError(f"{f}: not {what}: {exception_line(exc, limit=200)}") from None
     return net
 
 
@@ -242,8 +239,8 @@ def load_user_model(manifest: str | os.PathLike | UserManifest) -> UserModel:
         try:
             out = model.net(model.normalize(blank))
         except Exception as exc:  # noqa: BLE001 - a foreign network failing on a valid input
-            first = next((ln.strip() for ln in str(exc).splitlines() if ln.strip()), type(exc).__name__)
-            raise _fail(m.file, f"forward pass on a blank {m.input_size[0]}x{m.input_size[1]} image failed: {first[:200]}") from None
+            raise _fail(m.file, f"forward pass on a blank {m.input_size[0]}x{m.input_size[1]} image failed: "
+                                f"{exception_line(exc, limit=200)}") from None
         _check_output(model, out, 1)
         if m.format == "export":
             # Programs exported with a static batch of 1 are run one example at a time.
