@@ -126,6 +126,19 @@ class Attack(ABC):
     display_name: ClassVar[str] = "attack"
     schema: ClassVar[Schema] = Schema("attack", ())
 
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        """The class's attribute annotations (for type checkers) must say what its schema says."""
+        super().__init_subclass__(**kwargs)
+        if "schema" not in cls.__dict__:
+            return
+        hints: dict[str, str] = {}
+        for klass in reversed(cls.__mro__):
+            hints.update({k: str(v) for k, v in getattr(klass, "__annotations__", {}).items()})
+        for s in cls.schema:
+            want = s.kind.__name__ + (" | None" if s.none_means else "")
+            if hints.get(s.name) != want:
+                raise TypeError(f"{cls.__name__}: annotate the setting {s.name} as {want!r} (found {hints.get(s.name)!r})")
+
     def __init__(self, model: MultiLabelClassifier, *, threshold: float | None = None,
                  device: DeviceLike = None, **settings: Any) -> None:
         self.model = model

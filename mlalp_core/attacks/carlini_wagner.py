@@ -163,6 +163,15 @@ class CarliniWagnerL2(Attack):
     """
 
     schema: ClassVar[Schema] = Schema("ml-cw", CW_SETTINGS)
+    # the settings as attributes, for type checkers (checked against the schema at import)
+    max_iterations: int
+    binary_search_steps: int
+    initial_const: float
+    learning_rate: float
+    abort_early: bool
+    abort_every: int | None
+    abort_per_batch: bool
+    repeat_at_upper_bound: bool
 
     @property
     def check_every(self) -> int:
@@ -381,6 +390,8 @@ class _RankAttack(CarliniWagnerL2):
     ``cosine_reference``: "target" compares with y* in {-1,+1} (REFERENCE.md); "authors" with
     the authors' weighted vector (-2 on hidden labels, +2 on added ones, -1/+1 on the others).
     """
+
+    cosine_reference: str
 
     def _score(self, probs: torch.Tensor, sets: TargetSets) -> torch.Tensor:
         if self.cosine_reference == "authors":

@@ -94,6 +94,11 @@ class MLDeepFool(Attack):
                 "code did (false: by ||x_adv - x||_2)", "authors' tie-break"),
     ))
 
+    # the settings as attributes, for type checkers (checked against the schema at import)
+    max_iterations: int
+    margin: float
+    authors_tiebreak: bool
+
     def _check_params(self) -> None:
         limit = min(self.threshold, 1.0 - self.threshold)
         if not self.margin < limit:

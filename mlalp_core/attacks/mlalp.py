@@ -73,6 +73,15 @@ class MLALP(Attack):
                 "reproduce the authors' code exactly"),
     ))
 
+    # the settings as attributes, for type checkers (checked against the schema at import)
+    max_iterations: int
+    lp_backend: str
+    box: bool
+    keep_best: bool
+    lp_tol: float
+    jacobian: str
+    authors_exact: bool
+
     def _check_params(self) -> None:
         if self.authors_exact and self.box:
             raise InvalidInputError("mla-lp: box=true is not part of the authors' code: use it without authors_exact")
@@ -127,7 +136,7 @@ class MLALP(Attack):
         tj = time.perf_counter()
         tgt_a = st.tgt[active]
         loss1, jac = batched_jacobian(lambda z: per_label_bce(self.model(z), tgt_a, clamp), st.x_cur[active],
-                                      method=self.jacobian)
+                                      method="loop" if self.jacobian == "loop" else "batched")
         if st.x.device.type == "cuda":
             torch.cuda.synchronize(st.x.device)
         jac_s = (time.perf_counter() - tj) / len(active)

@@ -53,7 +53,7 @@ def hide_one(labels: torch.Tensor, seed: int = 0, example_ids: Sequence[int] | N
         if len(pos) == 0:
             raise InvalidInputError(f"example {ex_id} has no positive label to hide")
         g = torch.Generator().manual_seed((int(seed) * 1_000_003 + int(ex_id)) % (2**63 - 1))
-        j = pos[torch.randint(len(pos), (1,), generator=g)].item()
+        j = int(pos[torch.randint(len(pos), (1,), generator=g)].item())
         target[row, j] = False
     return target
 

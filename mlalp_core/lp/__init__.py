@@ -71,6 +71,7 @@ def solve_linf(A, b, lo=None, hi=None, backend: str = "auto", tol: float = 1e-9,
                         lower_bound=math.inf, backend=name, time_s=time.perf_counter() - t0)
 
     P = prep.scaled
+    assert P is not None  # prepared: neither trivial case
     if name == "structured":
         from .structured import solve_structured
 

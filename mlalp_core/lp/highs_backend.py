@@ -40,6 +40,7 @@ def full_lp(P: Scaled):
         ub = np.full(n + 1, np.inf)
     else:
         lb = np.concatenate([P.lo.cpu().numpy(), [-np.inf]])
+        assert P.hi is not None  # lo and hi come together
         ub = np.concatenate([P.hi.cpu().numpy(), [np.inf]])
     lb[-1] = 0.0
     return c, A_ub, b_ub, np.stack([lb, ub], 1)

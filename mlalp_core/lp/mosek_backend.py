@@ -69,6 +69,7 @@ def solve_mosek(P: Scaled) -> Solution:
         if P.lo is None:
             task.putvarboundsliceconst(0, n, mosek.boundkey.fr, -inf, inf)
         else:
+            assert P.hi is not None
             lo, hi = P.lo.cpu().numpy(), P.hi.cpu().numpy()
             task.putvarboundslice(0, n, [mosek.boundkey.ra] * n, lo.tolist(), hi.tolist())
         task.putvarbound(n, mosek.boundkey.lo, 0.0, inf)

@@ -45,7 +45,7 @@ class Scaled:
 
     @property
     def shape(self) -> tuple[int, int]:
-        return tuple(self.M.shape)
+        return (int(self.M.shape[0]), int(self.M.shape[1]))
 
     @property
     def device(self) -> torch.device:
@@ -175,7 +175,7 @@ def prepare(A, b, lo=None, hi=None) -> Prepared:
     # Columns that can matter: a non-zero entry in a kept row, and room to move on some side.
     Mk = M if keep_rows.numel() == l else M[keep_rows]
     useful = (Mk != 0).any(0)
-    if lo64 is not None:
+    if lo64 is not None and hi64 is not None:
         useful &= (lo64 < 0) | (hi64 > 0)
     cols = None
     if not bool(useful.all()):
@@ -185,8 +185,9 @@ def prepare(A, b, lo=None, hi=None) -> Prepared:
     beta = b64[keep_rows] / n_k
     s = float(-beta.min())
     beta = beta / s
-    lo_s = hi_s = None
-    if lo64 is not None:
+    lo_s: torch.Tensor | None = None
+    hi_s: torch.Tensor | None = None
+    if lo64 is not None and hi64 is not None:
         lo_s = (lo64 if cols is None else lo64[cols]) / s
         hi_s = (hi64 if cols is None else hi64[cols]) / s
     if Mk.shape[1] == 0:
@@ -202,7 +203,7 @@ def prepare(A, b, lo=None, hi=None) -> Prepared:
 
 def room(u: torch.Tensor, lo: torch.Tensor | None, hi: torch.Tensor | None) -> torch.Tensor:
     """How far each coordinate may move in the direction -sign(u) that lowers lam^T A r."""
-    if lo is None:
+    if lo is None or hi is None:
         return torch.full_like(u, float("inf"))
     return torch.where(u > 0, -lo, hi)
 
@@ -229,8 +230,9 @@ def certify(prep: Prepared, rho: torch.Tensor, lam_s: torch.Tensor, r: torch.Ten
     the violation of row j is ||A_j||_1 * s * (Ah rho - beta)_j, in the units of b.
     """
     P = prep.scaled
+    assert P is not None
     viol = float(((P.matvec(rho, exact=True) - P.beta) * (P.row_norm * P.s)).max().clamp(min=0.0))
-    if prep.lo is not None:
+    if prep.lo is not None and prep.hi is not None:
         viol = max(viol, float((prep.lo - r).max().clamp(min=0.0)), float((r - prep.hi).max().clamp(min=0.0)))
     u = P.rmatvec(lam_s, exact=True)
     c = float(-(P.beta @ lam_s))

@@ -272,7 +272,7 @@ def _master(P: Scaled, u, z_est, K, cnt: _Counter, elastic: bool):
     col_lo = np.full(nv, -np.inf)
     col_hi = np.full(nv, np.inf)
     col_lo[0] = 0.0
-    if lo is not None:
+    if lo is not None and hi is not None:
         col_lo[1:1 + k] = lo[K].cpu().numpy()
         col_hi[1:1 + k] = hi[K].cpu().numpy()
     if has_z:
@@ -286,8 +286,9 @@ def _master(P: Scaled, u, z_est, K, cnt: _Counter, elastic: bool):
         return None, math.inf, None, "infeasible", 0.0
     if res.status != "optimal":
         return None, math.inf, None, f"failed: {res.message}", 0.0
-    x = res.x
-    lam = torch.from_numpy(-res.row_dual[:m]).to(dev).clamp(min=0.0)
+    x, row_dual = res.x, res.row_dual
+    assert x is not None and row_dual is not None  # an optimal tiny LP has both
+    lam = torch.from_numpy(-row_dual[:m]).to(dev).clamp(min=0.0)
     rho = torch.zeros(n, dtype=torch.float64, device=dev)
     if has_z:
         rho = torch.where(zgrp, sigma * x[iw], rho)
@@ -330,7 +331,7 @@ def _best_response(P: Scaled, u, z, rho_master):
     kink = u.abs() <= 1e-13 * float(u.abs().max())
     rho = -torch.sign(u) * torch.clamp(room(u, lo, hi), max=z)
     rho = torch.where(kink, rho_master.clamp(-z, z), rho)
-    if lo is not None:
+    if lo is not None and hi is not None:
         rho = torch.minimum(torch.maximum(rho, lo), hi)
     if float((P.matvec(rho, exact=True) - P.beta).max()) > 1e-13:
         return None
@@ -413,7 +414,8 @@ def solve_structured(P: Scaled, tol: float = 1e-9, max_newton: int = 40, max_rou
                 if z_br < z_m:
                     rho, z_m = rho_br, z_br
         if slack <= 1e-9:
-            z_best_lb = best[0] if best else lb
+            assert best is not None  # set above whenever the master is feasible
+            z_best_lb = best[0]
             gap = (z_m - z_best_lb) / max(z_m, 1e-300)
             if gap <= tol:
                 info["rounds"] = rnd

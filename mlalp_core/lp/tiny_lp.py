@@ -91,7 +91,7 @@ def solve_tiny_lp(c: np.ndarray, A: sp.spmatrix | np.ndarray, row_lo: np.ndarray
     polished = False
     try:
         x2, y2 = _polish(h, A, c, lp)
-        if x2 is not None:
+        if x2 is not None and y2 is not None:
             x, y, polished = x2, y2, True
     except (np.linalg.LinAlgError, RuntimeError):
         pass

@@ -33,6 +33,12 @@ class MultiLabelClassifier(nn.Module):
     threshold: a label is predicted positive when its probability is >= threshold.
     """
 
+    #: buffers (declared for type checkers: nn.Module types attributes as Tensor | Module)
+    norm_mean: torch.Tensor
+    norm_std: torch.Tensor
+    #: the name the registry loaded it under ("" for a model built by hand)
+    registry_name: str = ""
+
     def __init__(
         self,
         label_names: Sequence[str],

@@ -37,9 +37,9 @@ MODEL_FILE_FORMAT = "mlalp-model"
 MODEL_FILE_VERSION = 1
 
 # The callables numpy's own pickles name, taken from numpy itself (no private-module imports).
-_np_scalar = np.float64(0).__reduce__()[0]  # numpy._core.multiarray.scalar
-_np_reconstruct = np.zeros(1).__reduce__()[0]  # numpy._core.multiarray._reconstruct
-_np_frombuffer = np.zeros(1).__reduce_ex__(5)[0]  # numpy._core.numeric._frombuffer
+_np_scalar: Any = np.float64(0).__reduce__()[0]  # numpy._core.multiarray.scalar
+_np_reconstruct: Any = np.zeros(1).__reduce__()[0]  # numpy._core.multiarray._reconstruct
+_np_frombuffer: Any = np.zeros(1).__reduce_ex__(5)[0]  # numpy._core.numeric._frombuffer
 _NUMERIC_KINDS = frozenset("biufc")
 _NUMERIC_DTYPE_CLASSES = tuple(sorted({type(np.dtype(c)) for c in "?bBhHiIlLqQefdgFD"}, key=str))
 

@@ -92,7 +92,8 @@ def build_demo_model(
     ``arch``: {"channels": [...], "input_size": [H, W], "hidden_dim": gc1 width (gcn only)}.
     """
     channels = [int(c) for c in arch.get("channels", DEFAULT_CHANNELS)]
-    input_size = tuple(int(v) for v in arch.get("input_size", (96, 96)))
+    h, w = (int(v) for v in arch.get("input_size", (96, 96)))
+    input_size = (h, w)
     trunk = small_trunk(channels, int(arch.get("stem_blocks", 2)))
     if kind == "gcn":
         if word_vectors is None or adjacency is None:

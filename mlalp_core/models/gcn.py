@@ -106,6 +106,7 @@ class GCNClassifier(MultiLabelClassifier):
         self.relu = nn.LeakyReLU(0.2)
         self.A = nn.Parameter(adj, requires_grad=False)
         self.register_buffer("word_vectors", wv, persistent=False)
+        self.word_vectors: torch.Tensor
 
     def label_classifiers(self) -> torch.Tensor:
         """The (l, F) matrix the graph head produces; independent of the image."""

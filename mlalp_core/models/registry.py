@@ -62,7 +62,8 @@ def _mlgcn_info(s: Settings) -> ModelInfo:
 
     ckpt = _missing(s.mlgcn_checkpoint, "MLALP_MLGCN_CHECKPOINT", "voc_checkpoint.pth.tar")
     # mlalp's own ML-GCN files carry their word vectors; the official checkpoint needs the file.
-    own = ckpt is None and s.mlgcn_word_vectors is None and looks_like_model_file(s.mlgcn_checkpoint)
+    own = (ckpt is None and s.mlgcn_checkpoint is not None and s.mlgcn_word_vectors is None
+           and looks_like_model_file(s.mlgcn_checkpoint))
     wv = None if own else _missing(s.mlgcn_word_vectors, "MLALP_MLGCN_WORD_VECTORS", "voc_glove_word2vec.pkl")
     why = [r for r in (ckpt, wv) if r]
     if s.mlgcn_adjacency is not None and not s.mlgcn_adjacency.is_file():
@@ -155,11 +156,11 @@ def load_model(name: str, device: DeviceLike = None, settings: Settings | None =
         from .demo import load_demo_model
 
         model = load_demo_model(name, dev)
-    elif name == "ml-gcn":
+    elif name == "ml-gcn" and s.mlgcn_checkpoint is not None:  # available: it is set
         from .ml_gcn import load_ml_gcn
 
         model = load_ml_gcn(s.mlgcn_checkpoint, s.mlgcn_word_vectors, s.mlgcn_adjacency)
-    elif name == "ml-liw":
+    elif name == "ml-liw" and s.mlliw_checkpoint is not None:
         from .ml_liw import load_ml_liw
 
         model = load_ml_liw(s.mlliw_checkpoint)

@@ -155,7 +155,7 @@ def read_manifest(path: str | os.PathLike) -> UserManifest:
     if not isinstance(desc, str):
         raise _fail(p, "description must be a string")
     return UserManifest(name.strip(), f, tuple(labels), (size[0], size[1]), mean, std, float(threshold),
-                        output, fmt, desc, p)
+                        output, "export" if fmt == "export" else "torchscript", desc, p)
 
 
 def _load_network(m: UserManifest) -> nn.Module:

@@ -26,6 +26,7 @@ from torch import nn
 from ..errors import InvalidInputError, exception_line
 from .base import PROB_EPS, MultiLabelClassifier
 
+
 def _triple(value: Sequence[float], what: str) -> tuple[float, float, float]:
     try:
         out = tuple(float(v) for v in value)
@@ -33,7 +34,7 @@ def _triple(value: Sequence[float], what: str) -> tuple[float, float, float]:
         raise InvalidInputError(f"{what} must be 3 numbers (one per RGB channel), got {value!r}") from None
     if len(out) != 3 or not all(abs(v) < float("inf") for v in out):
         raise InvalidInputError(f"{what} must be 3 finite numbers (one per RGB channel), got {value!r}")
-    return out  # type: ignore[return-value]
+    return out
 
 
 class WrappedModel(MultiLabelClassifier):
