@@ -47,10 +47,13 @@ def drive_explore(url: str, chromium: str, shots: Path | None = None, image: str
             page.goto(url, wait_until="domcontentloaded")
             run = page.get_by_role("button", name="Run", exact=True)
             run.wait_for(timeout=120_000)
+            # the Image box, as a user does it: open it, type to filter, pick the one option left
             box = page.locator("[data-testid=stSelectbox]").filter(has_text="Image").first
             box.click()
+            page.keyboard.type(image)
             page.get_by_role("option", name=image).first.click()
-            page.get_by_text(f"**{image}**").or_(page.locator("strong", has_text=image)).first.wait_for(timeout=60_000)
+            page.locator("strong", has_text=image).first.wait_for(timeout=180_000)
+            run.wait_for(timeout=120_000)
             run.click()
             page.get_by_text("reached the target").or_(page.get_by_text("did not reach")).first.wait_for(
                 timeout=180_000)

@@ -218,11 +218,11 @@ def test_defaults_are_the_papers(tiny):
     for cls in (MLCW, MLRank1, MLRank2):
         a = cls(model, device="cpu")
         assert (a.max_iterations, a.binary_search_steps, a.initial_const, a.learning_rate) == (1000, 10, 1e5, 0.01)
-        assert a.abort_early and not a.abort_per_batch and a.check_every == 100 and a.repeat_at_upper_bound
+        assert a.abort_early and a.mode == "mlalp" and a.check_every == 100 and a.repeat_at_upper_bound
         assert a.threshold == 0.5
     assert MLRank1(model, device="cpu").cosine_reference == "target"
     df = MLDeepFool(model, device="cpu")
-    assert (df.max_iterations, df.margin, df.authors_tiebreak) == (20, 0.0, False)
+    assert (df.max_iterations, df.margin, df.mode) == (20, 0.0, "mlalp")
     assert [MLCW.name, MLRank1.name, MLRank2.name, MLDeepFool.name] == ["ml-cw", "ml-rank1", "ml-rank2", "ml-deepfool"]
     assert MLRank2(model, device="cpu", max_iterations=7).config()["max_iterations"] == 7
 
@@ -233,12 +233,13 @@ def test_defaults_are_the_papers(tiny):
     (MLCW, {"initial_const": -1.0}, "initial_const"),
     (MLCW, {"learning_rate": float("nan")}, "learning_rate"),
     (MLCW, {"abort_every": 0}, "abort_every"),
-    (MLCW, {"abort_per_batch": "maybe"}, "abort_per_batch"),
+    (MLCW, {"mode": "maybe"}, "mode"),
+    (MLCW, {"mode": "authors", "repeat_at_upper_bound": True}, "mode=authors fixes repeat_at_upper_bound=false"),
     (MLRank1, {"cosine_reference": "cosine"}, "cosine_reference"),
     (MLDeepFool, {"max_iterations": True}, "max_iterations"),
     (MLDeepFool, {"margin": 0.5}, "margin"),
     (MLDeepFool, {"margin": -0.1}, "margin"),
-    (MLDeepFool, {"authors_tiebreak": 2}, "authors_tiebreak"),
+    (MLDeepFool, {"mode": 2}, "mode"),
 ])
 def test_bad_settings_are_named(tiny, cls, kwargs, word):
     with pytest.raises(InvalidInputError, match=word):
@@ -394,7 +395,7 @@ def test_deepfool_tiebreak_quantity(affine_case):
     model, x, _ = affine_case
     # ||x_adv|| (the authors' code) or ||x_adv - x|| (the default)
     xa = x + 0.1
-    assert MLDeepFool(model, device="cpu", authors_tiebreak=True)._tiebreak_norm(xa, x).tolist() == pytest.approx(
+    assert MLDeepFool(model, device="cpu", mode="authors")._tiebreak_norm(xa, x).tolist() == pytest.approx(
         xa.flatten(1).double().norm(dim=1).tolist())
     assert MLDeepFool(model, device="cpu")._tiebreak_norm(xa, x).tolist() == pytest.approx(
         [0.1 * math.sqrt(xa[0].numel())] * 2, rel=1e-5)
@@ -491,12 +492,12 @@ def test_batch_equals_one_at_a_time(tiny, cls, kwargs):
         assert [s.get("c") for s in alone.trace[0]] == [s.get("c") for s in batch.trace[e]]
 
 
-def test_abort_per_batch_couples_the_examples(tiny):
+def test_the_authors_abort_couples_the_examples(tiny):
     """The authors' abort: one decision for the whole batch, so every example runs the same
     number of iterations in each binary-search step; per example, they differ."""
     model, x, target = tiny
     kwargs = dict(max_iterations=60, binary_search_steps=2)
-    coupled = MLCW(model, device="cpu", abort_per_batch=True, **kwargs)(x[:4], target[:4])
+    coupled = MLCW(model, device="cpu", mode="authors", **kwargs)(x[:4], target[:4])
     for step in range(2):
         assert len({tr[step]["iterations"] for tr in coupled.trace}) == 1
     single = MLCW(model, device="cpu", **kwargs)(x[:4], target[:4])

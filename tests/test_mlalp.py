@@ -73,10 +73,10 @@ def test_authors_mode_runs_and_rechecks(gallery):
     model = load_demo_model("demo-gcn")
     x, y, ids = _attackable(model, gallery, 4)
     target = hide_one(y, seed=0, example_ids=ids)
-    res = MLALP(model, authors_exact=True)(x, target)
+    res = MLALP(model, mode="authors")(x, target)
     recheck = ((model.probabilities(res.x_adv) >= 0.5) == target).all(1)
     assert torch.equal(recheck, res.success)
-    assert res.params["authors_exact"] is True
+    assert res.params["mode"] == "authors" and res.params["box"] is False
 
 
 def test_per_example_margin_schedule():
@@ -93,11 +93,33 @@ def test_per_example_margin_schedule():
 
 def test_authors_shared_margin_reaches_005_by_float_subtraction():
     hide = torch.tensor([[True, False]])
-    add = torch.zeros_like(hide)
+    not_done = torch.zeros(1, dtype=torch.bool)
     m = 0.5
     for _ in range(20):
-        m = _authors_shared_margin(m, hide, add, torch.tensor([[0.9, 0.1]]), torch.tensor([[0.95, 0.1]]), [0])
+        m = _authors_shared_margin(m, hide, torch.tensor([[0.9, 0.1]]), torch.tensor([[0.95, 0.1]]), [0], not_done)
     assert m == pytest.approx(0.05) and m < 0.1  # the quirk REFERENCE.md describes
+
+
+def test_authors_shared_margin_drops_once_per_triggering_unfinished_example_in_order():
+    """Two examples triggering in one step lower it twice (0.5 -> 0.4); seven more take it from
+    0.4 to 0.05 in the next step, as observed in the authors' runs. Finished ones do not count."""
+    hide = torch.tensor([[True, False]] * 9)
+    old = torch.tensor([[0.9, 0.1]] * 9)
+    rising = torch.tensor([[0.95, 0.1]] * 9)  # did not fall: triggers
+    falling_high = torch.tensor([[0.7, 0.1]] * 9)  # fell and still >= 0.6: does not
+    done = torch.zeros(9, dtype=torch.bool)
+    new = torch.cat([rising[:2], falling_high[2:]])
+    m = _authors_shared_margin(0.5, hide, old, new, list(range(9)), done)
+    assert m == pytest.approx(0.4)
+    done[0] = True  # an example that succeeded this step is finished: it does not lower the margin
+    m = _authors_shared_margin(m, hide, old, rising, list(range(9)), done)
+    assert m == pytest.approx(0.05) and m < 0.1
+    # the per-example (mlalp) mode never shares: another example's trigger leaves it alone
+    from mlalp_core.attacks.mlalp import _lower_margins
+
+    thr = torch.full((2,), 0.5, dtype=torch.float64)
+    _lower_margins(thr, torch.tensor([True, False]), torch.tensor([False, False]), old[0], falling_high[0], 0.5)
+    assert thr.tolist() == [0.5, 0.5]
 
 
 class _DeafLabel(MultiLabelClassifier):

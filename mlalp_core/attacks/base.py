@@ -90,6 +90,10 @@ class AttackResult:
         )
 
 
+def _text(value: Any) -> str:
+    return str(value).lower() if isinstance(value, bool) else str(value)
+
+
 def success_mask(probs: torch.Tensor, target: torch.Tensor, threshold: float) -> torch.Tensor:
     """(B,) True where every label thresholded at ``threshold`` equals the target."""
     return ((probs >= threshold) == target.bool()).all(dim=1)
@@ -125,6 +129,8 @@ class Attack(ABC):
     #: as the paper writes it (figures, tables, the app)
     display_name: ClassVar[str] = "attack"
     schema: ClassVar[Schema] = Schema("attack", ())
+    #: settings that ``mode="authors"`` fixes (the authors' code had no choice there)
+    authors_fixes: ClassVar[dict[str, Any]] = {}
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
         """The class's attribute annotations (for type checkers) must say what its schema says."""
@@ -144,6 +150,13 @@ class Attack(ABC):
         self.model = model
         self.threshold = THRESHOLD.parse(model.threshold if threshold is None else threshold, self.name)
         self.settings = self.schema.parse(settings, self.name)
+        if self.settings.get("mode") == "authors":
+            for key, value in self.authors_fixes.items():
+                if key in settings and self.settings[key] != value:
+                    raise InvalidInputError(
+                        f"{self.name}: mode=authors fixes {key}={_text(value)} (the authors' code); leave {key} "
+                        "out, or use mode=mlalp")
+                self.settings[key] = value
         for key, value in self.settings.items():
             setattr(self, key, value)
         self.device = resolve_device(device)

@@ -10,8 +10,15 @@ binary-search step), 10 binary-search steps from c = 1e5, early abort every ``ma
 iterations when the loss did not fall below 0.9999 of the last check, no confidence margin.
 
 Everything is batched: B images are optimised in one tensor, each with its own c, bounds, best
-iterate and early abort, so attacking a batch gives what attacking each image alone gives
-(``abort_per_batch=True`` reproduces the authors' batch-summed abort, which breaks that).
+iterate and early abort, so attacking a batch gives what attacking each image alone gives.
+
+``mode="authors"`` reproduces the authors' code (the README's table lists each behaviour): the
+early abort is decided on the loss summed over the batch (so results depend on the batch: they
+ran 18 images per batch), its "last check" restarts at 1e10 in every binary step (once c is
+around 1e10 a step stops at its first check: iterations per step 1000, 1000, 801, 1000, 701, 1,
+1, 1, 1, 1), there is no repeat at the upper bound (their line builds the constant before it sets
+c, so it has no effect), and ML-Rank1/ML-Rank2 keep the iterate closest in cosine to their target
+vector (-2 hidden, +2 added, -1/+1 unchanged).
 
 Example::
 
@@ -35,6 +42,8 @@ from .schema import Schema, Setting
 #: Upper bound of c before any success (Carlini's code and the authors'); "< 1e9" tests for it.
 _NO_UPPER_BOUND = 1e10
 _UPPER_KNOWN = 1e9
+#: The authors' early abort compares the first check of every binary step with this loss.
+_AUTHORS_FIRST_CHECK = 1e10
 #: inputs enter tanh space as arctanh((2x - 1) * _TANH_SHRINK) so that 0 and 1 stay finite
 _TANH_SHRINK = 0.999999
 _ADAM_BETAS = (0.9, 0.999)
@@ -144,10 +153,12 @@ CW_SETTINGS: tuple[Setting, ...] = (
     Setting("abort_early", bool, True, "stop a binary-search step when the loss stalls", "abort early"),
     Setting("abort_every", int, None, "iterations between stall checks", "abort check every",
             low=1, high=1_000_000, none_means="max(1, max_iterations // 10)"),
-    Setting("abort_per_batch", bool, False, "decide the abort on the loss summed over the batch, as the "
-            "authors' code did (false: each image decides for itself)", "abort on the batch's loss"),
     Setting("repeat_at_upper_bound", bool, True, "with >= 10 binary steps, run the last one at the smallest "
-            "c that succeeded (Carlini's code)", "repeat at the upper bound"),
+            "c that succeeded (Carlini's code; the authors' version of the line has no effect)",
+            "repeat at the upper bound"),
+    Setting("mode", str, "mlalp", "mlalp: each image aborts on its own loss; authors: the authors' code "
+            "(the abort on the batch's loss from 1e10 each step, no repeat at the upper bound, their "
+            "cosine reference)", "behaviour", choices=("mlalp", "authors")),
 )
 COSINE_REFERENCE = Setting("cosine_reference", str, "target", "the vector iterates are compared with: target "
                            "(y* in {-1,+1}) or authors (-2 hidden, +2 added, -1/+1 unchanged)",
@@ -170,8 +181,9 @@ class CarliniWagnerL2(Attack):
     learning_rate: float
     abort_early: bool
     abort_every: int | None
-    abort_per_batch: bool
     repeat_at_upper_bound: bool
+    mode: str
+    authors_fixes: ClassVar[dict[str, Any]] = {"repeat_at_upper_bound": False}
 
     @property
     def check_every(self) -> int:
@@ -235,6 +247,8 @@ class CarliniWagnerL2(Attack):
         """Up to ``max_iterations`` Adam steps at the current c (Adam's state reset), each image
         leaving when its loss stalls; returns what the binary search needs."""
         ss = _StepState.new(st.best_x)
+        if self.mode == "authors":  # their "last check" restarts at 1e10 in every binary step
+            ss.prev_batch = _AUTHORS_FIRST_CHECK
         for it in range(self.max_iterations):
             idx = ss.active.nonzero().flatten()
             if idx.numel() == 0:
@@ -270,11 +284,11 @@ class CarliniWagnerL2(Attack):
 
     def _abort_check(self, ss: _StepState, it: int, idx: torch.Tensor, loss64: torch.Tensor) -> torch.Tensor | None:
         """Early abort every ``check_every`` iterations: the images whose loss did not fall below
-        0.9999 of the last check stop (None: the whole batch stops, ``abort_per_batch``)."""
+        0.9999 of the last check stop (None: the whole batch stops, in the authors' mode)."""
         keep = torch.ones(idx.numel(), dtype=torch.bool, device=idx.device)
         if not self.abort_early or it % self.check_every != 0:
             return keep
-        if self.abort_per_batch:
+        if self.mode == "authors":
             batch_loss = float(loss64.sum())
             if batch_loss > ss.prev_batch * 0.9999:
                 ss.active[:] = False
@@ -392,6 +406,7 @@ class _RankAttack(CarliniWagnerL2):
     """
 
     cosine_reference: str
+    authors_fixes: ClassVar[dict[str, Any]] = {"repeat_at_upper_bound": False, "cosine_reference": "authors"}
 
     def _score(self, probs: torch.Tensor, sets: TargetSets) -> torch.Tensor:
         if self.cosine_reference == "authors":

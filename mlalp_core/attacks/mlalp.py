@@ -11,15 +11,17 @@ threshold (0.5); the authors' margin schedule lowers the threshold of an attacke
 (down to 0.1) after a step where its probability did not fall or is now below 0.6, so later LPs
 ask for a deeper crossing (mirrored, upwards, for labels to add). An example stops on success,
 after ``max_iterations`` (10), when its LP has no optimal solution, or when the attacked labels'
-outputs have not moved at all from iteration 5 on. The best iterate (more labels matching y*,
-then smaller RMS distortion) is returned.
+outputs have not moved at all in a step, from the 6th step on. The best iterate (more labels
+matching y*, then smaller RMS distortion) is returned.
 
 Beyond the paper: ``box=True`` puts x + r in [0,1] inside the LP (the paper clips afterwards);
 the Jacobian of all l losses comes from one vectorised backward per batch; thresholds are
-per example. ``authors_exact=True`` reproduces the authors' code, quirks included: losses on
-probabilities clamped to [1e-6, 1-1e-6], one margin threshold shared by the whole batch and
-lowered by repeated float subtraction (it can reach 0.05), r in [-1,1], and a restart from the
-clean image that forgets the best iterate whenever a step leaves fewer labels right than the best.
+per example. ``mode="authors"`` reproduces the authors' code, quirks included (the README's
+table lists each behaviour): losses on probabilities clamped to [1e-6, 1-1e-6]; one margin
+threshold shared by the whole batch, lowered by 0.05 for each triggering unfinished example in
+turn (float subtraction: it can reach 0.05); r in [-1,1]; all-zero rows of A dropped before the
+LP; the give-up check on the step's own output, before the best-iterate update; and a restart
+from the clean image that forgets the best iterate whenever a step leaves fewer labels right.
 
 Example::
 
@@ -48,7 +50,8 @@ from .schema import Schema, Setting
 MARGIN_STEP = 0.05
 MARGIN_FLOOR = 0.1
 MARGIN_TRIGGER = 0.6
-GIVE_UP_FROM = 5
+#: The give-up rule is checked from this step on (1-based; the authors' 0-based index 5).
+GIVE_UP_FROM = 6
 
 
 class MLALP(Attack):
@@ -69,8 +72,9 @@ class MLALP(Attack):
                 "error is far larger)", "LP relative gap", low=0.0, high=0.5, low_open=True),
         Setting("jacobian", str, "batched", "batched: one vectorised backward; loop: l backward passes",
                 "Jacobian", choices=("batched", "loop")),
-        Setting("authors_exact", bool, False, "reproduce the authors' code, quirks included",
-                "reproduce the authors' code exactly"),
+        Setting("mode", str, "mlalp", "mlalp: per-example margins, the best iterate kept, exact LPs; authors: "
+                "the authors' code, quirks included (README: the authors' mode)", "behaviour",
+                choices=("mlalp", "authors")),
     ))
 
     # the settings as attributes, for type checkers (checked against the schema at import)
@@ -80,11 +84,15 @@ class MLALP(Attack):
     keep_best: bool
     lp_tol: float
     jacobian: str
-    authors_exact: bool
+    mode: str
 
-    def _check_params(self) -> None:
-        if self.authors_exact and self.box:
-            raise InvalidInputError("mla-lp: box=true is not part of the authors' code: use it without authors_exact")
+    #: no box in the LP; their own iterate rule (restart on a worse step) in place of keep_best
+    authors_fixes: ClassVar[dict[str, Any]] = {"box": False, "keep_best": True}
+
+    @property
+    def authors(self) -> bool:
+        """The authors' mode (their code's behaviour, quirks included)."""
+        return self.mode == "authors"
 
     # ---- the loop (Algorithm 1), one named step per line ----------------------------------------
     def _run(self, x: torch.Tensor, target: torch.Tensor, progress: ProgressFn | None) -> AttackRun:
@@ -99,9 +107,9 @@ class MLALP(Attack):
             x_new, probs_new = self._step(st, active, steps)
             for k, i in enumerate(active.tolist()):
                 self._update(st, it, i, x_new[k], probs_new[k], thr[k], lp_info[k])
-            if self.authors_exact:  # authors' mode: one threshold for the whole batch
-                st.shared_margin = _authors_shared_margin(st.shared_margin, st.hide, st.add, probs_prev, probs_new,
-                                                          active.tolist())
+            if self.authors:  # authors' mode: one threshold for the whole batch
+                st.shared_margin = _authors_shared_margin(st.shared_margin, st.hide, probs_prev, probs_new,
+                                                          active.tolist(), st.done)
             if progress is not None:
                 progress(it, self.max_iterations,
                          f"MLA-LP iteration {it}: {int((~st.done).sum())} of {len(st.done)} still running")
@@ -132,7 +140,7 @@ class MLALP(Attack):
     def _linearise(self, st: _State, active: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, float]:
         """A = d loss / dx of the per-label BCE towards y* and b = loss(t) - loss(f(x)), for all
         active examples at once; returns (b, A, the target thresholds t, Jacobian seconds per image)."""
-        clamp = AUTHORS_CLAMP if self.authors_exact else None
+        clamp = AUTHORS_CLAMP if self.authors else None
         tj = time.perf_counter()
         tgt_a = st.tgt[active]
         loss1, jac = batched_jacobian(lambda z: per_label_bce(self.model(z), tgt_a, clamp), st.x_cur[active],
@@ -140,7 +148,7 @@ class MLALP(Attack):
         if st.x.device.type == "cuda":
             torch.cuda.synchronize(st.x.device)
         jac_s = (time.perf_counter() - tj) / len(active)
-        if self.authors_exact:
+        if self.authors:
             thr = _authors_thresholds(st.hide[active], st.add[active], self.threshold, st.shared_margin)
         else:
             thr = st.thresholds[active]
@@ -159,8 +167,10 @@ class MLALP(Attack):
             lo = hi = None
             if self.box:
                 lo, hi = -st.x_cur[i].reshape(-1), 1.0 - st.x_cur[i].reshape(-1)
-            res = solve_linf(jac[k].reshape(l, d), rhs[k], lo, hi, backend=self.lp_backend, tol=self.lp_tol)
-            ok = res.status == "optimal" and (not self.authors_exact or res.z <= 1.0)
+            res = solve_linf(jac[k].reshape(l, d), rhs[k], lo, hi, backend=self.lp_backend, tol=self.lp_tol,
+                             drop_zero_rows=self.authors)
+            # authors' mode: r in [-1,1] (an optimum beyond is no step), and r = 0 gives up
+            ok = res.status == "optimal" and (not self.authors or 0.0 < res.z <= 1.0)
             if ok:
                 steps[k] = res.r.reshape(st.x[i].shape).to(st.x.dtype)
             lp_s = time.perf_counter() - tl
@@ -187,8 +197,18 @@ class MLALP(Attack):
         key = _score(p_new[None], st.tgt[i][None], t0, torch.tensor([rms], device=st.x.device))[0]
         entry = self._trace_entry(st, it, i, res, lp_s, jac_s, r_tot, p_new, thr)
         if not ok:
-            st.reason[i] = "LP " + (res.status if res.status != "optimal" else "step beyond [-1,1]")
+            st.reason[i] = ("LP " + res.status if res.status != "optimal" else
+                            "LP step beyond [-1,1]" if res.z > 1.0 else "LP returned r = 0")
             entry["note"] = res.message
+            st.trace[i].append(entry)
+            st.done[i] = True
+            return
+        # the give-up rule looks at the step itself: the output after it against the output where
+        # the Jacobian was taken (in the authors' mode, before a restart replaces the iterate)
+        stalled = self._stalled(it, st.attacked[i], p_old, p_new)
+        if stalled and self.authors:  # authors' mode: given up before the best-iterate update
+            st.reason[i] = "attacked labels did not move"
+            entry["success"] = False
             st.trace[i].append(entry)
             st.done[i] = True
             return
@@ -203,10 +223,10 @@ class MLALP(Attack):
                 st.best_x[i] = st.x_cur[i]
             st.probs_cur[i] = p_new
             return
-        if self._stalled(st, it, i, p_old, p_new):
+        if stalled:
             st.done[i] = True
             st.reason[i] = "attacked labels did not move"
-        if not self.authors_exact:
+        if not self.authors:
             _lower_margins(st.thresholds[i], st.hide[i], st.add[i], p_old, p_new, t0)
         st.probs_cur[i] = p_new
         if not self.keep_best:
@@ -220,7 +240,7 @@ class MLALP(Attack):
             st.best_key[i] = key
             st.best_x[i] = x_new
             st.x_cur[i] = x_new
-        elif self.authors_exact and key[0] < st.best_key[i][0]:
+        elif self.authors and key[0] < st.best_key[i][0]:
             # authors' mode: a step with fewer labels right sends the example back to the clean
             # image and forgets the best iterate
             st.x_cur[i] = st.x[i]
@@ -233,9 +253,10 @@ class MLALP(Attack):
             st.x_cur[i] = x_new
         return p_new
 
-    def _stalled(self, st: _State, it: int, i: int, p_old: torch.Tensor, p_new: torch.Tensor) -> bool:
-        """The give-up rule: the attacked labels' outputs did not move at all in this step."""
-        moved = bool((p_new[st.attacked[i]] != p_old[st.attacked[i]]).any())
+    @staticmethod
+    def _stalled(it: int, attacked: torch.Tensor, p_old: torch.Tensor, p_new: torch.Tensor) -> bool:
+        """The give-up rule: from the 6th step on, the attacked labels' outputs did not move at all."""
+        moved = bool((p_new[attacked] != p_old[attacked]).any())
         return not moved and it >= GIVE_UP_FROM
 
     def _trace_entry(self, st: _State, it: int, i: int, res: Any, lp_s: float, jac_s: float, r_tot: torch.Tensor,
@@ -311,13 +332,18 @@ def _authors_thresholds(hide: torch.Tensor, add: torch.Tensor, t0: float, margin
     return thr
 
 
-def _authors_shared_margin(margin: float, hide, add, probs_old, probs_new, idx: list[int]) -> float:
-    """The authors' single threshold: lowered (by float subtraction) if ANY example triggers."""
-    trigger = False
+def _authors_shared_margin(margin: float, hide: torch.Tensor, probs_old: torch.Tensor, probs_new: torch.Tensor,
+                           idx: list[int], done: torch.Tensor) -> float:
+    """The authors' single threshold for the whole batch: lowered by 0.05 (float subtraction)
+    once for EACH unfinished example of this step whose hidden label triggers (its output did
+    not fall, or is now below 0.6), in batch order, each time only while it is still above 0.1;
+    so it can fall 0.5 -> 0.4 -> 0.05 within two steps. ``probs_new`` are the outputs right after
+    the step, ``probs_old`` where the Jacobian was taken."""
     for k, i in enumerate(idx):
-        for j in hide[i].nonzero().flatten().tolist():
-            if probs_new[k, j] >= probs_old[i, j] or probs_new[k, j] < MARGIN_TRIGGER:
-                trigger = True
-    if trigger and margin > MARGIN_FLOOR:
-        margin = margin - MARGIN_STEP
+        if bool(done[i]):
+            continue
+        trigger = any(bool(probs_new[k, j] >= probs_old[i, j]) or bool(probs_new[k, j] < MARGIN_TRIGGER)
+                      for j in hide[i].nonzero().flatten().tolist())
+        if trigger and margin > MARGIN_FLOOR:
+            margin = margin - MARGIN_STEP
     return margin

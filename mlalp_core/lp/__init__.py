@@ -48,16 +48,18 @@ def _restore(r64: torch.Tensor | None, like, d: int):
 
 
 def solve_linf(A, b, lo=None, hi=None, backend: str = "auto", tol: float = 1e-9,
-               time_limit: float | None = None) -> LPResult:
+               time_limit: float | None = None, drop_zero_rows: bool = False) -> LPResult:
     """Solve min ||r||_inf s.t. A r <= b (lo <= r <= hi). See the module docstring.
 
     ``tol`` is the relative gap at which the structured solver stops (its result reports the
-    certified gap it reached). ``time_limit`` applies to HiGHS.
+    certified gap it reached). ``time_limit`` applies to HiGHS. ``drop_zero_rows``: solve without
+    all-zero rows of A even where their b < 0 (the MLA-LP authors' rule; by default such a row
+    makes the LP infeasible, which is exact).
     """
     if backend not in BACKENDS:
         raise InvalidInputError(f"unknown LP backend {backend!r}; choose one of {', '.join(BACKENDS)}")
     t0 = time.perf_counter()
-    prep = prepare(A, b, lo, hi)
+    prep = prepare(A, b, lo, hi, drop_zero_rows)
     l, d, dev = prep.l, prep.d, prep.device
     name = "structured" if backend == "auto" else backend
 

@@ -127,8 +127,12 @@ def _as_matrix(A) -> torch.Tensor:
     return torch.from_numpy(np.ascontiguousarray(arr))
 
 
-def prepare(A, b, lo=None, hi=None) -> Prepared:
-    """Validate, drop what cannot matter, and scale (as an operator: A itself is not copied)."""
+def prepare(A, b, lo=None, hi=None, drop_zero_rows: bool = False) -> Prepared:
+    """Validate, drop what cannot matter, and scale (as an operator: A itself is not copied).
+
+    An all-zero row of A with b < 0 makes the LP infeasible (no r can satisfy it): that is the
+    exact answer and the default. ``drop_zero_rows=True`` drops such rows before solving, as the
+    MLA-LP authors' code does (their LP then ignores a label whose gradient vanished)."""
     M = _as_matrix(A)
     if M.dim() != 2:
         raise InvalidInputError(f"A must be a matrix (l, d), got shape {tuple(M.shape)}")
@@ -159,7 +163,7 @@ def prepare(A, b, lo=None, hi=None) -> Prepared:
 
     zero_rows = norms == 0
     bad = zero_rows & (b64 < 0)
-    if bool(bad.any()):
+    if bool(bad.any()) and not drop_zero_rows:
         j = int(bad.nonzero()[0])
         farkas = torch.zeros(l, dtype=torch.float64, device=dev)
         farkas[j] = 1.0
