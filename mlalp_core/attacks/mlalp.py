@@ -39,7 +39,6 @@ from typing import Any, ClassVar
 
 import torch
 
-from ..errors import InvalidInputError
 from ..lp import BACKENDS, solve_linf
 from .base import Attack, AttackRun, ProgressFn
 from .jacobian import batched_jacobian
