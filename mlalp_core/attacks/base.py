@@ -131,6 +131,8 @@ class Attack(ABC):
     schema: ClassVar[Schema] = Schema("attack", ())
     #: settings that ``mode="authors"`` fixes (the authors' code had no choice there)
     authors_fixes: ClassVar[dict[str, Any]] = {}
+    #: images per batch in the authors' runs (their results depend on it); None: not batch-bound
+    authors_batch: ClassVar[int | None] = None
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
         """The class's attribute annotations (for type checkers) must say what its schema says."""

@@ -184,6 +184,7 @@ class CarliniWagnerL2(Attack):
     repeat_at_upper_bound: bool
     mode: str
     authors_fixes: ClassVar[dict[str, Any]] = {"repeat_at_upper_bound": False}
+    authors_batch: ClassVar[int | None] = 18  # their CW-family batches (the abort is decided per batch)
 
     @property
     def check_every(self) -> int:

@@ -87,6 +87,7 @@ class MLALP(Attack):
 
     #: no box in the LP; their own iterate rule (restart on a worse step) in place of keep_best
     authors_fixes: ClassVar[dict[str, Any]] = {"box": False, "keep_best": True}
+    authors_batch: ClassVar[int | None] = 10  # their MLA-LP batches (the margin is shared by the batch)
 
     @property
     def authors(self) -> bool:

@@ -44,7 +44,9 @@ class BenchConfig:
     attacks: Sequence[str] = tuple(ATTACKS)
     n: int | None = None  # at most this many examples attacked per model (the first selected)
     seed: int = 0
-    batch_size: int = 8
+    #: images per attack batch; None: 8, or in the authors' mode the authors' own batch (their
+    #: results depend on it: 10 for MLA-LP, 18 for the CW family)
+    batch_size: int | None = None
     device: DeviceLike = None
     attack_settings: dict[str, dict[str, Any]] = field(default_factory=dict)
     store: str | Path | None = None  # default: the settings' results path
@@ -58,7 +60,7 @@ class BenchConfig:
             raise InvalidInputError("choose at least one model")
         if not self.attacks:
             raise InvalidInputError("choose at least one attack")
-        if self.batch_size < 1:
+        if self.batch_size is not None and self.batch_size < 1:
             raise InvalidInputError(f"batch size must be >= 1, got {self.batch_size}")
         if self.n is not None and self.n < 1:
             raise InvalidInputError(f"n must be >= 1, got {self.n}")
@@ -179,6 +181,21 @@ def select_examples(model: MultiLabelClassifier, dataset: MultiLabelDataset, *, 
 # ---------------------------------------------------------------------------------------------
 
 
+#: Images per attack batch when none is given (results do not depend on it outside the authors' mode).
+DEFAULT_BATCH = 8
+
+
+def batch_for(attack: Any, asked: int | None) -> tuple[int, dict[str, Any]]:
+    """(the batch size to run, the settings to record). In the authors' mode results depend on
+    the batch (a shared margin, a per-batch abort): it defaults to the authors' own and becomes
+    part of the run's identity."""
+    settings = attack.config()
+    if settings.get("mode") != "authors":
+        return asked or DEFAULT_BATCH, settings
+    batch = asked or attack.authors_batch or DEFAULT_BATCH
+    return batch, {**settings, "batch_size": batch}
+
+
 def attack_batches(n: int, batch_size: int) -> list[list[int]]:
     """Positions 0..n-1 cut into the fixed batches every process agrees on."""
     return [list(range(a, min(a + batch_size, n))) for a in range(0, n, batch_size)]
@@ -250,7 +267,8 @@ def run_benchmark(config: BenchConfig, progress: ProgressFn | None = None, *,
         model = model_loader(model_name, device=dev)
         check_labels_match(model_name, model.label_names, config.dataset, dataset.label_names)
         sel = select_examples(model, dataset, model_name=model_name, dataset_name=config.dataset, split=split,
-                              store=store, batch_size=max(config.batch_size, 16), device=dev, progress=progress)
+                              store=store, batch_size=max(config.batch_size or DEFAULT_BATCH, 16), device=dev,
+                              progress=progress)
         if config.n is not None:
             sel = Selection(sel.indices[:config.n], sel.ids[:config.n], sel.labels[:config.n], sel.test_examples,
                             sel.model_id, sel.data_id)
@@ -260,13 +278,14 @@ def run_benchmark(config: BenchConfig, progress: ProgressFn | None = None, *,
         for attack_name in config.attacks:
             settings = dict(config.attack_settings.get(attack_name, {}))
             probe = make_attack(attack_name, model, device=dev, **settings)
+            batch, recorded = batch_for(probe, config.batch_size)
             key = store.open_run(model=model_name, model_id=sel.model_id, dataset=config.dataset, split=split,
-                                 data_id=sel.data_id, attack=attack_name, settings=probe.config(), seed=config.seed,
+                                 data_id=sel.data_id, attack=attack_name, settings=recorded, seed=config.seed,
                                  threshold=probe.threshold, label_names=model.label_names,
                                  input_size=model.input_size, device=str(dev))
             keys.append(key)
             run_attack_on_selection(model, dataset, sel, attack_name=attack_name, settings=settings, key=key,
-                                    store=store, seed=config.seed, batch_size=config.batch_size, device=dev,
+                                    store=store, seed=config.seed, batch_size=batch, device=dev,
                                     precision=config.precision, progress=progress)
         _barrier()
     rows = [r for k in keys for r in store.rows(run_key=k)]
