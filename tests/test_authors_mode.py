@@ -10,7 +10,7 @@ from authors_oracle import authors_mlalp
 from torch import nn
 
 import mlalp_core as ml
-from mlalp_core.attacks import MLCW, MLALP, MLDeepFool, MLRank2
+from mlalp_core.attacks import MLALP, MLCW, MLDeepFool, MLRank2
 from mlalp_core.errors import InvalidInputError
 from mlalp_core.lp import solve_linf
 from mlalp_core.models.base import MultiLabelClassifier
