@@ -34,6 +34,7 @@ from mlalp_core.experiments.store import ResultsStore
 from mlalp_core.models.registry import list_models
 from mlalp_core.settings import load_settings
 from mlalp_core.viz.figures import budget_curves_figure
+from mlalp_core.viz.paper import budget_curves as paper_budget_curves
 
 PAGE = "bench"
 st.title("Benchmark")
@@ -155,8 +156,10 @@ c3.download_button("Table III as Markdown", to_markdown(t3), file_name="table3.m
 
 st.subheader("Success rate against the distortion budget")
 try:
-    curves = budget_curves_figure({"linf": budget_curves(chosen, "linf"), "l2": budget_curves(chosen, "l2")})
-    panels.chart(curves, "budget_curves", f"{PAGE}_curves")
+    panels_data = {"linf": budget_curves(chosen, "linf"), "l2": budget_curves(chosen, "l2")}
+    panels.chart(budget_curves_figure(panels_data), "budget_curves", f"{PAGE}_curves")
+    panels.paper_export(lambda o: paper_budget_curves(panels_data, **o), "budget_curves", f"{PAGE}_paper",
+                        surfaces=False)
 except MlalpError as exc:
     st.warning(f"No curve to draw: {exc}")
 

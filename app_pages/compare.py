@@ -13,12 +13,15 @@ import streamlit as st
 
 from app_pages.common import panels, pickers, running, settings_form, sidebar
 from mlalp_core.attacks import ATTACKS, DISPLAY_NAMES
+from mlalp_core.device import resolve_device
 from mlalp_core.experiments.metrics import attack_metrics
-from mlalp_core.viz.figures import PAPER, POOLINGS, GridRow, figure1_grid, predicted_names
+from mlalp_core.viz.figures import POOLINGS, GridRow, figure1_grid, predicted_names
+from mlalp_core.viz.paper import fig1_grid as paper_fig1
 
 PAGE = "compare"
 ORDER = ["mla-lp", "ml-deepfool", "ml-cw", "ml-rank1", "ml-rank2"]  # the rows of the paper's Fig. 1
-PRESET_LABELS = {"paper": "the paper's settings", "quick": "quick look (CW family: 100 iterations x 3 binary steps)"}
+PRESET_LABELS = {"paper": "the paper's settings",
+                 "quick": "quick look (CW family: 100 iterations x 3 binary steps instead of 1000 x 10)"}
 
 st.title("Compare the five attacks")
 g = sidebar.current()
@@ -31,6 +34,10 @@ picked, probs = pickers.pick_image_and_show_labels(g, model, PAGE)
 st.header("Target and settings")
 target = pickers.pick_target(model, picked, probs, g.threshold, PAGE)
 attacks = [a for a in ORDER if a in ATTACKS]
+on_cpu = resolve_device(g.device).type == "cpu"
+if f"{PAGE}_preset" not in st.session_state:  # a CPU starts on the quick look; the paper's is one click away
+    st.session_state[f"{PAGE}_preset"] = "quick" if on_cpu else "paper"
+    settings_form.apply_preset(PAGE, attacks, st.session_state[f"{PAGE}_preset"])
 preset = st.radio("Settings", list(PRESET_LABELS), format_func=PRESET_LABELS.get, key=f"{PAGE}_preset", horizontal=True,
                   on_change=lambda: settings_form.apply_preset(PAGE, attacks, st.session_state[f"{PAGE}_preset"]))
 settings: dict[str, dict] = {}
@@ -44,14 +51,17 @@ for note in (n for ns in blocked.values() for n in ns):
 
 keys = {a: running.result_key(g, picked, target, a, settings[a]) for a in attacks} if target is not None else {}
 results = {a: running.cached_result(k) for a, k in keys.items()}
-missing = [a for a in attacks if results.get(a) is None]
+missing = [a for a in attacks if results.get(a) is None or results[a].stopped]  # stopped ones run again
 c1, c2 = st.columns([1, 5])
 label = f"Run {len(missing)} attack(s)" if missing and len(missing) < len(attacks) else "Run all five"
 run = c1.button(label, type="primary", disabled=target is None, key=f"{PAGE}_run")
 settings_form.settings_note(c2, settings)
+if missing and target is not None:
+    running.estimate_note(c2, g, model, {a: settings[a] for a in missing})
 if run and missing:
     stop = c2.empty()
-    stop.button("Stop", key=f"{PAGE}_stop", help="Stops the running attack; finished ones are kept")
+    stop.button("Stop", key=f"{PAGE}_stop",
+                help="Stops the running attack and keeps its best iterate so far; finished ones are kept")
     overall = st.progress(0.0, text="")
     for i, a in enumerate(missing):
         overall.progress(i / len(missing), text=f"attack {i + 1} of {len(missing)}: {DISPLAY_NAMES[a]}")
@@ -68,10 +78,12 @@ elif missing and target is not None:
 done = [a for a in attacks if results.get(a) is not None]
 if done:
     st.header("Fig. 1")
-    c1, c2 = st.columns(2)
-    pooling = c1.radio("pooling", list(POOLINGS), format_func=POOLINGS.get, key=f"{PAGE}_pool", horizontal=True)
-    side = c2.selectbox("max side shown per surface", [64, 32, 128], key=f"{PAGE}_side",
-                        help="15 WebGL surfaces share the page: 64 keeps it fluid. Exports use full resolution.")
+    c1, c2, c3 = st.columns(3)
+    scale = c1.radio("z-range", ["shared", "per attack"], key=f"{PAGE}_zscale", horizontal=True,
+                     help="Shared: one range and colour bar for all attacks, so they compare at a glance.")
+    pooling = c2.radio("pooling", list(POOLINGS), format_func=POOLINGS.get, key=f"{PAGE}_pool", horizontal=True)
+    side = c3.selectbox("max side shown per surface", [64, 32, 128], key=f"{PAGE}_side",
+                        help="15 WebGL surfaces share the page: 64 keeps it fluid.")
     names = model.label_names
 
     def rows_for() -> list[GridRow]:
@@ -85,12 +97,13 @@ if done:
         return out
 
     original_caption = ", ".join(predicted_names(names, probs, g.threshold)) or "no label"
+    shared = scale == "shared"
     grid = figure1_grid(rows_for(), original=picked.x[0], original_caption=original_caption, pooling=pooling,
-                        max_side=int(side))
+                        max_side=int(side), shared_z=shared)
     stem = f"{g.model}_{picked.title}_fig1"
-    panels.chart(grid, stem, f"{PAGE}_grid", formats=("pdf", "svg", "png"),
-              export=lambda: figure1_grid(rows_for(), original=picked.x[0], original_caption=original_caption,
-                                          pooling=pooling, max_side=None, style=PAPER))
+    panels.chart(grid, stem, f"{PAGE}_grid")
+    panels.paper_export(lambda o: paper_fig1(rows_for(), original=picked.x[0], original_caption=original_caption,
+                                             shared_z=shared, pooling=pooling, **o), stem, f"{PAGE}_paper")
 
     st.header("Metrics")
     table = []

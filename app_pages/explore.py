@@ -40,6 +40,7 @@ def show_stored(ref: dict) -> None:
         metrics={k: ex.get(k) for k in ("success", "l2", "linf", "rmsd", "rmsd_paper", "iterations", "time_s",
                                         "labels_wrong", "model_calls")},
         trace=ex["trace"],
+        note=next((e["outcome"] for e in reversed(ex["trace"]) if e.get("outcome")), ""),
         origin=(f"Stored result: model {ex['model']}, {ex['dataset']}/{ex['split']} example {ref['example_id']}, "
                 f"run {ref['run_key']} (perturbation stored as {ex.get('pert_dtype', 'float16')}; not re-run)."),
     )
@@ -83,7 +84,7 @@ c1, c2 = st.columns([1, 5])
 run = c1.button("Run", type="primary", disabled=not can_run, key="explore_run")
 settings_form.settings_note(c2, {attack: settings})
 result = running.cached_result(key) if key is not None else None
-if run and result is None:
+if run and (result is None or result.stopped):  # a stopped result runs again to the end
     stop = c2.empty()
     stop.button("Stop", key="explore_stop", help="Stops the attack at its next iteration")
     result = running.run_attack(g, model, attack, settings, picked, target, key)

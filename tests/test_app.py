@@ -234,23 +234,21 @@ def test_a_failing_lp_backend_is_explained_before_and_after_running():
     _no_exception(at)
 
 
-def test_without_a_browser_for_export_each_chart_says_what_to_install(monkeypatch):
-    from app_pages.common import panels
-    from mlalp_core.viz import export
-
-    monkeypatch.setattr(export, "find_browser", lambda: None)
-    panels._export_ok.clear()
-    try:
-        at = _app()
-        at.selectbox(key="explore_index").set_value(SCENE).run()
-        at.number_input(key="explore_mla-lp_max_iterations").set_value(3)
-        at.button(key="explore_run").click().run()
-        _no_exception(at)
-        hints = [c.value for c in at.caption if "apt-get install chromium" in c.value]
-        assert len(hints) == 4  # images, surfaces, bars, trace
-        assert not at.get("download_button")
-        # the browser-side SVG download is still configured on every chart
-        configs = [c.proto.config for c in at.get("plotly_chart")]
-        assert configs and all('"format": "svg"' in cfg or '"format":"svg"' in cfg for cfg in configs)
-    finally:
-        panels._export_ok.clear()
+def test_paper_export_draws_a_vector_pdf_on_the_server_without_a_browser():
+    at = _app()
+    at.selectbox(key="explore_index").set_value(SCENE).run()
+    at.number_input(key="explore_mla-lp_max_iterations").set_value(3)
+    at.button(key="explore_run").click().run()
+    _no_exception(at)
+    # every interactive chart keeps the browser-side SVG download in its modebar
+    configs = [c.proto.config for c in at.get("plotly_chart")]
+    assert configs and all('"format": "svg"' in cfg or '"format":"svg"' in cfg for cfg in configs)
+    at.selectbox(key="explore_paper_xfmt").set_value("pdf")
+    at.selectbox(key="explore_paper_xres").set_value(32)
+    at.button(key="explore_paper_xgo").click().run()
+    _no_exception(at)
+    assert not at.error
+    made = at.session_state["_exports"]
+    ((key, fmt, dpi, options), (data, seconds)), = made.items()
+    assert fmt == "pdf" and data.startswith(b"%PDF") and len(data) > 10_000 and dict(options)["resolution"] == 32
+    assert any("Download" in str(b.proto.label) for b in at.get("download_button"))

@@ -11,12 +11,7 @@ from torch import nn
 
 from mlalp_core.data.demo import DEMO_LABELS, generate_scenes, load_gallery
 from mlalp_core.errors import InvalidInputError, ModelLoadError
-from mlalp_core.models.demo import (
-    DEMO_MODEL_NAMES,
-    MODELS_DIR,
-    load_demo_model,
-    load_demo_model_file,
-)
+from mlalp_core.models.demo import DEMO_MODEL_NAMES, MODELS_DIR, load_demo_model, load_demo_model_file
 from mlalp_core.models.gcn import GCNClassifier, cooccurrence_adjacency
 from mlalp_core.models.liw import LinearHeadClassifier
 from mlalp_core.training.demo import CHECK_N, EVAL_SEED, predict_probabilities

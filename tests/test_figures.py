@@ -184,7 +184,7 @@ def test_images_perturbation_gain_and_clipping():
 # ---------------------------------------------------------------------------------------------
 
 
-def test_figure1_grid_has_a_row_per_attack_with_its_own_range():
+def test_figure1_grid_shares_one_range_by_default_or_gives_each_row_its_own():
     rng = np.random.default_rng(2)
     x = rng.uniform(0, 1, (3, 96, 96))
     small = rng.uniform(-0.004, 0.004, (3, 96, 96))
@@ -192,7 +192,12 @@ def test_figure1_grid_has_a_row_per_attack_with_its_own_range():
     names = ["MLA-LP", "ML-DeepFool", "ML-CW", "ML-Rank1", "ML-Rank2"]
     rows = [F.GridRow(n, big if n == "ML-DeepFool" else small, F.adversarial_image(x, small), caption="dog")
             for n in names]
-    fig = F.figure1_grid(rows, original=x, original_caption="cat, dog", max_side=32)
+    shared = F.figure1_grid(rows, original=x, original_caption="cat, dog", max_side=32)
+    assert shared.layout.meta["z_ranges"] == [1.0] * 5 and shared.layout.meta["shared_z"]
+    assert {t.coloraxis for t in shared.data if t.type == "surface"} == {"coloraxis"}
+    assert shared.layout.coloraxis.cmax == 1.0 and "coloraxis2" not in shared.layout.to_plotly_json()
+    assert any("one z-range for all attacks" in a.text for a in shared.layout.annotations)
+    fig = F.figure1_grid(rows, original=x, original_caption="cat, dog", max_side=32, shared_z=False)
     surfaces = [t for t in fig.data if t.type == "surface"]
     images = [t for t in fig.data if t.type == "image"]
     assert len(surfaces) == 15 and len(images) == 6
@@ -243,24 +248,3 @@ def test_download_config_for_the_browser_modebar():
     assert opts["width"] == F.PAPER.width and opts["height"] == 400
     with pytest.raises(InvalidInputError):
         E.download_config("x", "pdf")  # plotly's browser download has no PDF
-
-
-def test_export_without_a_browser_says_what_to_install(monkeypatch):
-    monkeypatch.setattr(E, "find_browser", lambda: None)
-    ok, why = E.export_status()
-    assert not ok and "apt-get install chromium" in why
-    with pytest.raises(E.ExportUnavailable, match="apt-get install chromium"):
-        E.figure_bytes(go.Figure(go.Bar(y=[1, 2])), "svg")
-    with pytest.raises(InvalidInputError):
-        E.figure_bytes(go.Figure(), "gif")
-
-
-@pytest.mark.slow
-def test_server_side_svg_export_when_a_browser_is_installed():
-    if E.find_browser() is None:
-        pytest.skip("no Chrome/Chromium here (apt-get install chromium) for kaleido")
-    fig = F.figure1_grid([F.GridRow("MLA-LP", np.full((3, 8, 8), 0.01), np.full((3, 8, 8), 0.5))],
-                         original=np.zeros((3, 8, 8)))
-    svg = E.figure_bytes(fig, "svg")
-    assert svg.lstrip().startswith(b"<svg") and b"<image" in svg  # WebGL scenes arrive as raster images
-    assert b'width="1000"' in svg  # publication width

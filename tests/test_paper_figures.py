@@ -75,7 +75,7 @@ def test_fig1_shares_one_z_range_by_default_and_says_so(five):
     assert shared._mlalp_meta["z_ranges"][0] == max(own._mlalp_meta["z_ranges"])
     svg = figure_bytes(shared, "svg").decode()
     z = shared._mlalp_meta["z_ranges"][0]
-    assert f"for all" in svg and f"{z:.3g}" in svg
+    assert "for all" in svg and f"{z:.3g}" in svg
 
 
 def test_surfaces_above_the_raster_threshold_are_embedded_as_images(five):

@@ -3,6 +3,7 @@ trace, and download buttons."""
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -11,13 +12,11 @@ import plotly.graph_objects as go
 import streamlit as st
 import torch
 
-from mlalp_core.attacks import (
-    AttackResult,
-)
+from mlalp_core.attacks import AttackResult
+from mlalp_core.errors import MlalpError, exception_line
 from mlalp_core.experiments.metrics import attack_metrics
-from mlalp_core.viz.export import FORMATS, download_config, export_status, figure_bytes, safe_filename
+from mlalp_core.viz.export import FORMATS, download_config, safe_filename
 from mlalp_core.viz.figures import (
-    PAPER,
     POOLINGS,
     Z_MODES,
     confidence_bars,
@@ -29,6 +28,7 @@ from mlalp_core.viz.figures import (
     trace_chart,
     z_range_for,
 )
+from mlalp_core.viz.paper import RASTER_ABOVE, figure_bytes, result_panel
 
 # ---------------------------------------------------------------------------------------------
 # Showing results
@@ -51,36 +51,59 @@ class ResultView:
     metrics: dict[str, Any]
     trace: list[dict]
     origin: str = ""
+    note: str = ""  # what was returned and why, when the target was not reached
+    stopped: bool = False  # a Stop kept the best iterate found so far
 
     @classmethod
     def from_result(cls, res: AttackResult, label_names, origin: str = "") -> ResultView:
         return cls(res.attack, tuple(label_names), res.threshold, res.x[0], res.x_adv[0], res.perturbation[0],
-                   res.probs_clean[0], res.probs_adv[0], res.target[0], attack_metrics(res)[0], res.trace[0], origin)
+                   res.probs_clean[0], res.probs_adv[0], res.target[0], attack_metrics(res)[0], res.trace[0], origin,
+                   res.notes[0] if res.notes else "", res.stopped)
 
 
-@st.cache_resource(ttl=600, show_spinner=False)
-def _export_ok() -> tuple[bool, str]:
-    return export_status()
-
-
-def chart(fig: go.Figure, name: str, key: str, *, export: Callable[[], go.Figure] | None = None,
-          formats: tuple[str, ...] = ("svg", "png")) -> None:
-    """A chart with the browser's SVG download in its modebar and, when the server has a
-    browser for kaleido, server-side download buttons (publication size and fonts)."""
+def chart(fig: go.Figure, name: str, key: str) -> None:
+    """An interactive chart; the camera icon in its modebar downloads an SVG from the browser.
+    Paper figures (vector PDF/SVG, PNG at a dpi) come from :func:`paper_export`."""
     st.plotly_chart(fig, theme=None, key=key,
                     config=download_config(name, "svg", height=fig.layout.height or None))
-    ok, why = _export_ok()
-    if not ok:
-        st.caption(f"Camera icon: SVG in the browser. {why[0].upper() + why[1:]}.")
-        return
-    cols = st.columns(len(formats) + 3)
-    for c, fmt in zip(cols, formats):
-        def data(fmt: str = fmt) -> bytes:
-            return figure_bytes(export() if export else fig, fmt, style=PAPER, keep_browser=True)
 
-        c.download_button(fmt.upper(), data=data, file_name=f"{safe_filename(name)}.{fmt}",
-                          mime=FORMATS[fmt],
-                          on_click="ignore", key=f"{key}_{fmt}", icon=":material/download:")
+
+def paper_export(make: Callable[[dict[str, Any]], Any], name: str, key: str, *, surfaces: bool = True,
+                 extra: Callable[[], dict[str, Any]] | None = None) -> None:
+    """"Export for a paper": the options, a button that draws the matplotlib figure (with a
+    spinner and its time), then the download; the file is kept until the options change."""
+    with st.expander("Export for a paper (PDF, SVG or PNG, drawn on the server; no browser needed)"):
+        c1, c2, c3, c4 = st.columns(4)
+        fmt = c1.selectbox("Format", list(FORMATS), key=f"{key}_xfmt")
+        width = c2.selectbox("Width", ["page", "column"], key=f"{key}_xwidth",
+                             format_func={"page": "full page (7.16 in)", "column": "one column (3.5 in)"}.get)
+        dpi = int(c3.selectbox("dpi (PNG; rasters in PDF/SVG)", [300, 600, 150], key=f"{key}_xdpi"))
+        options: dict[str, Any] = {"width": width}
+        if surfaces:
+            options["resolution"] = int(c4.selectbox(
+                "Surface cells per side", [32, 48, 64, 96, 128], key=f"{key}_xres",
+                help=f"Surfaces are vector polygons up to {RASTER_ABOVE} cells per side, rasters above (smaller files)."))
+        options.update(extra() if extra else {})
+        made = st.session_state.setdefault("_exports", {})
+        ident = (key, fmt, dpi, tuple(sorted(options.items())))
+        if st.button("Make the file", key=f"{key}_xgo", icon=":material/draw:"):
+            t0 = time.perf_counter()
+            try:
+                with st.spinner(f"Drawing the {fmt.upper()} ..."):
+                    data = figure_bytes(make(options), fmt, dpi=dpi)
+            except MlalpError as exc:
+                st.error(f"The figure could not be drawn: {exc}")
+                return
+            except (MemoryError, RuntimeError, ValueError) as exc:  # matplotlib's own failures
+                st.error(f"The figure could not be drawn: {type(exc).__name__}: {exception_line(exc)}")
+                return
+            made.clear()  # one file at a time per session: they can be large
+            made[ident] = (data, time.perf_counter() - t0)
+        if ident in made:
+            data, seconds = made[ident]
+            st.download_button(f"Download {safe_filename(name)}.{fmt} ({len(data) / 1e6:.2f} MB, drawn in "
+                               f"{seconds:.1f} s)", data=data, file_name=f"{safe_filename(name)}.{fmt}",
+                               mime=FORMATS[fmt], on_click="ignore", key=f"{key}_xdl", icon=":material/download:")
 
 
 def _fmt(v: Any, spec: str) -> str:
@@ -98,7 +121,10 @@ def show_metrics(view: ResultView) -> None:
                    f"{{{', '.join(after)}}}.")
     else:
         st.warning(f"{display_name(view.attack)} did not reach y* = {{{', '.join(wanted)}}}: the model predicts "
-                   f"{{{', '.join(after)}}} ({m.get('labels_wrong', '?')} label(s) wrong).")
+                   f"{{{', '.join(after)}}} ({m.get('labels_wrong', '?')} label(s) wrong)."
+                   + (f" Why: {view.note[0].lower() + view.note[1:]}" if view.note else ""))
+    if view.stopped:
+        st.info("Stopped early: this is the best iterate found before the Stop. Press Run to run it to the end.")
     cols = st.columns(7)
     cols[0].metric("success", "yes" if ok else "no")
     cols[1].metric("l_2", _fmt(m.get("l2"), ".4f"), help="||r||_2 in [0,1] pixel units")
@@ -130,12 +156,10 @@ def show_result(view: ResultView, page: str, name_stem: str) -> None:
                                    value=0.03, format="%.4f", key=f"{page}_zcustom")
     pooling = c2.radio("pooling", list(POOLINGS), format_func=POOLINGS.get, key=f"{page}_pool")
     side = c3.selectbox("max side shown", [128, 64, 32, "full"], key=f"{page}_side",
-                        help="The browser shows a pooled surface; the SVG/PNG buttons export full resolution.")
+                        help="The browser shows a pooled surface (WebGL); paper exports choose their own resolution.")
     z = z_range_for(view.r, zmode, custom_z)
     surf = distortion_surfaces(view.r, z_range=z, pooling=pooling, max_side=None if side == "full" else int(side))
-    r = view.r
-    chart(surf, f"{stem}_surfaces", f"{page}_surf",
-          export=lambda: distortion_surfaces(r, z_range=z, pooling=pooling, max_side=None, style=PAPER))
+    chart(surf, f"{stem}_surfaces", f"{page}_surf")
 
     st.subheader("Label confidences")
     bars = confidence_bars(view.label_names, view.probs_clean, view.probs_adv, view.target, view.threshold)
@@ -146,3 +170,14 @@ def show_result(view: ResultView, page: str, name_stem: str) -> None:
     chart(tr, f"{stem}_trace", f"{page}_trace")
     with st.expander("Raw trace"):
         st.json(view.trace, expanded=False)
+
+    st.subheader("For a paper")
+    title = f"{display_name(view.attack)}: {view.origin}" if view.origin else display_name(view.attack)
+
+    def make(options: dict[str, Any]):
+        return result_panel(x=view.x, x_adv=view.x_adv, r=view.r, label_names=view.label_names,
+                            probs_clean=view.probs_clean, probs_adv=view.probs_adv, target=view.target,
+                            threshold=view.threshold, trace=view.trace, title=title, z_range=z, pooling=pooling,
+                            **options)
+
+    paper_export(make, f"{stem}_result", f"{page}_paper")

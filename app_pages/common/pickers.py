@@ -12,21 +12,11 @@ import torch
 
 from mlalp_core.attacks.targets import add, custom, hide, hide_one
 from mlalp_core.data.base import check_labels_match
-from mlalp_core.data.images import (
-    MAX_FILE_BYTES,
-    load_image,
-    pil_to_tensor,
-)
+from mlalp_core.data.images import MAX_FILE_BYTES, load_image, pil_to_tensor
 from mlalp_core.device import resolve_device
 from mlalp_core.errors import MlalpError
-from mlalp_core.viz.export import (
-    download_config,
-)
-from mlalp_core.viz.figures import (
-    confidence_bars,
-    display_name,
-    predicted_names,
-)
+from mlalp_core.viz.export import download_config
+from mlalp_core.viz.figures import confidence_bars, display_name, predicted_names
 
 from .sidebar import UPLOAD, Globals, get_dataset, thumbnail
 

@@ -10,14 +10,10 @@ from typing import Any
 import streamlit as st
 import torch
 
-from mlalp_core.attacks import (
-    AttackResult,
-    make_attack,
-)
+from mlalp_core.attacks import AttackCancelled, AttackResult, make_attack
+from mlalp_core.attacks.cost import Costs, estimate_seconds, measure_costs
 from mlalp_core.errors import MlalpError
-from mlalp_core.viz.figures import (
-    display_name,
-)
+from mlalp_core.viz.figures import display_name
 
 from .pickers import Picked, Target
 from .sidebar import Globals
@@ -63,8 +59,9 @@ def run_attack(g: Globals, model, attack: str, settings: dict[str, Any], picked:
                key: tuple, *, label: str | None = None) -> AttackResult | None:
     """Run one attack with a live progress bar; None (after an st.error) when it fails.
 
-    A click on Stop (or any other control) reruns the page, which interrupts the attack at its
-    next progress report; :func:`interrupted` then says so.
+    A click on Stop (or any other control) reruns the page; the attack notices at its next
+    progress report, stops, and its best iterates so far are kept as a result marked "stopped
+    early" before the rerun goes ahead.
     """
     title = label or display_name(attack)
     try:
@@ -74,11 +71,18 @@ def run_attack(g: Globals, model, attack: str, settings: dict[str, Any], picked:
         return None
     st.session_state["_running"] = key
     t0 = time.perf_counter()
+    held: list[BaseException] = []  # Streamlit's rerun/stop signal, raised again once the result is kept
     with st.status(f"Running {title} ...", expanded=True) as status:
         bar = st.progress(0.0, text="starting")
 
         def progress(done: int, total: int, message: str) -> None:
-            bar.progress(min(1.0, done / max(total, 1)), text=message)
+            try:
+                bar.progress(min(1.0, done / max(total, 1)), text=message)
+            except BaseException as exc:  # noqa: BLE001 - only Streamlit's control flow is caught
+                if isinstance(exc, (Exception, KeyboardInterrupt, SystemExit)):
+                    raise
+                held.append(exc)
+                raise AttackCancelled from None
 
         try:
             result = atk(picked.x, target.tensor, progress=progress)
@@ -93,11 +97,33 @@ def run_attack(g: Globals, model, attack: str, settings: dict[str, Any], picked:
             st.session_state.pop("_running", None)
             st.error(f"{title} failed: {exc}")
             return None
+        store_result(key, result)
+        st.session_state.pop("_running", None)
+        if held:
+            raise held[0]
         ok = bool(result.success[0])
         status.update(label=f"{title}: {'success' if ok else 'target not reached'} in "
                             f"{time.perf_counter() - t0:.1f} s", state="complete", expanded=False)
-    store_result(key, result)
-    st.session_state.pop("_running", None)
     return result
 
 
+@st.cache_resource(show_spinner="Timing this model on this device (once) ...", max_entries=8)
+def _costs(model_name: str, device: str, _model: Any) -> Costs:
+    return measure_costs(_model, device)
+
+
+def estimate_note(where: Any, g: Globals, model: Any, settings: dict[str, dict[str, Any]]) -> None:
+    """Before a run: how long each attack may take here, from its settings and measured costs."""
+    try:
+        costs = _costs(g.model, g.device, model)
+    except MlalpError as exc:
+        where.caption(f"No time estimate: {exc}")
+        return
+    est = {a: estimate_seconds(a, s, costs) for a, s in settings.items()}
+    parts = ", ".join(f"{display_name(a)} {_seconds(t)}" for a, t in est.items())
+    where.caption(f"Estimated at most, on {costs.device}: {parts}; together {_seconds(sum(est.values()))} "
+                  "(early stops usually make it shorter).")
+
+
+def _seconds(t: float) -> str:
+    return f"{t:.0f} s" if t < 120 else f"{t / 60:.1f} min"

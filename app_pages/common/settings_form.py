@@ -7,17 +7,11 @@ from typing import Any
 
 import streamlit as st
 
-from mlalp_core.attacks import (
-    PRESETS,
-    attack_class,
-    parse_settings,
-)
+from mlalp_core.attacks import PRESETS, attack_class, parse_settings
 from mlalp_core.errors import MlalpError
 from mlalp_core.lp import backend_status
 from mlalp_core.settings import load_settings
-from mlalp_core.viz.figures import (
-    display_name,
-)
+from mlalp_core.viz.figures import display_name
 
 # ---------------------------------------------------------------------------------------------
 # Attack settings

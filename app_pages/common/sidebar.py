@@ -9,9 +9,7 @@ from typing import Any
 import streamlit as st
 import torch
 
-from mlalp_core.data.images import (
-    tensor_to_pil,
-)
+from mlalp_core.data.images import tensor_to_pil
 from mlalp_core.data.registry import list_datasets, load_dataset
 from mlalp_core.device import available_devices, describe_device
 from mlalp_core.errors import MlalpError

@@ -59,6 +59,10 @@ class AttackResult:
     model_calls: torch.Tensor  # (B,) long
     elapsed_s: torch.Tensor  # (B,) seconds
     trace: list[list[dict[str, Any]]] = field(default_factory=list)
+    #: stopped before it finished (a Stop in the app): the best iterates found so far
+    stopped: bool = False
+    #: per example, what was returned and why when the target was not reached ("" on success)
+    notes: list[str] = field(default_factory=list)
 
     @property
     def perturbation(self) -> torch.Tensor:
@@ -86,7 +90,9 @@ class AttackResult:
             x=pick(self.x), x_adv=pick(self.x_adv), target=pick(self.target),
             probs_clean=pick(self.probs_clean), probs_adv=pick(self.probs_adv),
             success=pick(self.success), iterations=pick(self.iterations),
-            model_calls=pick(self.model_calls), elapsed_s=pick(self.elapsed_s), trace=trace,
+            model_calls=pick(self.model_calls), elapsed_s=pick(self.elapsed_s), trace=trace, stopped=self.stopped,
+            notes=[self.notes[i] for i in (range(len(self.trace))[idx] if isinstance(idx, slice) else ids.tolist())]
+            if self.notes else [],
         )
 
 
@@ -174,7 +180,42 @@ class Attack(ABC):
 
     @abstractmethod
     def _run(self, x: torch.Tensor, target: torch.Tensor, progress: ProgressFn | None) -> AttackRun:
-        """Attack images ``x`` (B,3,H,W) in [0,1] towards bool targets ``target`` (B,l)."""
+        """Attack images ``x`` (B,3,H,W) in [0,1] towards bool targets ``target`` (B,l). Report with
+        :meth:`_report`; when it returns False, stop and return the best iterates found so far."""
+
+    def _outcome(self, i: int, success: bool, x: torch.Tensor, x_adv: torch.Tensor, probs: torch.Tensor,
+                 target: torch.Tensor, trace: list[dict[str, Any]]) -> str:
+        """What the attack returns for an example that did not reach y*, and why (one line)."""
+        if success:
+            return ""
+        wrong = int(((probs >= self.threshold) != target.bool()).sum())
+        parts = [f"target not reached ({wrong} label(s) wrong)"]
+        if bool((x_adv == x).all()):
+            parts.append("no iterate had more labels right than the clean image, so it returns the clean image "
+                         "(r = 0)")
+        else:
+            parts.append("it returns its best iterate")
+        stop = trace[-1].get("stop") if trace else None
+        if stop:
+            parts.append(f"it stopped on: {stop}")
+        detail = self._failure_detail(trace)
+        return "; ".join(parts + ([detail] if detail else [])) + "."
+
+    def _failure_detail(self, trace: list[dict[str, Any]]) -> str:
+        """An attack's own reason for a failure, from its trace ("" when there is nothing to add)."""
+        return ""
+
+    def _report(self, progress: ProgressFn | None, done: int, total: int, message: str) -> bool:
+        """Progress for the caller, who may ask to stop by raising :class:`AttackCancelled`: then
+        False (the attack returns what it has; the result says ``stopped``)."""
+        if progress is None:
+            return True
+        try:
+            progress(done, total, message)
+        except AttackCancelled:
+            self._stopped = True
+            return False
+        return True
 
     # ---- common work -------------------------------------------------------------------------
     def __call__(self, x: torch.Tensor, target: torch.Tensor, *, progress: ProgressFn | None = None) -> AttackResult:
@@ -186,6 +227,7 @@ class Attack(ABC):
         t0 = time.perf_counter()
         with torch.no_grad():
             probs_clean = model.probabilities(x_dev)
+        self._stopped = False
         run = self._run(x_dev, t_dev, progress)
         x_adv = run.x_adv.detach().clamp(0.0, 1.0)
         if self.device.type == "cuda":
@@ -195,6 +237,12 @@ class Attack(ABC):
             probs_adv = model.probabilities(x_adv)
         b = x.shape[0]
         elapsed = run.elapsed_s if run.elapsed_s is not None else torch.full((b,), wall / max(b, 1))
+        success = success_mask(probs_adv, t_dev, self.threshold).cpu()
+        notes = [self._outcome(i, bool(success[i]), x_dev[i], x_adv[i], probs_adv[i], t_dev[i], run.trace[i])
+                 for i in range(b)]
+        for i, note in enumerate(notes):
+            if note and run.trace[i]:
+                run.trace[i][-1]["outcome"] = note  # kept with the trace in the results store
         return AttackResult(
             attack=self.name,
             params=self.config(),
@@ -204,9 +252,11 @@ class Attack(ABC):
             target=target.cpu(),
             probs_clean=probs_clean.cpu(),
             probs_adv=probs_adv.cpu(),
-            success=success_mask(probs_adv, t_dev, self.threshold).cpu(),
+            success=success,
             iterations=run.iterations.cpu().long(),
             model_calls=run.model_calls.cpu().long(),
             elapsed_s=elapsed.cpu().double(),
             trace=run.trace,
+            stopped=self._stopped,
+            notes=notes,
         )

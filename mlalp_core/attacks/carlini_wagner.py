@@ -221,10 +221,11 @@ class CarliniWagnerL2(Attack):
             st.c, st.lower, st.upper = update_binary_search(st.c, st.lower, st.upper, ss.success)
             st.iterations += ss.ran
             self._trace_step(st, ss, step, c_used)
-            if progress is not None:
-                progress((step + 1) * self.max_iterations, self.binary_search_steps * self.max_iterations,
-                         f"{self.name}: binary step {step + 1}/{self.binary_search_steps} done, "
-                         f"{int(ss.success.sum())}/{len(ss.success)} succeeded")
+            if self._stopped or not self._report(
+                    progress, (step + 1) * self.max_iterations, self.binary_search_steps * self.max_iterations,
+                    f"{self.name}: binary step {step + 1}/{self.binary_search_steps} done, "
+                    f"{int(ss.success.sum())}/{len(ss.success)} succeeded"):
+                break
         return AttackRun(x_adv=st.best_x, iterations=st.iterations, model_calls=st.calls, trace=st.trace)
 
     def _start(self, x: torch.Tensor, target: torch.Tensor) -> _CWState:
@@ -266,10 +267,11 @@ class CarliniWagnerL2(Attack):
             self._keep_best(st, ss, idx_k, img.detach()[keep], probs.detach()[keep], l2sq.detach().double()[keep],
                             st.sets.take(idx).take(keep))
             self._adam(ss, it, idx_k, d.detach()[keep], grad[keep])
-            if progress is not None and (it + 1) % 10 == 0:
-                progress(step * self.max_iterations + it + 1, self.binary_search_steps * self.max_iterations,
-                         f"{self.name}: binary step {step + 1}/{self.binary_search_steps}, "
-                         f"iteration {it + 1}/{self.max_iterations}")
+            if (it + 1) % 10 == 0 and not self._report(
+                    progress, step * self.max_iterations + it + 1, self.binary_search_steps * self.max_iterations,
+                    f"{self.name}: binary step {step + 1}/{self.binary_search_steps}, "
+                    f"iteration {it + 1}/{self.max_iterations}"):
+                break
         return ss
 
     def _forward(self, st: _CWState, idx: torch.Tensor, delta: torch.Tensor) -> tuple[torch.Tensor, ...]:
@@ -324,6 +326,11 @@ class CarliniWagnerL2(Attack):
         ss.adam_m[idx], ss.adam_v[idx] = m, v
         denom = (v.sqrt() / math.sqrt(1 - b2**t)).add_(_ADAM_EPS)
         ss.delta[idx] = d - (self.learning_rate / (1 - b1**t)) * m / denom
+
+    def _failure_detail(self, trace: list[dict[str, Any]]) -> str:
+        if trace and not any(s.get("step_success") for s in trace):
+            return f"no value of c in its {len(trace)} binary-search steps (up to {trace[-1]['c']:.3g}) reached y*"
+        return ""
 
     def _trace_step(self, st: _CWState, ss: _StepState, step: int, c_used: torch.Tensor) -> None:
         for e in range(len(st.trace)):

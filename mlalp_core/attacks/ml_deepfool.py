@@ -112,6 +112,14 @@ class MLDeepFool(Attack):
                 f"ml-deepfool.margin must be below {limit:g} (the threshold is {self.threshold:g}), got {self.margin!r}"
             )
 
+    def _failure_detail(self, trace: list[dict[str, Any]]) -> str:
+        if not trace:
+            return ""
+        last = trace[-1]
+        return (f"its last iterate had l_2 = {last['l2']:.3g} and l_inf = {last['linf']:.3g} (clipped to [0,1]): "
+                "its steps push every label, the right ones too, to the threshold through a linearisation in "
+                "probability space, far beyond the image")
+
     def _tiebreak_norm(self, x_adv: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
         """(B,) the quantity ties are broken on (smaller wins)."""
         diff = x_adv if self.mode == "authors" else x_adv - x
@@ -155,16 +163,17 @@ class MLDeepFool(Attack):
 
             rows = zip(idx.tolist(), match.tolist(), best_match[idx].tolist(),
                        (x_new - x[idx]).flatten(1).double().norm(dim=1).tolist(),
+                       (x_new - x[idx]).flatten(1).abs().amax(dim=1).tolist(),
                        r.flatten(1).double().norm(dim=1).tolist(), dropped.tolist(),
                        (f_new - t).abs().amax(dim=1).tolist())
-            for e, m, bm, l2, step_l2, drop, gap in rows:
+            for e, m, bm, l2, linf, step_l2, drop, gap in rows:
                 trace[e].append({
-                    "iteration": it, "labels_matching": m, "best_labels_matching": bm, "l2": l2,
+                    "iteration": it, "labels_matching": m, "best_labels_matching": bm, "l2": l2, "linf": linf,
                     "step_l2": step_l2, "dropped_labels": drop, "max_gap_to_threshold": gap,
                 })
-            if progress is not None:
-                progress(it + 1, self.max_iterations,
-                         f"{self.name}: iteration {it + 1}/{self.max_iterations}, "
-                         f"{int((~active).sum())}/{b} done")
+            if not self._report(progress, it + 1, self.max_iterations,
+                                f"{self.name}: iteration {it + 1}/{self.max_iterations}, "
+                                f"{int((~active).sum())}/{b} done"):
+                break
 
         return AttackRun(x_adv=best_x, iterations=iterations, model_calls=calls, trace=trace)

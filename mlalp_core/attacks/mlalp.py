@@ -110,12 +110,12 @@ class MLALP(Attack):
             if self.authors:  # authors' mode: one threshold for the whole batch
                 st.shared_margin = _authors_shared_margin(st.shared_margin, st.hide, probs_prev, probs_new,
                                                           active.tolist(), st.done)
-            if progress is not None:
-                progress(it, self.max_iterations,
-                         f"MLA-LP iteration {it}: {int((~st.done).sum())} of {len(st.done)} still running")
+            if not self._report(progress, it, self.max_iterations,
+                                f"MLA-LP iteration {it}: {int((~st.done).sum())} of {len(st.done)} still running"):
+                break
         for i, steps_of_i in enumerate(st.trace):
             if steps_of_i:
-                steps_of_i[-1]["stop"] = st.reason[i] or "iteration limit"
+                steps_of_i[-1]["stop"] = st.reason[i] or ("stopped early" if self._stopped else "iteration limit")
         return AttackRun(x_adv=st.best_x, iterations=st.iterations, model_calls=st.calls, trace=st.trace,
                          elapsed_s=st.elapsed)
 
@@ -252,6 +252,12 @@ class MLALP(Attack):
         else:
             st.x_cur[i] = x_new
         return p_new
+
+    def _failure_detail(self, trace: list[dict[str, Any]]) -> str:
+        if self.authors and any("restarted" in e.get("note", "") for e in trace):
+            return ("in the authors' mode a worse step restarts from the clean image and forgets the best iterate "
+                    "(their rule)")
+        return ""
 
     @staticmethod
     def _stalled(it: int, attacked: torch.Tensor, p_old: torch.Tensor, p_new: torch.Tensor) -> bool:

@@ -516,12 +516,16 @@ def figure1_grid(
     original_caption: str = "",
     pooling: Pooling = "maxabs",
     max_side: int | None = 64,
+    shared_z: bool = True,
     style: PublicationStyle | None = None,
     row_height: int = 240,
 ) -> go.Figure:
     """Fig. 1 of the paper: one row per attack with its R, G, B distortion surfaces and its
-    adversarial image; an optional first row shows the original image. Each row has its own
-    z-range (the paper: [-1, 1] for ML-DeepFool, [-0.03, 0.03] for the others) and colour bar."""
+    adversarial image; an optional first row shows the original image.
+
+    ``shared_z`` (default): one z-range and one colour bar for every attack, so they compare at a
+    glance (the largest row's auto range, said on the figure); otherwise each row has its own, as
+    the paper drew it ([-1, 1] for ML-DeepFool, [-0.03, 0.03] for the others)."""
     if not rows:
         raise InvalidInputError("Fig. 1 needs at least one attack")
     top = 1 if original is not None else 0
@@ -538,20 +542,25 @@ def figure1_grid(
                            xref="paper", yref="paper", x=img.xaxis.domain[1] + 0.01, y=sum(img.yaxis.domain) / 2,
                            showarrow=False, align="left", xanchor="left")
     ranges = []
-    for k, row in enumerate(rows, start=1 + top):
-        arr = _as_chw(row.perturbation)
-        z = float(row.z_range) if row.z_range is not None else auto_z_range(arr)
+    arrays = [_as_chw(row.perturbation) for row in rows]
+    common = max(float(row.z_range) if row.z_range is not None else auto_z_range(arr)
+                 for row, arr in zip(rows, arrays))
+    for k, (row, arr) in enumerate(zip(rows, arrays), start=1 + top):
+        z = common if shared_z else float(row.z_range) if row.z_range is not None else auto_z_range(arr)
         ranges.append(z)
         pooled = pool_perturbation(arr, max_side, pooling)
-        ax = "coloraxis" if k == 1 + top else f"coloraxis{k - top}"
+        ax = "coloraxis" if (k == 1 + top or shared_z) else f"coloraxis{k - top}"
         for c in range(3):
             fig.add_trace(_surface(pooled, c, ax, f"{row.name} {CHANNELS[c]}"), row=k, col=c + 1)
             fig.get_subplot(k, c + 1).update(_scene(z, axis_titles=False))
         fig.add_trace(_image_trace(row.adversarial, f"{row.name} adversarial"), row=k, col=4)
         y0, y1 = fig.get_subplot(k, 1).domain.y
+        if shared_z:  # one colour bar over all attack rows
+            y0, y1 = fig.get_subplot(len(rows) + top, 1).domain.y[0], fig.get_subplot(1 + top, 1).domain.y[1]
         fig.layout[ax] = dict(colorscale=COLORSCALE, cmin=-z, cmax=z, cmid=0.0,
-                              colorbar=dict(len=(y1 - y0) * 0.9, y=(y0 + y1) / 2, yanchor="middle", x=1.0,
-                                            thickness=10, tickformat=".2g", tickfont=dict(size=9)))
+                              colorbar=dict(len=(y1 - y0) * 0.95, y=(y0 + y1) / 2, yanchor="middle", x=1.0,
+                                            thickness=10, tickformat=".2g", tickfont=dict(size=9),
+                                            title=dict(text=f"r, all: +-{z:.3g}" if shared_z else "r", side="right")))
         fig.add_annotation(text=f"<b>{row.name}</b>", xref="paper", yref="paper", x=-0.01, y=(y0 + y1) / 2,
                            textangle=-90, showarrow=False, xanchor="right")
         if row.caption:
@@ -567,8 +576,12 @@ def figure1_grid(
                            showarrow=False)
     fig.update_xaxes(visible=False)
     fig.update_yaxes(visible=False)
-    fig.update_layout(margin=dict(l=40, r=40, t=40, b=20),
-                      meta=dict(attacks=[r.name for r in rows], z_ranges=ranges, pooling=pooling))
+    if shared_z:
+        fig.add_annotation(text=f"one z-range for all attacks: +-{common:.3g} ([0,1] units)", xref="paper",
+                           yref="paper", x=0.0, y=1.0, yanchor="bottom", xanchor="left", showarrow=False,
+                           font=dict(size=11))
+    fig.update_layout(margin=dict(l=40, r=60, t=50, b=20),
+                      meta=dict(attacks=[r.name for r in rows], z_ranges=ranges, pooling=pooling, shared_z=shared_z))
     return apply_style(fig, style, height=row_height * n)
 
 

@@ -18,7 +18,6 @@ from __future__ import annotations
 import io
 import textwrap
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -32,6 +31,7 @@ from .figures import (
     ATTACK_COLORS,
     CHANNELS,
     PAPER_Z_RANGE,
+    GridRow,
     _as_chw,
     _np,
     auto_z_range,
@@ -126,16 +126,6 @@ def _colorbar(fig: Figure, z: float, ax_or_cax: Any, label: str, **kw: Any) -> N
 # ---------------------------------------------------------------------------------------------
 # Fig. 1
 # ---------------------------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class GridRow:
-    """One attack's row of Fig. 1."""
-
-    name: str  # shown at the row's left (e.g. "MLA-LP")
-    perturbation: Any  # (3, H, W)
-    adversarial: Any  # (3, H, W)
-    caption: str = ""  # under the image (e.g. the labels after the attack)
 
 
 def shared_z_range(perturbations: Sequence[Any]) -> float:

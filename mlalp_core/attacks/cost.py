@@ -1,0 +1,77 @@
+"""How long an attack will take on this model and device, said before it runs.
+
+The estimate is an upper bound built from the attack's settings and costs measured once per
+(model, device): a forward and backward pass (one Adam iteration of the CW family), a Jacobian of
+all l outputs (an MLA-LP or ML-DeepFool iteration) and one LP. Early stops (success, the CW
+family's early abort) make real runs shorter, often much.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+
+from ..device import DeviceLike, resolve_device
+from .jacobian import batched_jacobian
+from .losses import per_label_bce
+
+
+@dataclass(frozen=True)
+class Costs:
+    """Seconds per image for the pieces attacks are made of."""
+
+    forward_backward: float
+    jacobian: float
+    lp: float
+    device: str
+
+
+def _timed(fn: Any, dev: torch.device, repeat: int = 2) -> float:
+    fn()  # warm-up (first calls allocate and pick kernels)
+    if dev.type == "cuda":
+        torch.cuda.synchronize(dev)
+    t0 = time.perf_counter()
+    for _ in range(repeat):
+        fn()
+    if dev.type == "cuda":
+        torch.cuda.synchronize(dev)
+    return (time.perf_counter() - t0) / repeat
+
+
+def measure_costs(model: Any, device: DeviceLike = None) -> Costs:
+    """Time the pieces once on a grey image of the model's size (about a second on the demo models)."""
+    from ..lp import solve_linf
+
+    dev = resolve_device(device)
+    model = model.to(dev).eval()
+    x = torch.full((1, 3, *model.input_size), 0.5, device=dev)
+    target = torch.zeros(1, model.num_labels, dtype=torch.bool, device=dev)
+
+    def fwd_bwd() -> None:
+        d = x.clone().requires_grad_(True)
+        model.probabilities(d).sum().backward()
+
+    def jac() -> Any:
+        return batched_jacobian(lambda z: per_label_bce(model(z), target), x)
+
+    fb = _timed(fwd_bwd, dev)
+    jt = _timed(jac, dev)
+    loss, j = jac()
+    b = torch.full((model.num_labels,), -0.1, dtype=torch.float64)
+    t0 = time.perf_counter()
+    solve_linf(j[0].reshape(model.num_labels, -1), b, tol=1e-6)
+    lp = time.perf_counter() - t0
+    return Costs(fb, jt, lp, str(dev))
+
+
+def estimate_seconds(attack: str, settings: dict[str, Any], costs: Costs) -> float:
+    """An upper bound on the seconds one image takes under ``settings`` (the schema's keys)."""
+    if attack == "mla-lp":
+        return settings.get("max_iterations", 10) * (costs.jacobian + costs.lp + 2 * costs.forward_backward / 2)
+    if attack == "ml-deepfool":
+        return settings.get("max_iterations", 20) * (costs.jacobian + costs.forward_backward / 2)
+    steps = settings.get("binary_search_steps", 10) * settings.get("max_iterations", 1000)
+    return steps * costs.forward_backward
