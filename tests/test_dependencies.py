@@ -24,7 +24,7 @@ ROOT = Path(__file__).resolve().parents[1]
 PYPROJECT = tomllib.loads((ROOT / "pyproject.toml").read_text())
 LOCAL = {"mlalp_core", "app_pages", "app"}
 #: module -> the extra that provides it (imported lazily, never at a module's top level)
-OPTIONAL = {"mosek": "mosek", "kaleido": "export", "choreographer": "export"}
+OPTIONAL = {"mosek": "mosek"}
 
 
 def _name(req: str) -> str:

@@ -58,7 +58,8 @@ def _registrars():
 
 
 #: (module, function) pairs; each function adds its subparsers. Imports stay inside the commands.
-_SUBCOMMAND_MODULES: list[tuple[str, str]] = [("demo", "register"), ("models", "register"), ("bench", "register")]
+_SUBCOMMAND_MODULES: list[tuple[str, str]] = [("attack", "register"), ("bench", "register"), ("models", "register"),
+                                               ("demo", "register")]
 
 
 def main(argv: list[str] | None = None) -> int:

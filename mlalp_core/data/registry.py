@@ -8,6 +8,9 @@ train, val (default val, the paper's test set) and the paper's seeded 80/20 spli
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
+
+import torch
 
 from ..errors import ConfigurationError, DataError
 from ..settings import Settings, load_settings
@@ -101,3 +104,39 @@ def load_dataset(
         fit, select = paper_split(train)
         return fit if split == "train80" else select
     return VOCDataset(s.voc_root, year, split, difficult=difficult, cache_dir=s.cache_dir)
+
+
+@dataclass(frozen=True)
+class FoundImage:
+    """One image to attack, at a model's input size, with where it came from."""
+
+    x: torch.Tensor  # (3, H, W) in [0,1]
+    name: str  # a file stem or the data set's example id
+    labels: torch.Tensor | None  # (l,) bool ground truth; None for a file
+    index: int  # the position in the data set (hide-one's seed uses it); 0 for a file
+    original_size: tuple[int, int] | None = None  # (H, W) of a file before resizing
+    label_names: tuple[str, ...] | None = None  # the data set's labels; None for a file
+
+
+def find_image(spec: str, size: tuple[int, int], dataset: str = "demo", split: str | None = None,
+               settings: Settings | None = None) -> FoundImage:
+    """``spec`` as a user writes it: an image file, an example id of ``dataset`` (``scene_005``)
+    or its index (``5``). Files go through the safe image loader (size limits) and are resized."""
+    from .images import load_image, pil_to_tensor
+
+    path = Path(spec).expanduser()
+    if path.is_file():
+        img = load_image(path)
+        return FoundImage(pil_to_tensor(img, size), path.stem, None, 0, (img.height, img.width))
+    ds = load_dataset(dataset, split, settings=settings)
+    ids = ds.ids()
+    if spec in ids:
+        index = ids.index(spec)
+    elif spec.strip().isdigit() and int(spec) < len(ds):
+        index = int(spec)
+    else:
+        near = ", ".join(ids[:3]) + (", ..." if len(ids) > 3 else "")
+        raise DataError(f"{spec!r} is not an image file, nor an example id or index of {dataset} "
+                        f"({len(ds)} examples: {near})")
+    return FoundImage(ds.image(index, size), ids[index], ds.labels()[index].bool(), index,
+                      label_names=tuple(ds.label_names))

@@ -62,7 +62,7 @@ def display_name(attack: str) -> str:
 
 @dataclass(frozen=True)
 class PublicationStyle:
-    """Figure size and typography. Sizes in CSS pixels (kaleido's SVG/PDF units); ``scale``
+    """Figure size and typography of the browser's modebar download. Sizes in CSS pixels; ``scale``
     multiplies the pixels of PNG exports and of the raster that 3D scenes become in SVG/PDF."""
 
     width: int = 1000
@@ -235,7 +235,7 @@ def _scene(z: float, *, axis_titles: bool = True) -> dict:
 def _surface(p: PooledPerturbation, c: int, coloraxis: str, name: str) -> go.Surface:
     return go.Surface(
         z=p.values[c].astype(np.float32), x=p.cols, y=p.rows, coloraxis=coloraxis, name=name,
-        # 0.99, not 1: a fully opaque surface next to a Scatter3d can vanish in kaleido's export
+        # 0.99, not 1: a fully opaque surface next to a Scatter3d can vanish in plotly's image export
         opacity=0.99, showscale=False,
         hovertemplate="x %{x}<br>y %{y}<br>r %{z:.5f}<extra>" + name + "</extra>",
     )
