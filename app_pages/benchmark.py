@@ -76,7 +76,8 @@ with st.expander("Launch a batch run", expanded=not Path(path).is_file()):
     attack_settings = {a: dict(PRESETS[preset].get(a, {})) for a in attacks}
     launch = st.button("Launch", type="primary", key=f"{PAGE}_launch", disabled=not (models and attacks and info))
     if launch:
-        st.button("Stop", key=f"{PAGE}_stop", help="Stops after the current batch; finished examples are kept")
+        stop_slot = st.empty()  # cleared when the run ends: no stale Stop button
+        stop_slot.button("Stop", key=f"{PAGE}_stop", help="Stops after the current batch; finished examples are kept")
         cfg = BenchConfig(models=tuple(models), dataset=dataset, split=split, attacks=tuple(attacks), n=int(n),
                           seed=int(seed), batch_size=int(batch), device=g.device, attack_settings=attack_settings,
                           store=path)
@@ -97,6 +98,7 @@ with st.expander("Launch a batch run", expanded=not Path(path).is_file()):
                 torch.cuda.empty_cache()
                 status.update(label="Batch run: out of GPU memory", state="error")
                 st.error("The GPU ran out of memory: lower the batch size or pick device 'cpu' in the sidebar.")
+        stop_slot.empty()
 
 if not Path(path).is_file():
     st.info(f"No results store at {path} yet: launch a batch run above, or run `mlalp bench` and point this page "
@@ -139,13 +141,20 @@ if t2:
 st.subheader("Table III: attacks")
 t3 = table3(chosen)
 show = pd.DataFrame([{**r, "attack": DISPLAY_NAMES.get(r["attack"], r["attack"])} for r in with_paper(t3)])
+paper_cols = [c for c in show.columns if c.startswith("paper_")]
+no_paper = bool(paper_cols) and bool(show[paper_cols].isna().all().all())
+if no_paper:  # the paper has numbers for ML-GCN / ML-LIW on VOC only
+    show = show.drop(columns=paper_cols)
+show = show.rename(columns={"time_s": "time/example (s)"})
 st.dataframe(show, hide_index=True, width="stretch",
              column_config={k: st.column_config.NumberColumn(format="%.4f")
                             for k in ("success_rate", "rmsd", "rmsd_paper", "l2", "linf", "paper_success_rate",
                                       "paper_rmsd", "paper_l2", "paper_linf")})
-st.caption("Success rate over all attacked examples; RMSD, l_2 and l_inf averaged over the successful ones (l_2, "
-           "l_inf in [0,1] units; RMSD on 0..255, and 'rmsd_paper' on the paper's printed scale). paper_*: the "
-           "paper's Table III for the same model, data set and attack.")
+st.caption("Rows in the paper's order. Success rate over all attacked examples; RMSD, l_2 and l_inf averaged over "
+           "the successful ones (l_2, l_inf in [0,1] units; RMSD on 0..255, and 'rmsd_paper' on the paper's printed "
+           "scale). Time per example: MLA-LP times each example; the others divide their batch's wall time by its "
+           "size. " + ("The paper's columns are hidden: it has numbers for ML-GCN and ML-LIW on VOC only."
+                       if no_paper else "paper_*: the paper's Table III for the same model, data set and attack."))
 c1, c2, c3 = st.columns(3)
 c1.download_button("Table III as CSV", to_csv(t3), file_name="table3.csv", mime="text/csv", key=f"{PAGE}_csv",
                    on_click="ignore")

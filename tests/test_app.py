@@ -183,7 +183,9 @@ def test_benchmark_page_tables_drill_down_and_open_in_explore(tmp_path):
     assert not at.error
     frames = [d.value for d in at.dataframe]
     t3 = next(f for f in frames if "success_rate" in f.columns)
-    assert sorted(t3["attack"]) == ["ML-DeepFool", "MLA-LP"] and set(t3["attacked"]) == {2}
+    assert list(t3["attack"]) == ["ML-DeepFool", "MLA-LP"] and set(t3["attacked"]) == {2}  # the paper's order
+    assert not [c for c in t3.columns if c.startswith("paper_")]  # no paper numbers for the demo: hidden
+    assert any("paper's columns are hidden" in c.value for c in at.caption)
     assert any("to_attack" in f.columns for f in frames)  # Table II
     labels = [b.label for b in at.get("download_button")]
     assert "Table III as CSV" in labels and "Table III as LaTeX" in labels
@@ -212,6 +214,7 @@ def test_benchmark_page_launches_a_batch_run():
     assert not at.error
     t3 = next(d.value for d in at.dataframe if "success_rate" in d.value.columns)
     assert list(t3["attack"]) == ["ML-DeepFool"] and list(t3["attacked"]) == [1]
+    assert not any(b.label == "Stop" for b in at.button)  # no stale Stop once the run has ended
 
 
 def test_a_failing_lp_backend_is_explained_before_and_after_running():

@@ -182,8 +182,13 @@ def test_exports():
     md = to_markdown(rows)
     assert "| MLA-LP |" in md or "| MLA-LP" in md
     tex = to_latex(rows, caption="Table III")
-    assert r"\textbf{0.0100}" in tex  # the smallest linf is bold
-    assert r"\toprule" in tex and tex.count(r"\\") >= 3
+    assert r"\bfseries 0.0100" in tex  # the smallest linf is bold
+    assert r"\toprule" in tex and tex.count(r"\\") >= 3 and tex.startswith("% needs \\usepackage{booktabs}")
+    # every LaTeX special character is escaped, in cells and in the caption
+    odd = table3([dict(_row("mla-lp", True, 0.01, 1.0, 0.4), model="m_1#x $y^2~{a}\\ 50% & co")])
+    tex = to_latex(odd, caption="r & s 5% #1")
+    assert r"m\_1\#x \$y\textasciicircum 2\textasciitilde \{a\}\textbackslash \space 50\% \& co" in tex
+    assert r"\caption{r \& s 5\% \#1}" in tex
 
 
 def test_store_rejects_a_file_that_is_not_a_store(tmp_path):

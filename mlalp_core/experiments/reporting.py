@@ -30,6 +30,7 @@ TABLE3_COLUMNS: dict[str, tuple[str, str, str | None]] = {
     "rmsd_paper": ("RMSD (paper)", "{:.4f}", "min"),
     "l2": ("l2", "{:.4f}", "min"),
     "linf": ("linf", "{:.4f}", "min"),
+    # MLA-LP times each example; the other attacks divide their batch's wall time by its size
     "time_s": ("time/example (s)", "{:.3f}", None),
     "model_calls": ("model calls/example", "{:.0f}", None),
 }
@@ -204,34 +205,33 @@ def _best(table: Sequence[dict[str, Any]], keys, cols) -> set[tuple[int, str]]:
     return best
 
 
+_LATEX_SPECIAL = {"\\": r"\textbackslash ", "&": r"\&", "%": r"\%", "$": r"\$", "#": r"\#", "_": r"\_",
+                  "{": r"\{", "}": r"\}", "~": r"\textasciitilde ", "^": r"\textasciicircum "}
+
+
+def _latex_text(text: str) -> str:
+    """Plain text for a LaTeX caption (the cells are escaped by pandas' Styler)."""
+    return "".join(_LATEX_SPECIAL.get(c, c) for c in text)
+
+
 def to_latex(table: Sequence[dict[str, Any]], columns: dict | None = None, caption: str = "",
              label: str = "") -> str:
-    """A booktabs table; the best value of each (model, data set) group in bold, as in the paper."""
+    """A booktabs table through pandas' Styler (which escapes & % $ # _ { } ~ ^ \\ in every cell and
+    header); the best value of each (model, data set) group in bold, as in the paper. The first
+    line names the LaTeX package the table needs."""
+    import pandas as pd
+
     keys, cols = _columns(table, columns)
     best = _best(table, keys, cols)
-    esc = lambda s: s.replace("_", r"\_").replace("%", r"\%").replace("&", r"\&")  # noqa: E731
-    align = "".join("l" if cols[k][1] == "{}" else "r" for k in keys)
-    head = [esc(cols[k][0]) + (r"$\uparrow$" if cols[k][2] == "max" else r"$\downarrow$" if cols[k][2] == "min" else "")
-            for k in keys]
-    lines = [r"\begin{table}[t]", r"\centering"]
-    if caption:
-        lines.append(r"\caption{" + esc(caption) + "}")
-    if label:
-        lines.append(r"\label{" + label + "}")
-    lines += [r"\begin{tabular}{" + align + "}", r"\toprule", " & ".join(head) + r" \\", r"\midrule"]
-    prev = None
-    for i, r in enumerate(table):
-        group = (r.get("model"), r.get("dataset"))
-        if prev is not None and group != prev:
-            lines.append(r"\midrule")
-        prev = group
-        cells = []
-        for k in keys:
-            s = esc(_fmt(r.get(k), cols[k][1]))
-            cells.append(r"\textbf{" + s + "}" if (i, k) in best else s)
-        lines.append(" & ".join(cells) + r" \\")
-    lines += [r"\bottomrule", r"\end{tabular}", r"\end{table}"]
-    return "\n".join(lines) + "\n"
+    df = pd.DataFrame([[_fmt(r.get(k), cols[k][1]) for k in keys] for r in table], columns=[cols[k][0] for k in keys])
+    bold = pd.DataFrame([["font-weight: bold" if (i, k) in best else "" for k in keys] for i in range(len(table))],
+                        columns=df.columns)
+    styler = (df.style.hide(axis="index").format(escape="latex").format_index(escape="latex", axis=1)
+              .apply(lambda _: bold, axis=None))
+    body = styler.to_latex(hrules=True, column_format="".join("l" if cols[k][1] == "{}" else "r" for k in keys),
+                           caption=_latex_text(caption) or None, label=label or None, position="t", environment="table",
+                           position_float="centering", convert_css=True)
+    return "% needs \\usepackage{booktabs} (\\toprule, \\midrule, \\bottomrule); the best values are in bold\n" + body
 
 
 def export(table: Sequence[dict[str, Any]], fmt: str, **kw: Any) -> str:

@@ -624,7 +624,10 @@ def budget_curves_figure(panels: Mapping[str, Mapping[Any, tuple[Any, Any]]], *,
                                       shape="hv", width=2),
                             hovertemplate="budget %{x:.4g}: %{y:.3f}<extra>" + label + "</extra>", row=1, col=col)
             seen.add(label)
+        # log axes: only the decades labelled (1e-3, 0.01, ...), minor ticks unlabelled
         fig.update_xaxes(title=dict(text=BUDGET_AXES.get(norm, norm)), type="log" if log_x else "linear",
+                         dtick=1 if log_x else None, tickformat=".1g" if log_x else None,
+                         minor=dict(ticks="outside", ticklen=3, dtick="D1", showgrid=False) if log_x else None,
                          row=1, col=col)
         fig.update_yaxes(range=[0, 1.02], row=1, col=col)
     fig.update_yaxes(title=dict(text="success rate"), row=1, col=1)
