@@ -138,6 +138,28 @@ def test_upload_that_is_not_an_image_gives_an_error_and_a_real_one_works():
     assert not at.error
     assert any("resized to 96x96" in c.value for c in at.caption)
     assert at.dataframe  # the label table with the model's predictions
+    assert not any("much smaller" in w.value for w in at.warning)  # 50x70 for 96x96: less than 2x
+    assert any("model input (96x96)" in str(e.proto) for e in at.get("imgs") + at.get("image"))  # side by side
+
+    tiny = io.BytesIO()
+    Image.fromarray(np.full((12, 9, 3), 200, np.uint8)).save(tiny, "PNG")
+    at.file_uploader(key="explore_upload").set_value(("tiny.png", tiny.getvalue(), "image/png"))
+    at.run()
+    _no_exception(at)
+    assert any("tiny.png is 9x12 pixels, much smaller than the model's 96x96" in w.value for w in at.warning)
+
+
+def test_target_choices_are_kept_across_modes():
+    at = _app()
+    at.selectbox(key="explore_index").set_value(SCENE).run()
+    at.radio(key="explore_tmode").set_value("add").run()
+    options = at.multiselect(key="explore_tadd").options
+    at.multiselect(key="explore_tadd").set_value(options[:2]).run()
+    at.radio(key="explore_tmode").set_value("hide").run()
+    at.radio(key="explore_tmode").set_value("add").run()
+    _no_exception(at)
+    assert at.multiselect(key="explore_tadd").value == options[:2]
+    assert any("add **" in m.value for m in at.markdown)
 
 
 def test_unconfigured_model_shows_its_reason_on_every_page():

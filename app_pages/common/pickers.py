@@ -12,7 +12,7 @@ import torch
 
 from mlalp_core.attacks.targets import add, custom, hide, hide_one
 from mlalp_core.data.base import check_labels_match
-from mlalp_core.data.images import MAX_FILE_BYTES, load_image, pil_to_tensor
+from mlalp_core.data.images import MAX_FILE_BYTES, load_image, pil_to_tensor, tensor_to_pil
 from mlalp_core.device import resolve_device
 from mlalp_core.errors import MlalpError
 from mlalp_core.viz.export import download_config
@@ -108,12 +108,21 @@ def _pick_upload(model, page: str) -> Picked | None:
     try:
         img = load_image(data, name=up.name)
         x = pil_to_tensor(img, model.input_size)[None]
-    except MlalpError as exc:
-        st.error(f"{exc}. Upload a PNG, JPEG, BMP, GIF, TIFF or WebP image of at most "
+    except MlalpError as exc:  # said for this file only: a later upload starts a fresh run of the page
+        st.error(f"{up.name}: {exc}. Upload a PNG, JPEG, BMP, GIF, TIFF or WebP image of at most "
                  f"{MAX_FILE_BYTES // 2**20} MB.")
         return None
     digest = hashlib.sha256(data).hexdigest()[:16]
-    st.caption(f"{up.name}: {img.width}x{img.height} pixels, resized to {model.input_size[1]}x{model.input_size[0]}")
+    h, w = model.input_size
+    st.caption(f"{up.name}: {img.width}x{img.height} pixels, resized to {w}x{h}, what the model sees:")
+    c1, c2 = st.columns(2)
+    c1.image(img, caption=f"uploaded ({img.width}x{img.height})", width="stretch")
+    c2.image(tensor_to_pil(x[0]), caption=f"model input ({w}x{h})", width="stretch")
+    factor = max(h / img.height, w / img.width)
+    if factor >= 2:
+        st.warning(f"{up.name} is {img.width}x{img.height} pixels, much smaller than the model's {w}x{h}: it is "
+                   f"upscaled {factor:.3g}x, so the model sees a blurry image; its predictions and the attack are "
+                   "about that image.")
     return Picked(f"upload/{digest}", x, None, up.name, 0, UPLOAD)
 
 
@@ -189,23 +198,31 @@ def pick_target(model, picked: Picked, probs: torch.Tensor, threshold: float, pa
                 "from the prediction (what the attack changes); the paper attacks only images the model gets right.")
     mode = st.radio("Target y*", list(TARGET_MODES), format_func=TARGET_MODES.get, key=f"{page}_tmode",
                     horizontal=True)
+    # the label choices of every mode are kept outside the widgets, so switching modes loses nothing
+    kept = st.session_state.setdefault("_target_choices", {}).setdefault((page, picked.key), {})
+
+    def choose(label: str, options: list[str], wkey: str, default: list[str]) -> list[str]:
+        st.session_state[wkey] = [o for o in kept.get(wkey, default) if o in options]
+        return st.multiselect(label, options, key=wkey, on_change=_keep_choice, args=(kept, wkey))
+
     try:
         if mode == "hide_one":
             seed = st.number_input("Seed", 0, 10**6, 0, key=f"{page}_tseed",
                                    help="hide-one draws the label from this seed and the image's index")
+            if not positives:
+                st.warning(f"The model predicts no label for {picked.title}: there is nothing to hide. Choose "
+                           "'add chosen labels' instead.")
+                return None
             t = hide_one(pred, seed=int(seed), example_ids=[picked.index])
         elif mode == "hide":
-            which = st.multiselect("Labels to hide", positives, default=positives[:1], key=f"{page}_thide")
-            t = hide(pred, which, names)
+            t = hide(pred, choose("Labels to hide", positives, f"{page}_thide", positives[:1]), names)
         elif mode == "add":
-            which = st.multiselect("Labels to add", negatives, key=f"{page}_tadd")
-            t = add(pred, which, names)
+            t = add(pred, choose("Labels to add", negatives, f"{page}_tadd", []), names)
         else:
-            keep = st.multiselect("Labels present after the attack", names, default=positives, key=f"{page}_tcustom")
-            vec = torch.tensor([[n in keep for n in names]])
-            t = custom(pred, vec)
+            keep = choose("Labels present after the attack", names, f"{page}_tcustom", positives)
+            t = custom(pred, torch.tensor([[n in keep for n in names]]))
     except MlalpError as exc:
-        st.warning(f"This target cannot be attacked: {exc}. Choose other labels.")
+        st.warning(f"This target cannot be attacked on {picked.title}: {exc}. Choose other labels.")
         return None
     hidden = [names[j] for j in (pred[0] & ~t[0]).nonzero().flatten().tolist()]
     added = [names[j] for j in (~pred[0] & t[0]).nonzero().flatten().tolist()]
@@ -214,6 +231,10 @@ def pick_target(model, picked: Picked, probs: torch.Tensor, threshold: float, pa
     summary = f"{' and '.join(parts)}; y* = {{{', '.join(after)}}}"
     st.markdown(f"Target: {summary}")
     return Target(t, summary, hidden, added)
+
+
+def _keep_choice(kept: dict, wkey: str) -> None:
+    kept[wkey] = list(st.session_state[wkey])
 
 
 def target_preview(names, probs: torch.Tensor, target: Target, threshold: float) -> None:
