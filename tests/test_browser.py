@@ -162,3 +162,46 @@ def test_choosing_upload_and_uploading_keep_the_attack_settings(tmp_path):
     assert after == {"iterations": "10", "gap": 1e-4, "best": True}
     assert "LP relative gap 0.0001 (paper: 1e-06)" in note and "iterations" not in note
     assert not bad_log_lines(log), bad_log_lines(log)[:5]
+
+
+def test_compare_grid_has_one_colour_bar_for_all_attacks():
+    """Compare's Fig. 1 grid: one z-range and one colour bar across the five attacks (so they can
+    be compared at a glance), on a CPU with the quick preset it starts on."""
+    chromium = _require_browser()
+    from playwright.sync_api import sync_playwright
+
+    log: list[str] = []
+    with serve_app(log) as app_url, sync_playwright() as pw:
+        browser = pw.chromium.launch(executable_path=chromium, args=CHROMIUM_ARGS)
+        try:
+            page = browser.new_page(viewport={"width": 1400, "height": 4000})
+            page.goto(f"{app_url}/compare", wait_until="domcontentloaded")
+            run = page.get_by_role("button", name="Run all five")
+            run.wait_for(timeout=120_000)
+            box = page.locator("[data-testid=stSelectbox]").filter(has_text="Image").first
+            box.click()
+            page.keyboard.type("scene_009")
+            page.get_by_role("option", name="scene_009").first.click()
+            page.locator("strong", has_text="scene_009").first.wait_for(timeout=120_000)
+            page.get_by_text("Estimated at most").first.wait_for(timeout=60_000)
+            run.click()
+            page.get_by_text("Fig. 1").first.wait_for(timeout=300_000)
+            page.wait_for_function(
+                "() => Array.from(document.querySelectorAll('.js-plotly-plot')).some("
+                "p => p._fullData && p._fullData.filter(t => t.type === 'surface').length === 15)", timeout=120_000)
+            grid = page.evaluate(
+                "() => { const p = Array.from(document.querySelectorAll('.js-plotly-plot')).find("
+                "p => p._fullData && p._fullData.filter(t => t.type === 'surface').length === 15);"
+                " const axes = Object.keys(p._fullLayout).filter(k => /^coloraxis\\d*$/.test(k));"
+                " return {surfaces: p._fullData.filter(t => t.type === 'surface').map(t => t.coloraxis),"
+                " axes: axes.map(k => [k, p._fullLayout[k].cmin, p._fullLayout[k].cmax]),"
+                " bars: document.querySelectorAll('.js-plotly-plot .colorbar').length}; }")
+            exceptions = page.locator("[data-testid=stException]").count()
+        finally:
+            browser.close()
+    assert exceptions == 0
+    assert set(grid["surfaces"]) == {"coloraxis"}, grid
+    used = [a for a in grid["axes"] if a[0] == "coloraxis"]
+    assert len(used) == 1 and used[0][1] == -used[0][2] > -1.01, grid
+    assert grid["bars"] == 1, grid  # one colour bar on the page
+    assert not bad_log_lines(log), bad_log_lines(log)[:5]
