@@ -11,15 +11,22 @@ from typing import Any
 
 from ..errors import InvalidInputError
 from .base import Attack, AttackCancelled, AttackResult, AttackRun, ProgressFn, success_mask
+from .bim import BIM
 from .carlini_wagner import MLCW, MLRank1, MLRank2
+from .fgsm import FGSM
+from .mifgsm import MIFGSM
 from .ml_deepfool import MLDeepFool
 from .mlalp import MLALP
+from .pgd import PGD, PGDL2
 from .schema import Schema, Setting
 
-#: name -> class, in the order of the paper's Table III (MLA-LP first here: it is the subject).
+#: name -> class: the paper's five (MLA-LP first: it is the subject), then the field's gradient
+#: attacks (beyond the paper; l_inf, and PGD also in l_2).
 ATTACKS: dict[str, type[Attack]] = {
-    cls.name: cls for cls in (MLALP, MLDeepFool, MLCW, MLRank1, MLRank2)
+    cls.name: cls for cls in (MLALP, MLDeepFool, MLCW, MLRank1, MLRank2, FGSM, BIM, PGD, MIFGSM, PGDL2)
 }
+#: The paper's five attacks (its Table III and Fig. 1).
+PAPER_ATTACKS: tuple[str, ...] = ("mla-lp", "ml-deepfool", "ml-cw", "ml-rank1", "ml-rank2")
 
 #: Display names as the paper writes them.
 DISPLAY_NAMES: dict[str, str] = {name: cls.display_name for name, cls in ATTACKS.items()}
@@ -60,4 +67,4 @@ def attack(name: str, model: Any, images: Any, target: Any, *, progress: Progres
 
 
 __all__ = ["ATTACKS", "DISPLAY_NAMES", "Attack", "AttackCancelled", "AttackResult", "AttackRun", "ProgressFn",
-           "PRESETS", "Schema", "Setting", "attack", "attack_class", "make_attack", "parse_settings", "success_mask", "MLALP", "MLDeepFool", "MLCW", "MLRank1", "MLRank2"]
+           "PAPER_ATTACKS", "PRESETS", "Schema", "Setting", "attack", "attack_class", "make_attack", "parse_settings", "success_mask", "MLALP", "MLDeepFool", "MLCW", "MLRank1", "MLRank2"]
