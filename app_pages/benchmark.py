@@ -16,7 +16,7 @@ import streamlit as st
 import torch
 
 from app_pages.common import panels, sidebar
-from mlalp_core.attacks import ATTACKS, DISPLAY_NAMES, PRESETS
+from mlalp_core.attacks import ATTACKS, DISPLAY_NAMES, PAPER_ATTACKS, PRESETS
 from mlalp_core.data.registry import list_datasets
 from mlalp_core.errors import MlalpError
 from mlalp_core.experiments.reporting import (
@@ -64,7 +64,7 @@ with st.expander("Launch a batch run", expanded=not Path(path).is_file()):
     dataset = c2.selectbox("Data set", ds_names, key=f"{PAGE}_dataset")
     info = next((d for d in data_av if d.name == dataset), None)
     split = c3.selectbox("Split", info.splits if info else [], key=f"{PAGE}_split")
-    attacks = st.multiselect("Attacks", list(ATTACKS), default=list(ATTACKS), format_func=DISPLAY_NAMES.get,
+    attacks = st.multiselect("Attacks", list(ATTACKS), default=list(PAPER_ATTACKS), format_func=DISPLAY_NAMES.get,
                              key=f"{PAGE}_attacks")
     c1, c2, c3, c4 = st.columns(4)
     n = c1.number_input("Examples per model (N)", min_value=1, value=8, key=f"{PAGE}_n",

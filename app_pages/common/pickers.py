@@ -10,13 +10,14 @@ import pandas as pd
 import streamlit as st
 import torch
 
+from mlalp_core.attacks import attack_class
 from mlalp_core.attacks.targets import add, custom, hide, hide_one
 from mlalp_core.data.base import check_labels_match
 from mlalp_core.data.images import MAX_FILE_BYTES, load_image, pil_to_tensor, tensor_to_pil
 from mlalp_core.device import resolve_device
 from mlalp_core.errors import MlalpError
 from mlalp_core.viz.export import download_config
-from mlalp_core.viz.figures import confidence_bars, display_name, predicted_names
+from mlalp_core.viz.figures import confidence_bars, predicted_names
 
 from .sidebar import UPLOAD, Globals, get_dataset, thumbnail
 
@@ -246,13 +247,8 @@ def target_preview(names, probs: torch.Tensor, target: Target, threshold: float)
 
 
 def target_notes(target: Target, attack: str) -> list[str]:
-    """Warnings about a target that an attack cannot pursue (shown before running)."""
-    notes = []
-    t = target.tensor[0]
-    if attack in ("ml-rank1", "ml-rank2") and (not bool(t.any()) or bool(t.all())):
-        side = "no positive" if not bool(t.any()) else "no negative"
-        notes.append(f"{display_name(attack)}: y* has {side} label, so its ranking loss is 0 from the start and the "
-                     "attack cannot move; choose a target that keeps at least one label on each side.")
-    return notes
+    """Warnings about a target that an attack cannot pursue (the attack says; shown before running)."""
+    problem = attack_class(attack).target_problem(target.tensor[0])
+    return [f"{problem}; choose a target that keeps at least one label on each side."] if problem else []
 
 

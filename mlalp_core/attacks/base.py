@@ -139,6 +139,13 @@ class Attack(ABC):
     authors_fixes: ClassVar[dict[str, Any]] = {}
     #: images per batch in the authors' runs (their results depend on it); None: not batch-bound
     authors_batch: ClassVar[int | None] = None
+    #: the distance the attack minimises or bounds ("l2" or "linf"): Table III groups by it
+    norm: ClassVar[str] = "l2"
+
+    @classmethod
+    def target_problem(cls, target: torch.Tensor) -> str:
+        """Why this attack cannot pursue the target y* (one row, bool), or "" when it can."""
+        return ""
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
         """The class's attribute annotations (for type checkers) must say what its schema says."""

@@ -416,6 +416,15 @@ class _RankAttack(CarliniWagnerL2):
     cosine_reference: str
     authors_fixes: ClassVar[dict[str, Any]] = {"repeat_at_upper_bound": False, "cosine_reference": "authors"}
 
+    @classmethod
+    def target_problem(cls, target: torch.Tensor) -> str:
+        t = target.bool().reshape(-1)
+        if not bool(t.any()) or bool(t.all()):
+            side = "no positive" if not bool(t.any()) else "no negative"
+            return (f"{cls.display_name}'s ranking loss compares positive with negative labels, and y* has {side} "
+                    "label: it is 0 from the start and the attack cannot move (objectives hide-all and show-many)")
+        return ""
+
     def _score(self, probs: torch.Tensor, sets: TargetSets) -> torch.Tensor:
         if self.cosine_reference == "authors":
             ref = sets.target_pm1 + sets.added.to(probs.dtype) - sets.hidden.to(probs.dtype)

@@ -58,6 +58,7 @@ class MLALP(Attack):
 
     name: ClassVar[str] = "mla-lp"
     display_name: ClassVar[str] = "MLA-LP"
+    norm: ClassVar[str] = "linf"
     schema: ClassVar[Schema] = Schema("mla-lp", (
         Setting("max_iterations", int, 10, "outer iterations (linearise, solve the LP, step)", "max iterations",
                 low=1, high=10_000),

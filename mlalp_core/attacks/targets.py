@@ -8,6 +8,7 @@ uniformly at random with a seed, is flipped to negative; every other label keeps
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Any
 
 import torch
 
@@ -104,3 +105,89 @@ def custom(labels: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
 def flipped(labels: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
     """(B, l) bool: the labels the attack must change."""
     return _as_bool_labels(labels) != _as_bool_labels(target)
+
+
+def hide_all(labels: torch.Tensor) -> torch.Tensor:
+    """Every positive label to negative (nothing predicted after the attack)."""
+    y = _as_bool_labels(labels)
+    empty = ~y.any(1)
+    if bool(empty.any()):
+        raise InvalidInputError(f"{int(empty.sum())} example(s) have no positive label to hide")
+    return torch.zeros_like(y)
+
+
+def show_k(labels: torch.Tensor, k: int, seed: int = 0, example_ids: Sequence[int] | None = None) -> torch.Tensor:
+    """Add k absent labels per example, chosen at random (seeded per example, like hide_one);
+    every other label keeps its value. The "show k labels" scenario of the showing-many study."""
+    y = _as_bool_labels(labels)
+    if isinstance(k, bool) or not isinstance(k, int) or k < 1:
+        raise InvalidInputError(f"k must be a positive integer, got {k!r}")
+    ids = range(y.shape[0]) if example_ids is None else example_ids
+    target = y.clone()
+    for row, ex_id in enumerate(ids):
+        neg = (~y[row]).nonzero().flatten()
+        if len(neg) < k:
+            raise InvalidInputError(f"example {ex_id} has {len(neg)} absent label(s), fewer than k = {k}")
+        g = torch.Generator().manual_seed((int(seed) * 1_000_003 + int(ex_id) + 7919 * k) % (2**63 - 1))
+        pick = neg[torch.randperm(len(neg), generator=g)[:k]]
+        target[row, pick] = True
+    return target
+
+
+def show_many(labels: torch.Tensor) -> torch.Tensor:
+    """Every label positive: show as many labels as possible (scored by how many are shown)."""
+    y = _as_bool_labels(labels)
+    full = y.all(1)
+    if bool(full.any()):
+        raise InvalidInputError(f"{int(full.sum())} example(s) already show every label")
+    return torch.ones_like(y)
+
+
+#: The objectives, by the name the command line, the runner and the store use.
+OBJECTIVES: dict[str, str] = {
+    "hide-one": "hide one predicted label, chosen at random (the paper's)",
+    "hide-all": "hide every predicted label",
+    "hide": "hide chosen labels (hide:dog,cat)",
+    "add": "add chosen labels (add:person)",
+    "show-k": "show k more labels, chosen at random (show-k:2)",
+    "show-many": "show as many labels as possible: every label as the target, scored by labels shown",
+}
+
+
+def parse_objective(text: str, label_names: Sequence[str] | None = None) -> tuple[str, Any]:
+    """``name`` or ``name:argument`` as (name, argument): show-k takes k, hide/add take label names."""
+    name, _, arg = str(text).strip().partition(":")
+    name = name.strip().lower()
+    if name not in OBJECTIVES:
+        raise InvalidInputError(f"unknown objective {text!r}; choose one of {', '.join(OBJECTIVES)}")
+    if name == "show-k":
+        if not arg.strip().isdigit() or int(arg) < 1:
+            raise InvalidInputError(f"show-k takes a positive number of labels, e.g. show-k:2, got {text!r}")
+        return name, int(arg)
+    if name in ("hide", "add"):
+        labels = [a.strip() for a in arg.split(",") if a.strip()]
+        if not labels:
+            raise InvalidInputError(f"{name} takes label names, e.g. {name}:dog,cat, got {text!r}")
+        if label_names is not None:
+            unknown = [n for n in labels if n not in label_names]
+            if unknown:
+                raise InvalidInputError(f"unknown label(s) {', '.join(unknown)} in {text!r}")
+        return name, tuple(labels)
+    if arg:
+        raise InvalidInputError(f"{name} takes no argument, got {text!r}")
+    return name, None
+
+
+def build_target(objective: str, labels: torch.Tensor, *, seed: int = 0, example_ids: Sequence[int] | None = None,
+                 label_names: Sequence[str] | None = None) -> torch.Tensor:
+    """y* for an objective (see :data:`OBJECTIVES`) from the labels the model predicts."""
+    name, arg = parse_objective(objective, label_names)
+    if name == "hide-one":
+        return hide_one(labels, seed=seed, example_ids=example_ids)
+    if name == "hide-all":
+        return hide_all(labels)
+    if name == "show-k":
+        return show_k(labels, arg, seed=seed, example_ids=example_ids)
+    if name == "show-many":
+        return show_many(labels)
+    return (hide if name == "hide" else add)(labels, list(arg), label_names)

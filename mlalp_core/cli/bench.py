@@ -33,7 +33,7 @@ def parse_sets(items: list[str] | None, base: dict[str, dict] | None = None) -> 
 def _cmd_bench(args: argparse.Namespace) -> int:
     from tqdm import tqdm
 
-    from ..attacks import ATTACKS
+    from ..attacks import ATTACKS, PAPER_ATTACKS
     from ..experiments.reporting import export, table2
     from ..experiments.runner import (
         BenchConfig,
@@ -45,10 +45,13 @@ def _cmd_bench(args: argparse.Namespace) -> int:
 
     out = writable_output(args.out, "--out", folder=True) if args.out else None  # before hours of work
     rank, world, dist_dev = init_distributed_from_env()
-    attacks = list(ATTACKS) if args.attacks == ["all"] else args.attacks
+    groups = {"all": list(ATTACKS), "paper": list(PAPER_ATTACKS),
+              "linf": [a for a, c in ATTACKS.items() if c.norm == "linf"]}
+    attacks = [a for name in args.attacks for a in groups.get(name.lower(), [name])]
     cfg = BenchConfig(models=args.models, dataset=args.data, split=args.split, attacks=attacks, n=args.n,
                       seed=args.seed, batch_size=args.batch, device=dist_dev or args.device,
-                      attack_settings=parse_sets(args.set, load_settings().attacks), store=args.store, precision=args.precision)
+                      attack_settings=parse_sets(args.set, load_settings().attacks), store=args.store, precision=args.precision,
+                      objective=args.objective)
     bars: dict[str, tqdm] = {}
 
     def progress(done: int, total: int, message: str) -> None:
@@ -120,9 +123,12 @@ def register(sub) -> None:
     p.add_argument("--models", nargs="+", default=["demo-gcn", "demo-liw"], help="registry names (mlalp models)")
     p.add_argument("--data", default="demo", help="data set name: demo, demo-test, voc2007, voc2012")
     p.add_argument("--split", default=None, help="split (default: the data set's test split)")
-    p.add_argument("--attacks", nargs="+", default=["all"], help="attack names or 'all'")
+    p.add_argument("--attacks", nargs="+", default=["paper"],
+                   help="attack names, or groups: paper (the paper's five, the default), linf, all")
     p.add_argument("--n", type=int, default=None, help="attack at most N selected examples per model")
     p.add_argument("--seed", type=int, default=0, help="seed of the hidden-label choice")
+    p.add_argument("--objective", default="hide-one",
+                   help="what y* asks: hide-one (the paper's), hide-all, hide:A,B, add:A,B, show-k:K, show-many")
     p.add_argument("--batch", type=int, default=None,
                    help="images per attack batch (default 8; with mode=authors the authors' own: 10 for MLA-LP, "
                         "18 for the CW family, recorded with the run)")

@@ -22,8 +22,8 @@ from typing import Any
 
 import torch
 
-from ..attacks import ATTACKS, make_attack, parse_settings
-from ..attacks.targets import hide_one
+from ..attacks import ATTACKS, PAPER_ATTACKS, make_attack, parse_settings
+from ..attacks.targets import build_target, parse_objective
 from ..data.base import MultiLabelDataset, check_labels_match, stack_images
 from ..device import DeviceLike, resolve_device
 from ..errors import ConfigurationError, InvalidInputError
@@ -41,7 +41,7 @@ class BenchConfig:
     models: Sequence[str] = ("demo-gcn",)
     dataset: str = "demo"
     split: str | None = None
-    attacks: Sequence[str] = tuple(ATTACKS)
+    attacks: Sequence[str] = PAPER_ATTACKS
     n: int | None = None  # at most this many examples attacked per model (the first selected)
     seed: int = 0
     #: images per attack batch; None: 8, or in the authors' mode the authors' own batch (their
@@ -49,6 +49,9 @@ class BenchConfig:
     batch_size: int | None = None
     device: DeviceLike = None
     attack_settings: dict[str, dict[str, Any]] = field(default_factory=dict)
+    #: what y* asks (mlalp_core.attacks.targets.OBJECTIVES): hide-one (the paper's), hide-all,
+    #: hide:a,b, add:a,b, show-k:K, show-many
+    objective: str = "hide-one"
     store: str | Path | None = None  # default: the settings' results path
     precision: str = "float16"  # how perturbations are stored: float16 or float32
 
@@ -71,6 +74,7 @@ class BenchConfig:
             raise InvalidInputError(f"settings given for unknown attack(s): {', '.join(bad)}")
         self.attack_settings = {a: parse_settings(a, v, "attack settings", complete=False)
                                 for a, v in self.attack_settings.items()}
+        parse_objective(self.objective)
 
 
 @dataclass
@@ -196,6 +200,16 @@ def batch_for(attack: Any, asked: int | None) -> tuple[int, dict[str, Any]]:
     return batch, {**settings, "batch_size": batch}
 
 
+def check_objective(attack: Any, objective: str, sel: Selection, label_names: Sequence[str], seed: int) -> None:
+    """Refuse, before any work, an objective the examples or the attack cannot pursue."""
+    targets = build_target(objective, sel.labels, seed=seed, example_ids=sel.indices, label_names=label_names)
+    for row in targets:
+        problem = attack.target_problem(row)
+        if problem:
+            raise InvalidInputError(f"{attack.name} cannot pursue the objective {objective}: {problem}; leave it out "
+                                    "of the attacks")
+
+
 def attack_batches(n: int, batch_size: int) -> list[list[int]]:
     """Positions 0..n-1 cut into the fixed batches every process agrees on."""
     return [list(range(a, min(a + batch_size, n))) for a in range(0, n, batch_size)]
@@ -204,13 +218,13 @@ def attack_batches(n: int, batch_size: int) -> list[list[int]]:
 def run_attack_on_selection(model: MultiLabelClassifier, dataset: MultiLabelDataset, sel: Selection, *,
                             attack_name: str, settings: dict[str, Any], key: str, store: ResultsStore, seed: int,
                             batch_size: int, device: torch.device, precision: str = "float16",
-                            progress: ProgressFn | None = None) -> int:
+                            progress: ProgressFn | None = None, objective: str = "hide-one") -> int:
     """Attack the selected examples not yet in the store; returns how many this process finished."""
     check_labels_match(getattr(model, "registry_name", "the model"), model.label_names,
                        getattr(dataset, "name", "the data set"), dataset.label_names)
     rank, world = dist_rank_world()
     done = store.finished_ids(key)
-    targets = hide_one(sel.labels, seed=seed, example_ids=sel.indices)
+    targets = build_target(objective, sel.labels, seed=seed, example_ids=sel.indices, label_names=model.label_names)
     attack = make_attack(attack_name, model, device=device, **settings)
     batches = attack_batches(len(sel.indices), batch_size)
     mine = [b for k, b in enumerate(batches) if k % world == rank]
@@ -278,7 +292,10 @@ def run_benchmark(config: BenchConfig, progress: ProgressFn | None = None, *,
         for attack_name in config.attacks:
             settings = dict(config.attack_settings.get(attack_name, {}))
             probe = make_attack(attack_name, model, device=dev, **settings)
+            check_objective(probe, config.objective, sel, model.label_names, config.seed)
             batch, recorded = batch_for(probe, config.batch_size)
+            if config.objective != "hide-one":  # the paper's objective keeps the keys of earlier runs
+                recorded = {**recorded, "objective": config.objective}
             key = store.open_run(model=model_name, model_id=sel.model_id, dataset=config.dataset, split=split,
                                  data_id=sel.data_id, attack=attack_name, settings=recorded, seed=config.seed,
                                  threshold=probe.threshold, label_names=model.label_names,
@@ -286,7 +303,7 @@ def run_benchmark(config: BenchConfig, progress: ProgressFn | None = None, *,
             keys.append(key)
             run_attack_on_selection(model, dataset, sel, attack_name=attack_name, settings=settings, key=key,
                                     store=store, seed=config.seed, batch_size=batch, device=dev,
-                                    precision=config.precision, progress=progress)
+                                    precision=config.precision, progress=progress, objective=config.objective)
         _barrier()
     rows = [r for k in keys for r in store.rows(run_key=k)]
     return table3(rows)
