@@ -460,12 +460,22 @@ def test_progress_is_reported_and_can_cancel(tiny):
         x[:2], target[:2], progress=lambda d, n, m: calls.append((d, n)))
     assert calls and calls[-1] == (40, 40) and all(n == 40 for _, n in calls)
 
-    def stop(done, total, message):
-        raise AttackCancelled("stop")
+    def stop_after(n):
+        seen = []
 
-    for attack in (MLRank2(model, device="cpu", **FAST_CW), MLDeepFool(model, device="cpu")):
-        with pytest.raises(AttackCancelled):
-            attack(x[:2], target[:2], progress=stop)
+        def stop(done, total, message):
+            seen.append(done)
+            if len(seen) >= n:
+                raise AttackCancelled("stop")
+        return stop
+
+    # a Stop keeps the best iterates found so far, and the result says it was stopped
+    for attack, full in ((MLRank2(model, device="cpu", **FAST_CW), None), (MLDeepFool(model, device="cpu"), 20)):
+        res = attack(x[:2], target[:2], progress=stop_after(2))
+        assert res.stopped and res.x_adv.shape == x[:2].shape
+        whole = attack(x[:2], target[:2])
+        assert not whole.stopped
+        assert int(res.iterations.max()) < int(whole.iterations.max()) or int(whole.iterations.max()) <= 2
 
 
 # ---------------------------------------------------------------------------------------------

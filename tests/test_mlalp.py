@@ -153,3 +153,21 @@ def test_bad_settings_are_named():
     with pytest.raises(InvalidInputError, match="unknown attack"):
         make_attack("mla-xx", model)
     assert MLALP(model).max_iterations == 10  # the paper's setting
+
+
+def test_a_stop_keeps_the_best_iterates_so_far(gallery):
+    from mlalp_core.attacks import AttackCancelled
+
+    model = load_demo_model("demo-gcn")
+    x, y, ids = _attackable(model, gallery, 4)
+    target = hide_one(y, seed=0, example_ids=ids)
+
+    def stop(done, total, message):
+        if done >= 1:
+            raise AttackCancelled("stop")
+
+    res = MLALP(model)(x, target, progress=stop)
+    assert res.stopped and int(res.iterations.max()) == 1
+    full = MLALP(model, max_iterations=1)(x, target)  # the same first step, run to its end
+    assert torch.equal(res.x_adv, full.x_adv) and torch.equal(res.success, full.success)
+    assert all(tr[-1]["stop"] in ("stopped early", "success") for tr in res.trace if tr)
