@@ -43,6 +43,10 @@ class Settings:
     for existence here: the registries say what is usable and why not."""
 
     voc_root: Path | None = None
+    coco_root: Path | None = None
+    #: ML-GCN's category.json ({name: index}) when the COCO label order is not the ids' order
+    coco_categories: Path | None = None
+    nuswide_root: Path | None = None
     mlgcn_checkpoint: Path | None = None
     mlgcn_word_vectors: Path | None = None
     mlgcn_adjacency: Path | None = None
@@ -71,7 +75,7 @@ SETTING_NAMES: tuple[str, ...] = tuple(
 )
 #: Settings that only the file sets (tables, not single values).
 _FILE_ONLY = {"attacks"}
-_PATH_KEYS = {"voc_root", "mlgcn_checkpoint", "mlgcn_word_vectors", "mlgcn_adjacency",
+_PATH_KEYS = {"voc_root", "coco_root", "coco_categories", "nuswide_root", "mlgcn_checkpoint", "mlgcn_word_vectors", "mlgcn_adjacency",
               "mlliw_checkpoint", "results", "cache_dir"}
 
 

@@ -42,7 +42,8 @@ def _print_summary(name: str, info: dict[str, Any], model: Any) -> None:
     rows += [
         ("parameters", f"{info['parameters']:,}"),
         ("input size", f"{info['input_size'][0]}x{info['input_size'][1]} (RGB in [0,1])"),
-        (f"labels ({info['num_labels']})", _fmt_labels(info["labels"], 20)),
+        (f"labels ({info['num_labels']})", _fmt_labels(info["labels"], 20)
+         + (f"  [{model.label_set}'s label set]" if getattr(model, "label_set", None) else "")),
         ("threshold", f"{info['threshold']}"),
         ("forward", f"1 blank image in {info['forward_s']:.2f} s on {info['device']}; probabilities in "
                     f"[{info['prob_min']:.3f}, {info['prob_max']:.3f}]"),

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import torch
 
@@ -70,7 +71,22 @@ def list_datasets(settings: Settings | None = None) -> list[DatasetInfo]:
             g = out[0]
             out[0] = DatasetInfo(g.name, g.description, g.splits, g.default_split, False,
                                  f"demo: {GALLERY_DIR / GALLERY_LABELS} is missing: run `mlalp make-gallery`")
-    return out + [_voc_info(2007, s), _voc_info(2012, s)]
+    return out + [_voc_info(2007, s), _voc_info(2012, s), _folder_info(
+        "coco2014", "MS-COCO 2014, 80 labels (val2014 as the test split, as ML-GCN; train2014)", ("val2014", "train2014"),
+        s.coco_root, "MLALP_COCO_ROOT", "the COCO folder with annotations/, train2014/, val2014/",
+        lambda r: (r / "annotations").is_dir()), _folder_info(
+        "nuswide", "NUS-WIDE, 81 concepts (official test/train split)", ("test", "train"), s.nuswide_root,
+        "MLALP_NUSWIDE_ROOT", "the NUS-WIDE folder with Concepts81.txt, ImageList/, Groundtruth/, Flickr/",
+        lambda r: (r / "Concepts81.txt").is_file())]
+
+
+def _folder_info(name: str, desc: str, splits: tuple[str, ...], root: Path | None, env: str, what: str,
+                 looks_right: Any) -> DatasetInfo:
+    if root is None:
+        return DatasetInfo(name, desc, splits, splits[0], False, f"{name}: set {env} ({what})")
+    if not root.is_dir() or not looks_right(root):
+        return DatasetInfo(name, desc, splits, splits[0], False, f"{name}: {env} names {root}, which is not {what}")
+    return DatasetInfo(name, desc, splits, splits[0], True)
 
 
 def load_dataset(
@@ -98,6 +114,14 @@ def load_dataset(
         from .demo import DemoScenes
 
         return DemoScenes(DEMO_TEST_N, DEMO_TEST_SEED, "test")
+    if name == "coco2014":
+        from .coco import COCODataset
+
+        return COCODataset(s.coco_root, split, categories=s.coco_categories, cache_dir=s.cache_dir)  # type: ignore[arg-type]
+    if name == "nuswide":
+        from .nuswide import NUSWIDEDataset
+
+        return NUSWIDEDataset(s.nuswide_root, split, available_only=True, cache_dir=s.cache_dir)  # type: ignore[arg-type]
     year = int(name[3:])
     if split in ("train80", "train20"):
         train = VOCDataset(s.voc_root, year, "train", difficult=difficult, cache_dir=s.cache_dir)

@@ -109,6 +109,8 @@ class MLGCN(GCNClassifier):
         self.checkpoint_info: dict[str, Any] = {}
         #: Whether a given voc_adj.pkl reproduces the checkpoint's graph ``A`` (None: not given).
         self.adjacency_matches: bool | None = None
+        #: Which published label set an official checkpoint has ("PASCAL VOC", "MS-COCO"), if any.
+        self.label_set: str | None = None
 
     def describe(self) -> dict:
         info = super().describe()
@@ -163,6 +165,21 @@ def cooccurrence_from_labels(labels: torch.Tensor) -> tuple[np.ndarray, np.ndarr
 # ---------------------------------------------------------------------------------------------
 
 
+def label_set(state: dict[str, Any], path: Path) -> tuple[str, tuple[str, ...]]:
+    """The labels of an official checkpoint, from the size of its graph ``A``: 20 (VOC), 80 (COCO)."""
+    from ..data.coco import COCO_CLASSES
+
+    sets = {20: ("PASCAL VOC", VOC_CLASSES), 80: ("MS-COCO", COCO_CLASSES)}
+    a = state.get("A")
+    if not isinstance(a, torch.Tensor) or a.dim() != 2 or a.shape[0] != a.shape[1]:
+        raise ModelLoadError(f"{path}: no square label graph 'A' in the checkpoint: not an ML-GCN checkpoint")
+    n = int(a.shape[0])
+    if n not in sets:
+        raise ModelLoadError(f"{path}: the checkpoint has {n} labels; ML-GCN's published checkpoints have 20 (VOC) "
+                             "or 80 (COCO)")
+    return sets[n]
+
+
 def load_ml_gcn(
     checkpoint: str | os.PathLike,
     word_vectors: str | os.PathLike | None = None,
@@ -193,14 +210,16 @@ def load_ml_gcn(
                 f"{ckpt_path}: the official ML-GCN checkpoint needs its word vectors: give "
                 "voc_glove_word2vec.pkl (MLALP_MLGCN_WORD_VECTORS or --word-vectors)"
             )
-        wv = load_word_vectors(word_vectors)
         state = strip_prefix(extract_state_dict(obj, ckpt_path))
+        set_name, labels = label_set(state, ckpt_path)
+        wv = load_word_vectors(word_vectors, len(labels))
         gc1 = state.get("gc1.weight")
         if gc1 is not None and gc1.dim() == 2 and gc1.shape[0] != wv.shape[1]:
             raise ModelLoadError(f"{word_vectors}: the word vectors are {wv.shape[1]}-dimensional but the "
                                  f"checkpoint's gc1 takes {gc1.shape[0]}: the files do not belong together")
         # The placeholder graph is overwritten by the checkpoint's trained ``A``.
-        model = MLGCN(wv, np.eye(len(VOC_CLASSES), dtype=np.float32))
+        model = MLGCN(wv, np.eye(len(labels), dtype=np.float32), labels)
+        model.label_set = set_name
         load_state_strict(model, fill_num_batches_tracked(model, state), ckpt_path)
         meta = {k: obj[k] for k in ("epoch", "arch", "best_score") if isinstance(obj, dict) and k in obj}
         model.checkpoint_info = {k: (v.item() if hasattr(v, "item") else v) for k, v in meta.items()}

@@ -69,8 +69,8 @@ def _mlgcn_info(s: Settings) -> ModelInfo:
     if s.mlgcn_adjacency is not None and not s.mlgcn_adjacency.is_file():
         why.append(f"MLALP_MLGCN_ADJACENCY names {s.mlgcn_adjacency}, which does not exist")
     return ModelInfo(
-        "ml-gcn", "ML-GCN (ResNet-101 + label graph), VOC, 448x448 (the paper's first model)", "paper",
-        (448, 448), len(VOC_CLASSES), not why, ("ml-gcn: " + " and ".join(why)) if why else "",
+        "ml-gcn", "ML-GCN (ResNet-101 + label graph), 448x448, VOC's 20 labels (the paper's first model) or COCO's 80, "
+        "by its checkpoint", "paper", (448, 448), None, not why, ("ml-gcn: " + " and ".join(why)) if why else "",
         str(s.mlgcn_checkpoint or ""),
     )
 
