@@ -12,14 +12,14 @@ import pandas as pd
 import streamlit as st
 
 from app_pages.common import panels, pickers, running, settings_form, sidebar
-from mlalp_core.attacks import ATTACKS, DISPLAY_NAMES
+from mlalp_core.attacks import ATTACKS, DISPLAY_NAMES, PAPER_ATTACKS
 from mlalp_core.device import resolve_device
 from mlalp_core.experiments.metrics import attack_metrics
 from mlalp_core.viz.figures import POOLINGS, GridRow, figure1_grid, predicted_names
 from mlalp_core.viz.paper import fig1_grid as paper_fig1
 
 PAGE = "compare"
-ORDER = ["mla-lp", "ml-deepfool", "ml-cw", "ml-rank1", "ml-rank2"]  # the rows of the paper's Fig. 1
+ORDER = list(PAPER_ATTACKS)  # the rows of the paper's Fig. 1; the field's attacks can be added
 PRESET_LABELS = {"paper": "the paper's settings",
                  "quick": "quick look (CW family: 100 iterations x 3 binary steps instead of 1000 x 10)"}
 
@@ -33,7 +33,13 @@ picked, probs = pickers.pick_image_and_show_labels(g, model, PAGE)
 
 st.header("Target and settings")
 target = pickers.pick_target(model, picked, probs, g.threshold, PAGE)
-attacks = [a for a in ORDER if a in ATTACKS]
+attacks = st.multiselect("Attacks (rows of Fig. 1)", list(ATTACKS), default=ORDER, key=f"{PAGE}_attacks",
+                         format_func=DISPLAY_NAMES.get,
+                         help="The paper's five by default; FGSM, BIM, PGD, MI-FGSM and PGD-l2 are the field's attacks "
+                              "(their minimum-budget search finds the smallest budget that reaches y*).")
+if not attacks:
+    st.info("Choose at least one attack.")
+    st.stop()
 on_cpu = resolve_device(g.device).type == "cpu"
 if f"{PAGE}_preset" not in st.session_state:  # a CPU starts on the quick look; the paper's is one click away
     st.session_state[f"{PAGE}_preset"] = "quick" if on_cpu else "paper"
@@ -53,7 +59,8 @@ keys = {a: running.result_key(g, picked, target, a, settings[a]) for a in attack
 results = {a: running.cached_result(k) for a, k in keys.items()}
 missing = [a for a in attacks if results.get(a) is None or results[a].stopped]  # stopped ones run again
 c1, c2 = st.columns([1, 5])
-label = f"Run {len(missing)} attack(s)" if missing and len(missing) < len(attacks) else "Run all five"
+label = f"Run {len(missing)} attack(s)" if missing and len(missing) < len(attacks) else (
+    "Run all five" if len(attacks) == 5 else f"Run all {len(attacks)}")
 run = c1.button(label, type="primary", disabled=target is None, key=f"{PAGE}_run")
 settings_form.settings_note(c2, settings)
 if missing and target is not None:

@@ -277,3 +277,22 @@ def test_paper_export_draws_a_vector_pdf_on_the_server_without_a_browser():
     ((key, fmt, dpi, options), (data, seconds)), = made.items()
     assert fmt == "pdf" and data.startswith(b"%PDF") and len(data) > 10_000 and dict(options)["resolution"] == 32
     assert any("Download" in str(b.proto.label) for b in at.get("download_button"))
+
+def test_explore_runs_a_gradient_attack_in_minimum_budget_mode_and_a_show_many_target():
+    at = _app()
+    at.selectbox(key="explore_index").set_value(SCENE).run()
+    at.selectbox(key="explore_attack").set_value("pgd").run()
+    _no_exception(at)
+    at.checkbox(key="explore_pgd_min_budget").check()
+    at.button(key="explore_run").click().run()
+    _no_exception(at)
+    assert not at.error
+    assert {m.label for m in at.metric} >= {"success", "l_inf"}
+    assert any("minimum-budget search" in c.value for c in at.caption)  # the note of settings that differ
+    at.radio(key="explore_tmode").set_value("show_many").run()
+    at.selectbox(key="explore_attack").set_value("mla-lp").run()
+    at.number_input(key="explore_mla-lp_max_iterations").set_value(2)
+    at.button(key="explore_run").click().run()
+    _no_exception(at)
+    assert not at.error
+    assert any("add **" in m.value for m in at.markdown)

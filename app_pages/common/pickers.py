@@ -11,7 +11,7 @@ import streamlit as st
 import torch
 
 from mlalp_core.attacks import attack_class
-from mlalp_core.attacks.targets import add, custom, hide, hide_one
+from mlalp_core.attacks.targets import add, build_target, custom, hide, hide_one
 from mlalp_core.data.base import check_labels_match
 from mlalp_core.data.images import MAX_FILE_BYTES, load_image, pil_to_tensor, tensor_to_pil
 from mlalp_core.device import resolve_device
@@ -175,6 +175,9 @@ TARGET_MODES = {
     "hide_one": "hide one positive label at random (the paper)",
     "hide": "hide chosen labels",
     "add": "add chosen labels",
+    "hide_all": "hide every label",
+    "show_k": "show k more labels",
+    "show_many": "show as many labels as possible",
     "custom": "choose the whole label set",
 }
 
@@ -219,6 +222,14 @@ def pick_target(model, picked: Picked, probs: torch.Tensor, threshold: float, pa
             t = hide(pred, choose("Labels to hide", positives, f"{page}_thide", positives[:1]), names)
         elif mode == "add":
             t = add(pred, choose("Labels to add", negatives, f"{page}_tadd", []), names)
+        elif mode == "hide_all":
+            t = build_target("hide-all", pred)
+        elif mode == "show_k":
+            k = st.number_input("k (labels to show)", 1, max(1, len(negatives)), 1, key=f"{page}_tk",
+                                help="k absent labels, chosen at random (seeded by the image's index)")
+            t = build_target(f"show-k:{int(k)}", pred, example_ids=[picked.index])
+        elif mode == "show_many":
+            t = build_target("show-many", pred)
         else:
             keep = choose("Labels present after the attack", names, f"{page}_tcustom", positives)
             t = custom(pred, torch.tensor([[n in keep for n in names]]))

@@ -378,6 +378,8 @@ TRACE_FIELDS: tuple[tuple[str, str], ...] = (
     ("max_gap_to_threshold", "max |f - t|"),
     ("loss", "loss"),
     ("c", "c"),
+    ("eps", "budget eps"),
+    ("iterations", "steps run"),
 )
 _LOG_FIELDS = {"c", "loss"}
 
@@ -395,7 +397,7 @@ def trace_chart(trace: Sequence[Mapping[str, Any]], *, attack: str | None = None
                            showarrow=False, xref="paper", yref="paper", x=0.5, y=0.5)
         fig.update_layout(xaxis=dict(visible=False), yaxis=dict(visible=False))
         return apply_style(fig, style, height=200)
-    xkey = "iteration" if "iteration" in trace[0] else "step" if "step" in trace[0] else None
+    xkey = next((k for k in ("iteration", "step", "round") if k in trace[0]), None)
     xs = [t.get(xkey, i) if xkey else i for i, t in enumerate(trace)]
     if xkey == "step":
         xs = [x + 1 for x in xs]  # binary-search steps counted from 1, like iterations
@@ -404,12 +406,16 @@ def trace_chart(trace: Sequence[Mapping[str, Any]], *, attack: str | None = None
     fields = fields[: max_panels - (1 if "attacked_probs" in trace[0] else 0)]
     has_probs = any(t.get("attacked_probs") for t in trace)
     n = len(fields) + (1 if has_probs else 0)
-    if n == 0:
-        raise InvalidInputError("the trace holds no numeric field to plot")
+    if n == 0:  # nothing to draw is said, not raised: a page must not fail on an odd trace
+        fig = go.Figure()
+        fig.add_annotation(text="the trace holds no numeric field to plot", showarrow=False, xref="paper",
+                           yref="paper", x=0.5, y=0.5)
+        fig.update_layout(xaxis=dict(visible=False), yaxis=dict(visible=False))
+        return apply_style(fig, style, height=200)
     titles = [t for _, t in fields] + (["attacked labels' probability"] if has_probs else [])
     fig = make_subplots(rows=1, cols=n, subplot_titles=titles, horizontal_spacing=0.07)
     color = ATTACK_COLORS.get(attack or "", "#0072B2")
-    xlabel = "binary-search step" if xkey == "step" else "iteration"
+    xlabel = {"step": "binary-search step", "round": "budget-search round"}.get(xkey or "", "iteration")
     for k, (key, title) in enumerate(fields, start=1):
         ys = [t.get(key) if isinstance(t.get(key), (int, float)) else None for t in trace]
         fig.add_scatter(x=xs, y=ys, mode="lines+markers", name=title, line=dict(color=color), row=1, col=k,
