@@ -325,6 +325,11 @@ def _cancelling_rows(P: Scaled) -> torch.Tensor | None:
     return lam
 
 
+#: A certified relative gap this small is what float64 sums over d ~ 1e5-1e6 terms can resolve:
+#: the finish stops there (reporting the gap) rather than growing its master without end.
+_GAP_FLOOR = 1e-8
+
+
 def _best_response(P: Scaled, u, z, rho_master):
     """r_i = -sign(u_i) min(z, room_i) off the kinks (master's values, clipped, on them), if feasible."""
     lo, hi = P.lo, P.hi
@@ -386,6 +391,7 @@ def solve_structured(P: Scaled, tol: float = 1e-9, max_newton: int = 40, max_rou
     z_est = max(z_lb, 1.0)
     best = None
     elastic = False
+    gap = math.inf
     for rnd in range(1, max_rounds + 1):
         rho, z_m, lam_m, status, slack = _master(P, u, z_est, K, cnt, elastic)
         if status == "infeasible" and not elastic:
@@ -437,6 +443,15 @@ def solve_structured(P: Scaled, tol: float = 1e-9, max_newton: int = 40, max_rou
         wrong = (~inK) & (wrong_sign | (type_old != type_new))
         nwrong = int(wrong.sum())
         if nwrong == 0:
+            if slack <= 1e-9 and gap <= _GAP_FLOOR and best is not None:
+                # Nothing to price in and the gap is at float64's floor for this A (the bounds
+                # agree to ~1e-9 relative): widening the master would only grow it to the whole
+                # problem (measured: 45 s instead of 0.04 s at d = 27,648) for no better answer.
+                info["rounds"] = rnd
+                info["master_size"] = int(K.numel())
+                info["time_s"] = time.perf_counter() - t0
+                return Solution(rho, z_m, best[1], "optimal", f"optimal to float64 precision (certified gap "
+                                f"{gap:.2g}, asked {tol:.2g})", iters + rnd, cnt.passes, info)
             # nothing to price in: widen the free set around the kinks instead
             extra = torch.topk(u_m.abs().masked_fill(inK, math.inf), min(K.numel(), n - K.numel()), largest=False).indices
             if extra.numel() == 0:
