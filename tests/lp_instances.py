@@ -30,3 +30,38 @@ def mlalp_instance(l: int, d: int, n_neg: int = 1, seed: int = 0, box: bool = Fa
         x = (x * 255).round() / 255
         lo, hi = -x, 1 - x
     return A.to(dtype), b, lo, hi
+
+
+def regime_instance(l: int = 20, d: int = 27648, attacked: int = 1, active: int = 0, anti: float = 0.0,
+                    box: bool = False, saturated: float = 0.0, seed: int = 0, dtype=torch.float64,
+                    slack: float = 0.05):
+    """An instance of a chosen difficulty (the regimes of ``bench/lp.py --sweep`` and the tests).
+
+    ``attacked`` rows must cross (b < 0). ``active`` of the kept rows are made anti-correlated with
+    them (a fraction ``anti`` of the row is minus their mean direction) and given little slack, so
+    they are active at the optimum: many active rows are what makes the LP hard. ``box`` adds the
+    [0,1] box of an image of which a fraction ``saturated`` of the pixels sit at 0 or 1.
+    """
+    g = torch.Generator().manual_seed(seed)
+    rows = torch.randn(l, d, generator=g, dtype=torch.float64) ** 3  # heavy tails, like Jacobians
+    rows = rows / rows.abs().sum(1, keepdim=True)
+    b = torch.rand(l, generator=g, dtype=torch.float64) * 0.5 + 0.5
+    b[:attacked] = -(torch.rand(attacked, generator=g, dtype=torch.float64) * 0.5 + 0.5)
+    if active and attacked:
+        push = rows[:attacked].mean(0)
+        push = push / push.abs().sum()
+        for k in range(attacked, min(l, attacked + active)):
+            rows[k] = (1 - anti) * rows[k] - anti * push
+            rows[k] = rows[k] / rows[k].abs().sum()
+            b[k] = slack * float(torch.rand(1, generator=g)) + slack / 5  # little slack: active at the optimum
+    scale = (torch.rand(l, 1, generator=g, dtype=torch.float64) + 0.5) * 50.0  # z* a few hundredths
+    A = rows * scale * 1e-3
+    b = b * 1e-3
+    lo = hi = None
+    if box:
+        x = torch.rand(d, generator=g, dtype=torch.float64)
+        sat = torch.rand(d, generator=g) < saturated
+        x[sat] = (torch.rand(int(sat.sum()), generator=g) < 0.5).double()
+        x = (x * 255).round() / 255
+        lo, hi = -x, 1 - x
+    return A.to(dtype), b, lo, hi
