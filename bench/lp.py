@@ -8,6 +8,8 @@ and max violation of A r <= b relative to max|b|.
     python bench/lp.py                       # all sizes, CPU, Clarabel on every instance
     python bench/lp.py --sizes 27648 --highs # add HiGHS interior point (time-capped)
     python bench/lp.py --device cuda         # the structured solver on the GPU (references on CPU)
+    python bench/lp.py --sweep               # the regimes that make the LP hard, and real Jacobians
+    python bench/lp.py --sweep --sizes 602112 --labels 80   # COCO's 80 labels at 448x448
 
 Speed is measured here, not asserted in tests; the machine may be shared, so compare the
 ratios of one run.
@@ -27,7 +29,7 @@ import torch
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "tests"))
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), ".."))
 
-from lp_instances import mlalp_instance  # noqa: E402
+from lp_instances import mlalp_instance, regime_instance  # noqa: E402
 
 from mlalp_core.device import resolve_device  # noqa: E402
 from mlalp_core.lp import solve_linf  # noqa: E402
@@ -74,7 +76,13 @@ def main() -> None:
     ap.add_argument("--highs-time-limit", type=float, default=120.0)
     ap.add_argument("--repeat", type=int, default=3, help="runs of the structured solver (best time shown)")
     ap.add_argument("--check-cpu", action="store_true", help="with --device cuda: also solve on the CPU and compare z")
+    ap.add_argument("--sweep", action="store_true", help="the regime sweep (see SWEEP) instead of the base instances")
+    ap.add_argument("--labels", type=int, nargs="+", default=[20], help="l for the sweep (20: VOC, 80: COCO)")
+    ap.add_argument("--real", action="store_true", help="with --sweep: also LPs from real Jacobians")
     args = ap.parse_args()
+    if args.sweep:
+        sweep(args)
+        return
     if args.threads:
         torch.set_num_threads(args.threads)
     dev = resolve_device(args.device)
@@ -129,6 +137,101 @@ def main() -> None:
                 print(f"{d:7d} {str(box):>4} {neg:3d} | {best:8.3f} {res.z:11.6g} {res.gap:8.1e} {v_ours:8.1e} "
                       f"{res.passes:6d} | {c_cols[0]:>10} {c_cols[1]:>8} {c_cols[2]:>8} | {h_cols[0]:>8} {h_cols[1]:>8} | "
                       f"{speed:>8}", flush=True)
+
+
+#: What makes the LP hard, one knob at a time (tests/lp_instances.regime_instance): attacked rows;
+#: kept rows with little slack (active at the optimum; "tight"), partly anti-correlated with the
+#: attacked ones ("anti"); the [0,1] box with saturated pixels.
+SWEEP: list[tuple[str, dict]] = [
+    ("1 attacked", dict(attacked=1)),
+    ("3 attacked", dict(attacked=3)),
+    ("5 attacked", dict(attacked=5)),
+    ("1 attacked, all kept tight", dict(attacked=1, active=99, anti=0.0, slack=0.01)),
+    ("3 attacked, tight, anti 0.2", dict(attacked=3, active=99, anti=0.2, slack=0.02)),
+    ("3 attacked, half tight, anti 0.4", dict(attacked=3, active=-2, anti=0.4, slack=0.05)),
+    ("3 attacked, box, 30% saturated", dict(attacked=3, box=True, saturated=0.3)),
+    ("3 attacked, tight, anti 0.2, box", dict(attacked=3, active=99, anti=0.2, slack=0.02, box=True, saturated=0.3)),
+]
+
+
+def _row(label: str, A: torch.Tensor, b: torch.Tensor, lo, hi, args, dev) -> None:
+    Ad = A.float().to(dev)
+    best, res = float("inf"), None
+    for _ in range(args.repeat):
+        if dev.type == "cuda":
+            torch.cuda.synchronize()
+        t0 = time.perf_counter()
+        res = solve_linf(Ad, b.to(dev), None if lo is None else lo.to(dev), None if hi is None else hi.to(dev))
+        if dev.type == "cuda":
+            torch.cuda.synchronize()
+        best = min(best, time.perf_counter() - t0)
+    cols = ["-", "-", "-"]
+    if not args.no_clarabel:
+        An = A.double().numpy()
+        zc, _, ct = clarabel_solve(An, b.numpy(), None if lo is None else lo.numpy(), None if hi is None else hi.numpy())
+        cols = [f"{ct:9.2f}", f"{(res.z - zc) / zc:8.1e}", f"{ct / best:7.0f}x"]
+    print(f"{label:38} {A.shape[0]:3d} {A.shape[1]:7d} | {res.status:>9} {res.z:9.4g} {res.gap:8.1e} {res.passes:6d} "
+          f"{best:8.3f} | {cols[0]:>9} {cols[1]:>8} {cols[2]:>8}", flush=True)
+
+
+def _real_lps(d_models: list[str]):
+    """LPs from real Jacobians: the demo models on gallery scenes (hide-one), and random-weight
+    full-size ML-LIW / ML-GCN (outputs near 0.5: every row nearly tight)."""
+    import mlalp_core as ml
+    from mlalp_core.attacks.jacobian import batched_jacobian
+    from mlalp_core.attacks.losses import bce_at_threshold, per_label_bce
+
+    def lp_of(model, x, target):
+        loss, jac = batched_jacobian(lambda z: per_label_bce(model(z), target), x)
+        b = (bce_at_threshold(target, 0.5, dtype=torch.float64) - loss.double())[0]
+        return jac[0].reshape(model.num_labels, -1), b
+
+    data = ml.load_dataset("demo")
+    for name in ("demo-gcn", "demo-liw"):
+        model = ml.load_model(name, device="cpu")
+        for i in (2, 9):
+            x = data.image(i, model.input_size)[None]
+            t = ml.hide_one(data.labels()[i:i + 1], example_ids=[i])
+            A, b = lp_of(model, x, t)
+            yield f"{name}, scene {i}", A, b
+    if "full" in d_models:
+        from paper_models import build
+
+        for name in ("ml-liw", "ml-gcn"):
+            model = build(name).eval()
+            x = torch.rand(1, 3, *model.input_size, generator=torch.Generator().manual_seed(0))
+            with torch.no_grad():
+                pred = model.predict(x)
+            pred[0, 0] = True
+            t = pred.clone()
+            t[0, 0] = False
+            A, b = lp_of(model, x, t)
+            yield f"{name}, random weights", A, b
+
+
+def sweep(args: argparse.Namespace) -> None:
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    dev = resolve_device(args.device)
+    print(f"# torch {torch.__version__}, device {dev}, threads {torch.get_num_threads()}, load "
+          f"{os.getloadavg()[0]:.2f}")
+    hdr = (f"{'regime':38} {'l':>3} {'d':>7} | {'status':>9} {'z':>9} {'gap':>8} {'passes':>6} {'ours s':>8} | "
+           f"{'clarabel s':>9} {'rel diff':>8} {'ratio':>8}")
+    print(hdr)
+    print("-" * len(hdr))
+    for d in args.sizes:
+        for l in args.labels:
+            for label, kw in SWEEP:
+                kw = dict(kw)
+                if kw.get("active") == 99:
+                    kw["active"] = l - kw["attacked"]
+                elif kw.get("active") == -2:
+                    kw["active"] = (l - kw["attacked"]) // 2
+                A, b, lo, hi = regime_instance(l=l, d=d, seed=d + l, **kw)
+                _row(label, A, b, lo, hi, args, dev)
+    if args.real:
+        for label, A, b in _real_lps(["full"] if max(args.sizes) >= 268203 else []):
+            _row(label, A, b, None, None, args, dev)
 
 
 if __name__ == "__main__":

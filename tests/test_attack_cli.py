@@ -63,7 +63,7 @@ def test_attack_an_image_file_of_another_size_with_a_label_to_add(capsys, tmp_pa
     (["scene_005", "--hide", "seven", "--add", "zero"], "give one of --hide, --add or --labels"),
     (["scene_005", "--figures", "f", "--format", "eps"], "--format takes pdf, svg and/or png"),
     (["scene_005", "--attack", "ml-cw", "--set", "ml-cw.max_iterations=lots"], "ml-cw.max_iterations must be an integer"),
-    (["scene_005", "--attack", "fgsm"], "unknown attack 'fgsm'"),
+    (["scene_005", "--attack", "fgsm2"], "unknown attack 'fgsm2'"),
 ])
 def test_bad_input_is_one_line(capsys, argv, words):
     rc = cli_main(["attack", *argv])
