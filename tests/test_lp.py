@@ -35,8 +35,9 @@ def _check_against_highs(A, b, lo=None, hi=None):
     assert float(r.abs().max()) <= ours.z * (1 + 1e-12) + 1e-300
     if lo is not None:
         assert bool((r >= lo - 1e-12).all()) and bool((r <= hi + 1e-12).all())
-    # the certificate is a true lower bound on the reference optimum, and tight
-    assert ours.lower_bound <= ref.z * (1 + 1e-9) + 1e-300
+    # the certificate is a true lower bound on the reference optimum, and tight (HiGHS's own z is
+    # exact only to its feasibility tolerance: its r violates rows by ~1e-12, which moves z ~1e-9)
+    assert ours.lower_bound <= ref.z * (1 + 1e-8) + 1e-300
     assert ours.gap <= 1e-6
     return ours, ref
 
@@ -164,3 +165,43 @@ def test_device_placement_follows_A():
     res = solve_linf(A.float(), b)
     assert res.r.device == A.device and res.r.dtype == torch.float64
     assert math.isfinite(res.z) and res.passes > 0
+
+
+# The regimes of bench/lp.py --sweep (what makes the LP hard), small enough for HiGHS.
+REGIMES = [
+    dict(attacked=1), dict(attacked=3), dict(attacked=5),
+    dict(attacked=1, active=-1, slack=0.01),
+    dict(attacked=3, active=-1, anti=0.2, slack=0.02),
+    dict(attacked=3, active=-2, anti=0.4, slack=0.05),
+    dict(attacked=3, box=True, saturated=0.3),
+    dict(attacked=3, active=-1, anti=0.2, slack=0.02, box=True, saturated=0.3),
+]
+
+
+def _regime(l: int, d: int, kw: dict, seed: int):
+    from lp_instances import regime_instance
+
+    kw = dict(kw)
+    if kw.get("active") == -1:
+        kw["active"] = l - kw["attacked"]
+    elif kw.get("active") == -2:
+        kw["active"] = (l - kw["attacked"]) // 2
+    return regime_instance(l=l, d=d, seed=seed, **kw)
+
+
+@pytest.mark.parametrize("l", [20, 80])
+@pytest.mark.parametrize("k", range(len(REGIMES)))
+def test_every_regime_of_the_sweep_matches_highs(l, k):
+    # l = 80 at d = 1,200 also gives masters on which HiGHS's dual simplex cycled at 1e-10
+    A, b, lo, hi = _regime(l, 1200, REGIMES[k], seed=31 * k + l)
+    _check_against_highs(A, b, lo, hi)
+
+
+@pytest.mark.parametrize("k", [4, 5, 7])
+def test_the_dual_search_gets_near_the_optimum_when_many_rows_are_active(k):
+    # Its signs fix the finish's master: a search left 2.4 % off (a dual stuck a hair above 0,
+    # re-blocked every step) sent thousands of coordinates to the master (139 s at d = 27,648).
+    A, b, lo, hi = _regime(20, 6000, REGIMES[k], seed=27648 + 20)
+    res = solve_linf(A.float(), b, lo, hi)
+    assert res.status == "optimal" and res.gap <= 1e-6
+    assert res.info.get("search_gap", 1.0) <= 1e-4, res.info
