@@ -85,6 +85,7 @@ def main() -> None:
         return
     if args.threads:
         torch.set_num_threads(args.threads)
+        os.environ["MLALP_LP_THREADS"] = str(args.threads)  # solve_linf's own choice otherwise (1)
     dev = resolve_device(args.device)
     print(f"# torch {torch.__version__}, device {dev}, threads {torch.get_num_threads()}")
     hdr = (f"{'d':>7} {'box':>4} {'neg':>3} | {'ours s':>8} {'z':>11} {'gap':>8} {'viol':>8} {'passes':>6} | "
@@ -174,17 +175,28 @@ def _row(label: str, A: torch.Tensor, b: torch.Tensor, lo, hi, args, dev) -> Non
           f"{best:8.3f} | {cols[0]:>9} {cols[1]:>8} {cols[2]:>8}", flush=True)
 
 
-def _real_lps(d_models: list[str]):
+def _real_lps(d_models: list[str], labels: tuple[int, ...] = (20,)):
     """LPs from real Jacobians: the demo models on gallery scenes (hide-one), and random-weight
     full-size ML-LIW / ML-GCN (outputs near 0.5: every row nearly tight)."""
     import mlalp_core as ml
     from mlalp_core.attacks.jacobian import batched_jacobian
     from mlalp_core.attacks.losses import bce_at_threshold, per_label_bce
 
-    def lp_of(model, x, target):
-        loss, jac = batched_jacobian(lambda z: per_label_bce(model(z), target), x)
+    def lp_of(model, x, target, loop=False):
+        if loop:  # one backward per label: the batched graph of 80 labels at 448x448 is too large here
+            rows, losses = [], None
+            for j in range(model.num_labels):
+                z = x.clone().requires_grad_(True)
+                loss = per_label_bce(model(z), target)
+                (g,) = torch.autograd.grad(loss[0, j], z)
+                rows.append(g.reshape(-1))
+                losses = loss.detach()
+            jac0, loss = torch.stack(rows), losses
+        else:
+            loss, jac = batched_jacobian(lambda z: per_label_bce(model(z), target), x)
+            jac0 = jac[0].reshape(model.num_labels, -1)
         b = (bce_at_threshold(target, 0.5, dtype=torch.float64) - loss.double())[0]
-        return jac[0].reshape(model.num_labels, -1), b
+        return jac0, b
 
     data = ml.load_dataset("demo")
     for name in ("demo-gcn", "demo-liw"):
@@ -197,23 +209,28 @@ def _real_lps(d_models: list[str]):
     if "full" in d_models:
         from paper_models import build
 
-        for name in ("ml-liw", "ml-gcn"):
-            model = build(name).eval()
+        names = [("ml-liw", 20), ("ml-gcn", 20)] if 20 in labels else []
+        names += [("ml-gcn", 80)] if 80 in labels else []
+        for name, l in names:
+            model = build(name, l).eval()
             x = torch.rand(1, 3, *model.input_size, generator=torch.Generator().manual_seed(0))
             with torch.no_grad():
                 pred = model.predict(x)
             pred[0, 0] = True
             t = pred.clone()
             t[0, 0] = False
-            A, b = lp_of(model, x, t)
-            yield f"{name}, random weights", A, b
+            A, b = lp_of(model, x, t, loop=l > 20)
+            yield f"{name} ({l} labels), random weights", A, b
 
 
 def sweep(args: argparse.Namespace) -> None:
     if args.threads:
         torch.set_num_threads(args.threads)
+        os.environ["MLALP_LP_THREADS"] = str(args.threads)  # solve_linf's own choice otherwise (1)
     dev = resolve_device(args.device)
-    print(f"# torch {torch.__version__}, device {dev}, threads {torch.get_num_threads()}, load "
+    from mlalp_core.device import lp_cpu_threads
+
+    print(f"# torch {torch.__version__}, device {dev}, LP threads {lp_cpu_threads()}, load "
           f"{os.getloadavg()[0]:.2f}")
     hdr = (f"{'regime':38} {'l':>3} {'d':>7} | {'status':>9} {'z':>9} {'gap':>8} {'passes':>6} {'ours s':>8} | "
            f"{'clarabel s':>9} {'rel diff':>8} {'ratio':>8}")
@@ -230,7 +247,7 @@ def sweep(args: argparse.Namespace) -> None:
                 A, b, lo, hi = regime_instance(l=l, d=d, seed=d + l, **kw)
                 _row(label, A, b, lo, hi, args, dev)
     if args.real:
-        for label, A, b in _real_lps(["full"] if max(args.sizes) >= 268203 else []):
+        for label, A, b in _real_lps(["full"] if max(args.sizes) >= 268203 else [], tuple(args.labels)):
             _row(label, A, b, None, None, args, dev)
 
 

@@ -29,15 +29,16 @@ from mlalp_core.device import describe_device, resolve_device  # noqa: E402
 from mlalp_core.training.paper import calibrate_batchnorm  # noqa: E402
 
 
-def build(name: str) -> torch.nn.Module:
+def build(name: str, labels: int = 20) -> torch.nn.Module:
+    """A random-weight full-size model; ML-GCN with ``labels`` = 80 has COCO's label set."""
     import numpy as np
 
     torch.manual_seed(0)
     if name == "ml-gcn":
         from mlalp_core.models.ml_gcn import MLGCN
 
-        model = MLGCN(np.random.default_rng(0).standard_normal((20, 300)).astype(np.float32),
-                      np.eye(20, dtype=np.float32))
+        model = MLGCN(np.random.default_rng(0).standard_normal((labels, 300)).astype(np.float32),
+                      np.eye(labels, dtype=np.float32))
         trunk = model.features
     else:
         from mlalp_core.models.ml_liw import MLLIW

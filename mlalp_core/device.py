@@ -8,6 +8,8 @@ does not exist is an error naming the value and its origin, never a silent fallb
 from __future__ import annotations
 
 import os
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import TYPE_CHECKING
 
 import torch
@@ -90,3 +92,33 @@ def describe_device(device: DeviceLike = None) -> str:
         idx = dev.index if dev.index is not None else torch.cuda.current_device()
         return f"{dev} ({torch.cuda.get_device_name(idx)})"
     return f"cpu ({torch.get_num_threads()} threads)"
+
+
+def lp_cpu_threads() -> int:
+    """Torch threads for the LP solver on the CPU: ``MLALP_LP_THREADS``, else 1.
+
+    Its passes over A are short; with a second thread they wait on a core another process holds.
+    Measured on the 2-core machine under load 3 (``bench/results/lp_threads_cpu.txt``): one thread
+    0.04-0.3 s, two threads 0.4-3 s at d = 27,648-602,112; on an idle machine two threads were
+    1.4x faster at d = 602,112. One thread loses little when idle and much less when busy.
+    """
+    text = os.environ.get("MLALP_LP_THREADS", "").strip()
+    if not text:
+        return 1
+    if not text.isdigit() or int(text) < 1:
+        raise ConfigurationError(f"MLALP_LP_THREADS must be a whole number >= 1, got {text!r}")
+    return int(text)
+
+
+@contextmanager
+def cpu_threads(n: int) -> Iterator[None]:
+    """Run the block with ``n`` torch threads (restored afterwards; the setting is per process)."""
+    before = torch.get_num_threads()
+    if n == before:
+        yield
+        return
+    torch.set_num_threads(n)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)

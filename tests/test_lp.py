@@ -9,7 +9,7 @@ import pytest
 import torch
 from lp_instances import mlalp_instance
 
-from mlalp_core.errors import InvalidInputError, SolverError
+from mlalp_core.errors import ConfigurationError, InvalidInputError, SolverError
 from mlalp_core.lp import solve_linf
 
 
@@ -205,3 +205,27 @@ def test_the_dual_search_gets_near_the_optimum_when_many_rows_are_active(k):
     res = solve_linf(A.float(), b, lo, hi)
     assert res.status == "optimal" and res.gap <= 1e-6
     assert res.info.get("search_gap", 1.0) <= 1e-4, res.info
+
+
+def test_the_cpu_solver_runs_on_the_threads_it_is_given_and_restores_them(monkeypatch):
+    import mlalp_core.lp.structured as structured
+
+    seen = []
+    real = structured.solve_structured
+
+    def spy(*args, **kwargs):
+        seen.append(torch.get_num_threads())
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(structured, "solve_structured", spy)
+    A, b, _, _ = mlalp_instance(5, 300, 1, seed=3)
+    before = torch.get_num_threads()
+    solve_linf(A, b)
+    monkeypatch.setenv("MLALP_LP_THREADS", "2")
+    solve_linf(A, b)
+    assert seen == [1, 2] and torch.get_num_threads() == before
+    for bad in ("0", "two", "-1", "1.5"):
+        monkeypatch.setenv("MLALP_LP_THREADS", bad)
+        with pytest.raises(ConfigurationError, match="MLALP_LP_THREADS must be a whole number"):
+            solve_linf(A, b)
+    assert torch.get_num_threads() == before

@@ -54,8 +54,19 @@ def solve_linf(A, b, lo=None, hi=None, backend: str = "auto", tol: float = 1e-9,
     ``tol`` is the relative gap at which the structured solver stops (its result reports the
     certified gap it reached). ``time_limit`` applies to HiGHS. ``drop_zero_rows``: solve without
     all-zero rows of A even where their b < 0 (the MLA-LP authors' rule; by default such a row
-    makes the LP infeasible, which is exact).
+    makes the LP infeasible, which is exact). On the CPU it runs with
+    :func:`mlalp_core.device.lp_cpu_threads` torch threads (1 unless ``MLALP_LP_THREADS`` says).
     """
+    if isinstance(A, torch.Tensor) and A.device.type != "cpu":
+        return _solve_linf(A, b, lo, hi, backend, tol, time_limit, drop_zero_rows)
+    from ..device import cpu_threads, lp_cpu_threads
+
+    with cpu_threads(lp_cpu_threads()):
+        return _solve_linf(A, b, lo, hi, backend, tol, time_limit, drop_zero_rows)
+
+
+def _solve_linf(A, b, lo, hi, backend: str, tol: float, time_limit: float | None,
+                drop_zero_rows: bool) -> LPResult:
     if backend not in BACKENDS:
         raise InvalidInputError(f"unknown LP backend {backend!r}; choose one of {', '.join(BACKENDS)}")
     t0 = time.perf_counter()
