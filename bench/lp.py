@@ -79,6 +79,10 @@ def main() -> None:
     ap.add_argument("--sweep", action="store_true", help="the regime sweep (see SWEEP) instead of the base instances")
     ap.add_argument("--labels", type=int, nargs="+", default=[20], help="l for the sweep (20: VOC, 80: COCO)")
     ap.add_argument("--real", action="store_true", help="with --sweep: also LPs from real Jacobians")
+    ap.add_argument("--regimes", type=int, nargs="+", default=None,
+                    help="with --sweep: only these rows of SWEEP (0-based), e.g. to time l = 80 on a few")
+    ap.add_argument("--real-only-full", action="store_true",
+                    help="with --real: skip the demo models' LPs (only the full-size random-weight ones)")
     args = ap.parse_args()
     if args.sweep:
         sweep(args)
@@ -199,7 +203,7 @@ def _real_lps(d_models: list[str], labels: tuple[int, ...] = (20,)):
         return jac0, b
 
     data = ml.load_dataset("demo")
-    for name in ("demo-gcn", "demo-liw"):
+    for name in () if "demo" not in d_models else ("demo-gcn", "demo-liw"):
         model = ml.load_model(name, device="cpu")
         for i in (2, 9):
             x = data.image(i, model.input_size)[None]
@@ -238,7 +242,9 @@ def sweep(args: argparse.Namespace) -> None:
     print("-" * len(hdr))
     for d in args.sizes:
         for l in args.labels:
-            for label, kw in SWEEP:
+            for k, (label, kw) in enumerate(SWEEP):
+                if args.regimes is not None and k not in args.regimes:
+                    continue
                 kw = dict(kw)
                 if kw.get("active") == 99:
                     kw["active"] = l - kw["attacked"]
@@ -247,7 +253,8 @@ def sweep(args: argparse.Namespace) -> None:
                 A, b, lo, hi = regime_instance(l=l, d=d, seed=d + l, **kw)
                 _row(label, A, b, lo, hi, args, dev)
     if args.real:
-        for label, A, b in _real_lps(["full"] if max(args.sizes) >= 268203 else [], tuple(args.labels)):
+        which = ([] if args.real_only_full else ["demo"]) + (["full"] if max(args.sizes) >= 268203 else [])
+        for label, A, b in _real_lps(which, tuple(args.labels)):
             _row(label, A, b, None, None, args, dev)
 
 
