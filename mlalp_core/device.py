@@ -99,7 +99,7 @@ def lp_cpu_threads() -> int:
 
     Its passes over A are short; with a second thread they wait on a core another process holds.
     Measured on the 2-core machine under load 3 (``bench/results/lp_threads_cpu.txt``): one thread
-    0.04-0.3 s, two threads 0.4-3 s at d = 27,648-602,112; on a quieter machine two threads were
+    0.06-0.31 s, two threads 0.14-3.0 s at d = 27,648-602,112; on a quieter machine two threads were
     1.0-1.5x faster at d = 602,112 (``lp_cpu_602k*.txt``). One thread loses little on a quiet machine
     and gains much on a busy one.
     """
