@@ -8,8 +8,10 @@ evaluation (VOC's 'difficult' objects can be excluded).
 from __future__ import annotations
 
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Protocol, runtime_checkable
 
+import numpy as np
 import torch
 
 from ..errors import ConfigurationError
@@ -59,3 +61,23 @@ def check_labels_match(model_name: str, model_labels: Sequence[str], data_name: 
                   f"{(m if len(m) > len(d) else d)[k]!r} at label {k}")
     raise ConfigurationError(f"{model_name} does not fit {data_name}: {len(m)} vs {len(d)} labels; {first}. "
                              "Pick a model trained on this data set's labels")
+
+
+class FileListDataset:
+    """The protocol over a list of image files and a (N, l) 0/1 label matrix, for readers that
+    build ``_files`` and ``_labels`` once (COCO, NUS-WIDE); they give ``image_path``."""
+
+    _files: list[str]
+    _labels: np.ndarray
+
+    def __len__(self) -> int:
+        return len(self._files)
+
+    def ids(self) -> list[str]:
+        return [Path(f).stem for f in self._files]
+
+    def labels(self) -> torch.Tensor:
+        return torch.from_numpy(self._labels.copy())
+
+    def valid(self) -> torch.Tensor:
+        return torch.ones(self._labels.shape, dtype=torch.bool)

@@ -22,6 +22,7 @@ import numpy as np
 import torch
 
 from ..errors import DataError, InvalidInputError
+from .base import FileListDataset
 from .images import load_tensor
 
 #: The 80 categories in COCO's id order (ids 1..90 with gaps).
@@ -58,7 +59,7 @@ def read_category_order(path: str | os.PathLike) -> tuple[str, ...]:
     return tuple(name for name, _ in sorted(obj.items(), key=lambda kv: kv[1]))
 
 
-class COCODataset:
+class COCODataset(FileListDataset):
     """One split of MS-COCO 2014 (the :class:`~mlalp_core.data.base.MultiLabelDataset` protocol)."""
 
     def __init__(self, root: str | os.PathLike, split: str = "val2014", categories: str | os.PathLike | None = None,
@@ -81,18 +82,6 @@ class COCODataset:
         self.label_names, self._files, self._labels = self._read()
 
     # ---- the protocol ------------------------------------------------------------------------
-    def __len__(self) -> int:
-        return len(self._files)
-
-    def ids(self) -> list[str]:
-        return [Path(f).stem for f in self._files]
-
-    def labels(self) -> torch.Tensor:
-        return torch.from_numpy(self._labels.copy())
-
-    def valid(self) -> torch.Tensor:
-        return torch.ones(self._labels.shape, dtype=torch.bool)
-
     def image_path(self, index: int) -> Path:
         return self.image_dir / self._files[index]
 

@@ -22,6 +22,7 @@ import numpy as np
 import torch
 
 from ..errors import DataError, InvalidInputError
+from .base import FileListDataset
 from .coco import _cache_path, _write_cache
 from .images import load_tensor
 
@@ -39,7 +40,7 @@ def _read_lines(path: Path, what: str) -> list[str]:
     return [ln.strip() for ln in text.splitlines() if ln.strip()]
 
 
-class NUSWIDEDataset:
+class NUSWIDEDataset(FileListDataset):
     """One split of NUS-WIDE's 81-concept ground truth (the MultiLabelDataset protocol)."""
 
     def __init__(self, root: str | os.PathLike, split: str = "test", available_only: bool = False,
@@ -67,18 +68,6 @@ class NUSWIDEDataset:
             keep = [k for k, f in enumerate(files) if (self.root / "Flickr" / f).is_file()]
             self._files = [files[k] for k in keep]
             self._labels = labels[keep]
-
-    def __len__(self) -> int:
-        return len(self._files)
-
-    def ids(self) -> list[str]:
-        return [Path(f).stem for f in self._files]
-
-    def labels(self) -> torch.Tensor:
-        return torch.from_numpy(self._labels.copy())
-
-    def valid(self) -> torch.Tensor:
-        return torch.ones(self._labels.shape, dtype=torch.bool)
 
     def image_path(self, index: int) -> Path:
         return self.root / "Flickr" / self._files[index]

@@ -12,7 +12,7 @@ import csv
 import io
 import math
 from collections import defaultdict
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import numpy as np
@@ -134,6 +134,18 @@ def table3(rows: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
 def table2(store) -> list[dict[str, Any]]:
     """Table II: test examples and examples to be attacked, per (model, data set, split)."""
     return store.selections()
+
+
+def curve_groups(panels: Mapping[str, Mapping[Any, Any]]) -> list[tuple]:
+    """The (model, data set) groups of :func:`budget_curves`' keys, in first-seen order (one
+    line style each in the figures)."""
+    groups: list[tuple] = []
+    for curves in panels.values():
+        for key in curves:
+            g = tuple(key[:-1]) if isinstance(key, tuple) else ()
+            if g not in groups:
+                groups.append(g)
+    return groups
 
 
 def budget_curves(rows: Sequence[dict[str, Any]], norm: str = "linf",

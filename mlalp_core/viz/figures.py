@@ -32,6 +32,7 @@ import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 
 from ..errors import InvalidInputError
+from ..experiments.reporting import curve_groups
 
 #: The z-range of the paper's Fig. 1 for every attack but ML-DeepFool, in [0,1] pixel units.
 PAPER_Z_RANGE = 0.03
@@ -609,12 +610,7 @@ def budget_curves_figure(panels: Mapping[str, Mapping[Any, tuple[Any, Any]]], *,
         raise InvalidInputError("no curves to draw")
     fig = make_subplots(rows=1, cols=len(panels), horizontal_spacing=0.08,
                         subplot_titles=[BUDGET_AXES.get(k, k).split(" (")[0] for k in panels])
-    groups: list[tuple] = []
-    for curves in panels.values():
-        for key in curves:
-            g = tuple(key[:-1]) if isinstance(key, tuple) else ()
-            if g not in groups:
-                groups.append(g)
+    groups = curve_groups(panels)
     seen = set()
     for col, (norm, curves) in enumerate(panels.items(), start=1):
         for key, (eps, rate) in curves.items():

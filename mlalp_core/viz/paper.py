@@ -27,6 +27,7 @@ from matplotlib.figure import Figure
 from matplotlib.ticker import LogLocator, NullFormatter
 
 from ..errors import InvalidInputError
+from ..experiments.reporting import curve_groups
 from .figures import (
     ATTACK_COLORS,
     CHANNELS,
@@ -291,12 +292,7 @@ def budget_curves(panels: Mapping[str, Mapping[Any, tuple[Any, Any]]], *, width:
     if not panels:
         raise InvalidInputError("no curves to draw")
     w = _width(width)
-    groups: list[tuple] = []
-    for curves in panels.values():
-        for key in curves:
-            g = tuple(key[:-1]) if isinstance(key, tuple) else ()
-            if g not in groups:
-                groups.append(g)
+    groups = curve_groups(panels)
     with _style():
         fig = Figure(figsize=(w, 2.3), layout="constrained")
         axes = fig.subplots(1, len(panels), sharey=True, squeeze=False)[0]
