@@ -218,7 +218,7 @@ def test_defaults_are_the_papers(tiny):
     for cls in (MLCW, MLRank1, MLRank2):
         a = cls(model, device="cpu")
         assert (a.max_iterations, a.binary_search_steps, a.initial_const, a.learning_rate) == (1000, 10, 1e5, 0.01)
-        assert a.abort_early and a.mode == "mlalp" and a.check_every == 100 and a.repeat_at_upper_bound
+        assert a.abort_early and a.mode == "mlalp" and a.check_every == 100 and not a.repeat_at_upper_bound
         assert a.threshold == 0.5
     assert MLRank1(model, device="cpu").cosine_reference == "target"
     df = MLDeepFool(model, device="cpu")
@@ -299,16 +299,36 @@ def test_ml_cw_with_the_papers_c_keeps_adams_first_crossing(linear_case):
 
 
 def test_last_binary_step_repeats_at_the_upper_bound(linear_case):
-    """With >= 10 binary-search steps the last one runs at the smallest c that succeeded."""
+    """With >= 10 binary-search steps and the repeat on, the last one runs at the smallest c that succeeded."""
     model, x, target, _ = linear_case
-    res = MLCW(model, device="cpu", max_iterations=20, binary_search_steps=10, initial_const=0.05)(x, target)
+    res = MLCW(model, device="cpu", max_iterations=20, binary_search_steps=10, initial_const=0.05,
+               repeat_at_upper_bound=True)(x, target)
     steps = res.trace[0]
     won = [s["c"] for s in steps[:-1] if s["step_success"]]
     assert won, "some step should succeed"
     assert steps[-1]["c"] == pytest.approx(min(won))
-    off = MLCW(model, device="cpu", max_iterations=20, binary_search_steps=10, initial_const=0.05,
-               repeat_at_upper_bound=False)(x, target)
+    off = MLCW(model, device="cpu", max_iterations=20, binary_search_steps=10, initial_const=0.05)(x, target)
     assert off.trace[0][-1]["c"] != pytest.approx(min(won))
+
+
+def test_the_repeat_only_reproduces_a_step_so_it_is_off_by_default():
+    """Adam restarts from the same point: the repeated step equals the earlier one at that c to the
+    last digit, so the default spends the tenth step on one more bisection, which can only help."""
+    import mlalp_core as ml
+
+    model, data = ml.load_model("demo-gcn", device="cpu"), ml.load_dataset("demo")
+    idx = [2, 3, 5, 9]
+    x = ml.stack_images(data, idx, model.input_size)
+    t = ml.hide_one(data.labels()[idx], seed=0, example_ids=idx)
+    on = MLCW(model, device="cpu", max_iterations=30, repeat_at_upper_bound=True)(x, t)
+    off = MLCW(model, device="cpu", max_iterations=30)(x, t)
+    for e in range(len(idx)):
+        last, earlier = on.trace[e][-1], [s for s in on.trace[e][:-1] if s["c"] == on.trace[e][-1]["c"]]
+        assert earlier and (earlier[-1]["loss"], earlier[-1]["iterations"]) == (last["loss"], last["iterations"])
+        assert on.trace[e][:-1] == off.trace[e][:-1]  # the first nine steps are the same
+        l2_on, l2_off = (float(r.perturbation[e].norm()) for r in (on, off))
+        assert bool(off.success[e]) >= bool(on.success[e]) and l2_off <= l2_on * (1 + 1e-6)
+    assert float(off.perturbation.flatten(1).norm(dim=1).sum()) < float(on.perturbation.flatten(1).norm(dim=1).sum())
 
 
 def test_rank_cosine_reference(tiny):
