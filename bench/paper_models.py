@@ -35,10 +35,12 @@ def build(name: str, labels: int = 20) -> torch.nn.Module:
 
     torch.manual_seed(0)
     if name == "ml-gcn":
+        from mlalp_core.data.coco import COCO_CLASSES
+        from mlalp_core.data.voc import VOC_CLASSES
         from mlalp_core.models.ml_gcn import MLGCN
 
         model = MLGCN(np.random.default_rng(0).standard_normal((labels, 300)).astype(np.float32),
-                      np.eye(labels, dtype=np.float32))
+                      np.eye(labels, dtype=np.float32), label_names=COCO_CLASSES if labels == 80 else VOC_CLASSES)
         trunk = model.features
     else:
         from mlalp_core.models.ml_liw import MLLIW
