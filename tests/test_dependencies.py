@@ -1,7 +1,8 @@
 """What mlalp imports is what it declares: the newcomer's runtime-only install must not miss a
 module that the test install happens to bring in (highspy came only through cvxpy once).
 
-pyproject.toml is the one list; requirements.txt installs the project from it. Every third-party
+pyproject.toml declares the runtime dependencies; requirements.txt names each of them too and
+installs the project. Every third-party
 module imported by mlalp_core/, app_pages/ and app.py must belong to a runtime dependency, except a
 short list of optional extras, which may only be imported inside a function (lazily, where the
 code says what to install when it is missing).
@@ -102,6 +103,10 @@ def test_requirements_files_install_the_project_and_pin_only_declared_packages()
         assert _name(ln) in runtime, f"requirements.txt pins {req.name}, which pyproject.toml does not declare"
         for spec in req.specifier:  # a pin must satisfy the declared floor
             assert runtime[_name(ln)].specifier.contains(spec.version), f"{ln} violates {runtime[_name(ln)]}"
+    # every runtime dependency is named in requirements.txt itself (a reader, or a tool that does
+    # not follow "-e .", sees the whole install), with the bound pyproject.toml declares or a pin in it
+    listed = {_name(ln) for ln in lines if not ln.startswith("-")}
+    assert listed == set(runtime), f"requirements.txt and pyproject.toml differ: {sorted(listed ^ set(runtime))}"
     dev = [ln.split("#")[0].strip() for ln in (ROOT / "requirements-dev.txt").read_text().splitlines()]
     assert set(filter(None, dev)) == {"-r requirements.txt", "-e .[test]"}
 
