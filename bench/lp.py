@@ -29,7 +29,7 @@ import torch
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "tests"))
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), ".."))
 
-from lp_instances import mlalp_instance, regime_instance  # noqa: E402
+from lp_instances import SWEEP, mlalp_instance, sweep_instance  # noqa: E402
 
 from mlalp_core.device import resolve_device  # noqa: E402
 from mlalp_core.lp import solve_linf  # noqa: E402
@@ -144,21 +144,6 @@ def main() -> None:
                       f"{speed:>8}", flush=True)
 
 
-#: What makes the LP hard, one knob at a time (tests/lp_instances.regime_instance): attacked rows;
-#: kept rows with little slack (active at the optimum; "tight"), partly anti-correlated with the
-#: attacked ones ("anti"); the [0,1] box with saturated pixels.
-SWEEP: list[tuple[str, dict]] = [
-    ("1 attacked", dict(attacked=1)),
-    ("3 attacked", dict(attacked=3)),
-    ("5 attacked", dict(attacked=5)),
-    ("1 attacked, all kept tight", dict(attacked=1, active=99, anti=0.0, slack=0.01)),
-    ("3 attacked, tight, anti 0.2", dict(attacked=3, active=99, anti=0.2, slack=0.02)),
-    ("3 attacked, half tight, anti 0.4", dict(attacked=3, active=-2, anti=0.4, slack=0.05)),
-    ("3 attacked, box, 30% saturated", dict(attacked=3, box=True, saturated=0.3)),
-    ("3 attacked, tight, anti 0.2, box", dict(attacked=3, active=99, anti=0.2, slack=0.02, box=True, saturated=0.3)),
-]
-
-
 def _row(label: str, A: torch.Tensor, b: torch.Tensor, lo, hi, args, dev) -> None:
     Ad = A.float().to(dev)
     best, res = float("inf"), None
@@ -244,15 +229,10 @@ def sweep(args: argparse.Namespace) -> None:
     print("-" * len(hdr))
     for d in args.sizes:
         for l in args.labels:
-            for k, (label, kw) in enumerate(SWEEP):
+            for k, (label, _) in enumerate(SWEEP):
                 if args.regimes is not None and k not in args.regimes:
                     continue
-                kw = dict(kw)
-                if kw.get("active") == 99:
-                    kw["active"] = l - kw["attacked"]
-                elif kw.get("active") == -2:
-                    kw["active"] = (l - kw["attacked"]) // 2
-                A, b, lo, hi = regime_instance(l=l, d=d, seed=d + l, **kw)
+                A, b, lo, hi = sweep_instance(k, l, d, seed=d + l)
                 _row(label, A, b, lo, hi, args, dev)
     if args.real:
         which = ([] if args.real_only_full else ["demo"]) + (["full"] if max(args.sizes) >= 268203 else [])

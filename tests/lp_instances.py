@@ -65,3 +65,26 @@ def regime_instance(l: int = 20, d: int = 27648, attacked: int = 1, active: int 
         x = (x * 255).round() / 255
         lo, hi = -x, 1 - x
     return A.to(dtype), b, lo, hi
+
+
+#: What makes the LP hard, one knob at a time (bench/lp.py --sweep and tests/test_lp.py): attacked
+#: rows; kept rows with little slack ("tight"), partly anti-correlated with the attacked ones
+#: ("anti"); the [0,1] box with saturated pixels. ``active``: "all" or "half" of the kept rows.
+SWEEP: list[tuple[str, dict]] = [
+    ("1 attacked", dict(attacked=1)),
+    ("3 attacked", dict(attacked=3)),
+    ("5 attacked", dict(attacked=5)),
+    ("1 attacked, all kept tight", dict(attacked=1, active="all", anti=0.0, slack=0.01)),
+    ("3 attacked, tight, anti 0.2", dict(attacked=3, active="all", anti=0.2, slack=0.02)),
+    ("3 attacked, half tight, anti 0.4", dict(attacked=3, active="half", anti=0.4, slack=0.05)),
+    ("3 attacked, box, 30% saturated", dict(attacked=3, box=True, saturated=0.3)),
+    ("3 attacked, tight, anti 0.2, box", dict(attacked=3, active="all", anti=0.2, slack=0.02, box=True, saturated=0.3)),
+]
+
+
+def sweep_instance(k: int, l: int, d: int, seed: int, dtype=torch.float64):
+    """Row k of :data:`SWEEP` at size (l, d)."""
+    kw = dict(SWEEP[k][1])
+    kept = l - kw["attacked"]
+    kw["active"] = {"all": kept, "half": kept // 2}.get(kw.get("active", 0), 0)
+    return regime_instance(l=l, d=d, seed=seed, dtype=dtype, **kw)

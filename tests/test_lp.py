@@ -7,7 +7,7 @@ import math
 import numpy as np
 import pytest
 import torch
-from lp_instances import mlalp_instance
+from lp_instances import SWEEP, mlalp_instance, sweep_instance
 
 from mlalp_core.errors import ConfigurationError, InvalidInputError, SolverError
 from mlalp_core.lp import solve_linf
@@ -167,33 +167,11 @@ def test_device_placement_follows_A():
     assert math.isfinite(res.z) and res.passes > 0
 
 
-# The regimes of bench/lp.py --sweep (what makes the LP hard), small enough for HiGHS.
-REGIMES = [
-    dict(attacked=1), dict(attacked=3), dict(attacked=5),
-    dict(attacked=1, active=-1, slack=0.01),
-    dict(attacked=3, active=-1, anti=0.2, slack=0.02),
-    dict(attacked=3, active=-2, anti=0.4, slack=0.05),
-    dict(attacked=3, box=True, saturated=0.3),
-    dict(attacked=3, active=-1, anti=0.2, slack=0.02, box=True, saturated=0.3),
-]
-
-
-def _regime(l: int, d: int, kw: dict, seed: int):
-    from lp_instances import regime_instance
-
-    kw = dict(kw)
-    if kw.get("active") == -1:
-        kw["active"] = l - kw["attacked"]
-    elif kw.get("active") == -2:
-        kw["active"] = (l - kw["attacked"]) // 2
-    return regime_instance(l=l, d=d, seed=seed, **kw)
-
-
 @pytest.mark.parametrize("l", [20, 80])
-@pytest.mark.parametrize("k", range(len(REGIMES)))
+@pytest.mark.parametrize("k", range(len(SWEEP)))
 def test_every_regime_of_the_sweep_matches_highs(l, k):
     # l = 80 at d = 1,200 also gives masters on which HiGHS's dual simplex cycled at 1e-10
-    A, b, lo, hi = _regime(l, 1200, REGIMES[k], seed=31 * k + l)
+    A, b, lo, hi = sweep_instance(k, l, 1200, seed=31 * k + l)
     _check_against_highs(A, b, lo, hi)
 
 
@@ -201,7 +179,7 @@ def test_every_regime_of_the_sweep_matches_highs(l, k):
 def test_the_dual_search_gets_near_the_optimum_when_many_rows_are_active(k):
     # Its signs fix the finish's master: a search left 2.4 % off (a dual stuck a hair above 0,
     # re-blocked every step) sent thousands of coordinates to the master (139 s at d = 27,648).
-    A, b, lo, hi = _regime(20, 6000, REGIMES[k], seed=27648 + 20)
+    A, b, lo, hi = sweep_instance(k, 20, 6000, seed=27648 + 20)
     res = solve_linf(A.float(), b, lo, hi)
     assert res.status == "optimal" and res.gap <= 1e-6
     assert res.info.get("search_gap", 1.0) <= 1e-4, res.info
