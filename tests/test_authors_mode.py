@@ -102,7 +102,8 @@ def test_the_authors_cw_abort_and_no_repeat_at_the_upper_bound():
     target = torch.tensor([[False, True, False]] * 2)
     kw = dict(max_iterations=20, binary_search_steps=10, device="cpu")
     authors = MLCW(model, mode="authors", **kw)(x, target)
-    own = MLCW(model, repeat_at_upper_bound=True, **kw)(x, target)  # Carlini's repeat, for the contrast
+    # Carlini's repeat, for the contrast (without giving up after two failed steps, mlalp's default)
+    own = MLCW(model, repeat_at_upper_bound=True, give_up_after=0, **kw)(x, target)
     its_a = [s["iterations"] for s in authors.trace[0]]
     its_o = [s["iterations"] for s in own.trace[0]]
     # checks every 2 iterations; the batch's loss is 2 x c x 0.5 = c, above 0.9999e10 from c = 1e10 on

@@ -15,6 +15,28 @@ to the last digit, while one more bisection step can find a smaller l_2: tested)
 Everything is batched: B images are optimised in one tensor, each with its own c, bounds, best
 iterate and early abort, so attacking a batch gives what attacking each image alone gives.
 
+Two savings of our own (mode "mlalp"; the authors' mode has neither), measured on the demo Table
+III (``bench/cw_speed.py``, ``bench/results/cw_speed_cpu.txt``):
+
+- ``success_patience`` (2 for ML-CW, 0 for the Rank attacks): a binary step whose best iterate
+  already reaches y* stops at a stall check once that iterate has not been bettered for 2 check
+  intervals (200 iterations). For ML-CW the step's verdict, hence the search, is settled then
+  (an iterate that misses y* matches fewer labels, so it cannot displace a success); only its
+  l_2 could still fall. The Rank attacks keep the iterate of highest cosine, which can be one
+  that misses y*, so there the rule would change which iterate is kept (on 16 demo images it
+  turned one ML-Rank2 failure into a success): off by default. At c = 1e5
+  Adam's momentum carries the iterate past its first crossing, which stays the step's best while
+  the loss falls back towards it (so the loss rule does not fire) for up to all 1000 iterations;
+  and the first steps' iterates are bettered by the later, smaller c anyway.
+- ``give_up_after`` (2): an image that failed its first 2 binary steps (c = 1e5, then 1e6) stops
+  the search. Its c only grows tenfold per step, and once c loss1 dominates, a larger c only
+  rescales the gradient, which Adam normalises away: on the full demo Table III (354 CW-family
+  runs) no image that failed at 1e5 and 1e6 succeeded at any larger c; ML-Rank1 fails about 90 %
+  of its images and spent most of its model calls on those steps.
+
+While every image of a batch runs, the loop works on the batch's tensors in place instead of
+gathering them by index (the same numbers to the last bit).
+
 ``mode="authors"`` reproduces the authors' code (the README's table lists each behaviour): the
 early abort is decided on the loss summed over the batch (so results depend on the batch: they
 ran 18 images per batch), its "last check" restarts at 1e10 in every binary step (once c is
@@ -31,6 +53,7 @@ Example::
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from abc import abstractmethod
 from dataclasses import dataclass, fields
@@ -51,6 +74,8 @@ _AUTHORS_FIRST_CHECK = 1e10
 _TANH_SHRINK = 0.999999
 _ADAM_BETAS = (0.9, 0.999)
 _ADAM_EPS = 1e-8
+#: what the stall check returns when every running image goes on (no gather needed)
+_KEEP_ALL = torch.ones(0, dtype=torch.bool)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -160,10 +185,23 @@ CW_SETTINGS: tuple[Setting, ...] = (
             "c that succeeded (Carlini's code; the authors' version of the line has no effect). Off: Adam restarts "
             "from the same point, so the repeat reproduces a step already run; off, the last step bisects once more",
             "repeat at the upper bound"),
+    Setting("give_up_after", int, 2, "stop an image after this many binary-search steps when none of them "
+            "reached y* (c grew tenfold each time; 0: never). Once c loss1 dominates, a larger c only rescales the "
+            "gradient, which Adam normalises away; on the demo Table III no image that failed at c = 1e5 and 1e6 "
+            "succeeded at a larger c", "give up after", low=0, high=1000),
+    Setting("success_patience", int, 2, "a binary step whose best iterate already reaches y* stops at a stall "
+            "check once that iterate has not been bettered for this many check intervals (0: never). For ML-CW the "
+            "step's verdict is then settled (no iterate that misses y* can displace it); only its l_2 could still "
+            "fall. The Rank attacks keep the iterate of highest cosine, which can be one that misses y*: off by "
+            "default there", "success patience", low=0, high=1_000_000),
     Setting("mode", str, "mlalp", "mlalp: each image aborts on its own loss; authors: the authors' code "
             "(the abort on the batch's loss from 1e10 each step, no repeat at the upper bound, their "
             "cosine reference)", "behaviour", choices=("mlalp", "authors")),
 )
+#: the Rank attacks' settings: no success patience by default (a later iterate that misses y* can
+#: have a higher cosine and displace a success: stopping early would change which is kept)
+RANK_SETTINGS: tuple[Setting, ...] = tuple(
+    dataclasses.replace(s, default=0) if s.name == "success_patience" else s for s in CW_SETTINGS)
 COSINE_REFERENCE = Setting("cosine_reference", str, "target", "the vector iterates are compared with: target "
                            "(y* in {-1,+1}) or authors (-2 hidden, +2 added, -1/+1 unchanged)",
                            "cosine reference", choices=("target", "authors"))
@@ -186,9 +224,15 @@ class CarliniWagnerL2(Attack):
     abort_early: bool
     abort_every: int | None
     repeat_at_upper_bound: bool
+    give_up_after: int
+    success_patience: int
     mode: str
-    authors_fixes: ClassVar[dict[str, Any]] = {"repeat_at_upper_bound": False}
+    authors_fixes: ClassVar[dict[str, Any]] = {"repeat_at_upper_bound": False, "give_up_after": 0,
+                                               "success_patience": 0}
     authors_batch: ClassVar[int | None] = 18  # their CW-family batches (the abort is decided per batch)
+    #: work on the batch's tensors in place while every image runs (False: always gather by index,
+    #: the slower path; the tests check that both give the same numbers)
+    in_place_when_whole: ClassVar[bool] = True
 
     @property
     def check_every(self) -> int:
@@ -222,9 +266,14 @@ class CarliniWagnerL2(Attack):
                 st.c = st.upper.clone()
             ss = self._binary_step(st, step, progress)
             c_used = st.c.clone()
+            ran_step = ~st.gave_up
             st.c, st.lower, st.upper = update_binary_search(st.c, st.lower, st.upper, ss.success)
             st.iterations += ss.ran
-            self._trace_step(st, ss, step, c_used)
+            if self.give_up_after and step + 1 >= self.give_up_after:  # no success in every step so far
+                st.gave_up |= st.upper >= _UPPER_KNOWN
+            self._trace_step(st, ss, step, c_used, ran_step)
+            if bool(st.gave_up.all()):
+                break
             if self._stopped or not self._report(
                     progress, (step + 1) * self.max_iterations, self.binary_search_steps * self.max_iterations,
                     f"{self.name}: binary step {step + 1}/{self.binary_search_steps} done, "
@@ -247,30 +296,60 @@ class CarliniWagnerL2(Attack):
             best_match=(clean_pred == sets.target).sum(dim=1),  # of best_x, the clean image until replaced
             best_x=x.clone(), iterations=torch.zeros(b, dtype=torch.long, device=dev),
             calls=torch.ones(b, dtype=torch.long, device=dev), trace=[[] for _ in range(b)],
+            gave_up=torch.zeros(b, dtype=torch.bool, device=dev),
         )
 
     def _binary_step(self, st: _CWState, step: int, progress: ProgressFn | None) -> _StepState:
         """Up to ``max_iterations`` Adam steps at the current c (Adam's state reset), each image
-        leaving when its loss stalls; returns what the binary search needs."""
+        leaving when its loss stalls; returns what the binary search needs.
+
+        While every image runs, the loop works on the batch's tensors in place; once some have
+        left, on the running ones gathered by index (the same numbers either way). The set of
+        running images only changes at a stall check, so it is looked up only then.
+        """
         ss = _StepState.new(st.best_x)
         if self.mode == "authors":  # their "last check" restarts at 1e10 in every binary step
             ss.prev_batch = _AUTHORS_FIRST_CHECK
+        b = ss.active.numel()
+        idx: torch.Tensor | None = torch.arange(b, device=ss.active.device)
+        whole = self.in_place_when_whole
+        if bool(st.gave_up.any()):
+            ss.active &= ~st.gave_up
+            idx = None
         for it in range(self.max_iterations):
-            idx = ss.active.nonzero().flatten()
-            if idx.numel() == 0:
-                break
-            d, img, probs, l2sq, loss, grad = self._forward(st, idx, ss.delta)
-            st.calls[idx] += 2
-            ss.ran[idx] += 1
+            if idx is None:  # some images left at the last check
+                idx = ss.active.nonzero().flatten()
+                whole = idx.numel() == b and self.in_place_when_whole
+                if idx.numel() == 0:
+                    break
+            d, img, probs, l2sq, loss, grad = self._forward(st, None if whole else idx, ss.delta)
+            if whole:
+                st.calls += 2
+                ss.ran += 1
+            else:
+                st.calls[idx] += 2
+                ss.ran[idx] += 1
             loss64 = loss.detach().double()
             keep = self._abort_check(ss, it, idx, loss64)  # before the iterate is recorded, as theirs
             if keep is None:
                 break
-            idx_k = idx[keep]
-            ss.last_loss[idx_k] = loss64[keep]
-            self._keep_best(st, ss, idx_k, img.detach()[keep], probs.detach()[keep], l2sq.detach().double()[keep],
-                            st.sets.take(idx).take(keep))
-            self._adam(ss, it, idx_k, d.detach()[keep], grad[keep])
+            img, probs, l2sq64 = img.detach(), probs.detach(), l2sq.detach().double()
+            sets = st.sets if whole else st.sets.take(idx)
+            if keep is _KEEP_ALL:
+                idx_k = idx
+            else:  # some images stop here: the rest go on, gathered
+                idx_k = idx[keep]
+                loss64, img, probs, l2sq64, sets = loss64[keep], img[keep], probs[keep], l2sq64[keep], sets.take(keep)
+                d, grad = d.detach()[keep], grad[keep]
+                whole = False
+            if whole:
+                ss.last_loss.copy_(loss64)
+            else:
+                ss.last_loss[idx_k] = loss64
+            self._keep_best(st, ss, idx_k, img, probs, l2sq64, sets, it)
+            self._adam(ss, it, None if whole else idx_k, d.detach(), grad)
+            if keep is not _KEEP_ALL:
+                idx = None
             if (it + 1) % 10 == 0 and not self._report(
                     progress, step * self.max_iterations + it + 1, self.binary_search_steps * self.max_iterations,
                     f"{self.name}: binary step {step + 1}/{self.binary_search_steps}, "
@@ -278,53 +357,72 @@ class CarliniWagnerL2(Attack):
                 break
         return ss
 
-    def _forward(self, st: _CWState, idx: torch.Tensor, delta: torch.Tensor) -> tuple[torch.Tensor, ...]:
-        """The objective ||x' - x||^2 + c loss1(f(x')) at x' = (tanh(w0 + delta) + 1) / 2, and its gradient."""
-        d = delta[idx].requires_grad_(True)
+    def _forward(self, st: _CWState, idx: torch.Tensor | None, delta: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        """The objective ||x' - x||^2 + c loss1(f(x')) at x' = (tanh(w0 + delta) + 1) / 2, and its
+        gradient, on the images ``idx`` (None: all of them)."""
+        if idx is None:
+            d, w0, x_ref, c, sets = delta.detach().requires_grad_(True), st.w0, st.x_ref, st.c, st.sets
+        else:
+            d, w0, x_ref, c, sets = delta[idx].requires_grad_(True), st.w0[idx], st.x_ref[idx], st.c[idx], \
+                st.sets.take(idx)
         with torch.enable_grad():
-            img = (torch.tanh(st.w0[idx] + d) + 1) / 2
+            img = (torch.tanh(w0 + d) + 1) / 2
             probs = self.model.probabilities(img)
-            l2sq = (img - st.x_ref[idx]).pow(2).flatten(1).sum(1)
-            loss = l2sq + st.c[idx].to(probs.dtype) * self._loss1(probs, st.sets.take(idx))
+            l2sq = (img - x_ref).pow(2).flatten(1).sum(1)
+            loss = l2sq + c.to(probs.dtype) * self._loss1(probs, sets)
             (grad,) = torch.autograd.grad(loss.sum(), d)
         return d, img, probs, l2sq, loss, grad
 
     def _abort_check(self, ss: _StepState, it: int, idx: torch.Tensor, loss64: torch.Tensor) -> torch.Tensor | None:
         """Early abort every ``check_every`` iterations: the images whose loss did not fall below
-        0.9999 of the last check stop (None: the whole batch stops, in the authors' mode)."""
-        keep = torch.ones(idx.numel(), dtype=torch.bool, device=idx.device)
+        0.9999 of the last check stop, and (``success_patience``) those whose step already reached
+        y* with a best iterate not bettered for ``success_patience`` check intervals. Returns
+        which of ``idx`` go on (:data:`_KEEP_ALL`: all of them; None: the whole batch stops, in
+        the authors' mode)."""
         if not self.abort_early or it % self.check_every != 0:
-            return keep
+            return _KEEP_ALL
         if self.mode == "authors":
             batch_loss = float(loss64.sum())
             if batch_loss > ss.prev_batch * 0.9999:
                 ss.active[:] = False
                 return None
             ss.prev_batch = batch_loss
-            return keep
-        keep = ~(loss64 > ss.prev[idx] * 0.9999)
-        ss.prev[idx] = torch.where(keep, loss64, ss.prev[idx])
+            return _KEEP_ALL
+        prev = ss.prev[idx]
+        keep = ~(loss64 > prev * 0.9999)
+        ss.prev[idx] = torch.where(keep, loss64, prev)
+        if self.success_patience:  # the step already reached y* and its best iterate has stood still
+            keep &= ~(ss.success[idx] & (it - ss.improved_at[idx] >= self.success_patience * self.check_every))
+        if bool(keep.all()):
+            return _KEEP_ALL
         ss.active[idx[~keep]] = False
         return keep
 
     def _keep_best(self, st: _CWState, ss: _StepState, idx: torch.Tensor, img: torch.Tensor, probs: torch.Tensor,
-                   l2sq: torch.Tensor, sets: TargetSets) -> None:
+                   l2sq: torch.Tensor, sets: TargetSets, it: int) -> None:
         """The best iterate of this binary step (it decides the search) and overall (returned)."""
         score = self._score(probs, sets)
         succ = labels_matching(probs, sets.target, self.threshold) == sets.target.shape[1]
         better = (score > ss.score[idx]) | ((score == ss.score[idx]) & (l2sq < ss.l2sq[idx]))
         sel = idx[better]
         ss.score[sel], ss.l2sq[sel], ss.success[sel] = score[better], l2sq[better], succ[better]
+        ss.improved_at[sel] = it
         better = (score > st.best_score[idx]) | ((score == st.best_score[idx]) & (l2sq < st.best_l2sq[idx]))
         sel = idx[better]
         st.best_score[sel], st.best_l2sq[sel] = score[better], l2sq[better]
         st.best_match[sel] = labels_matching(probs[better], sets.target[better], self.threshold)
         st.best_x[sel] = img[better]
 
-    def _adam(self, ss: _StepState, it: int, idx: torch.Tensor, d: torch.Tensor, g: torch.Tensor) -> None:
-        """One Adam step (torch's update rule) on the images still running."""
+    def _adam(self, ss: _StepState, it: int, idx: torch.Tensor | None, d: torch.Tensor, g: torch.Tensor) -> None:
+        """One Adam step (torch's update rule) on the images ``idx`` (None: all, in place)."""
         b1, b2 = _ADAM_BETAS
         t = it + 1
+        if idx is None:
+            m = ss.adam_m.mul_(b1).add_(g, alpha=1 - b1)
+            v = ss.adam_v.mul_(b2).addcmul_(g, g, value=1 - b2)
+            denom = v.sqrt().div_(math.sqrt(1 - b2**t)).add_(_ADAM_EPS)
+            ss.delta.sub_(m.mul(self.learning_rate / (1 - b1**t)).div_(denom))
+            return
         m = ss.adam_m[idx].mul_(b1).add_(g, alpha=1 - b1)
         v = ss.adam_v[idx].mul_(b2).addcmul_(g, g, value=1 - b2)
         ss.adam_m[idx], ss.adam_v[idx] = m, v
@@ -333,11 +431,17 @@ class CarliniWagnerL2(Attack):
 
     def _failure_detail(self, trace: list[dict[str, Any]]) -> str:
         if trace and not any(s.get("step_success") for s in trace):
-            return f"no value of c in its {len(trace)} binary-search steps (up to {trace[-1]['c']:.3g}) reached y*"
+            gave_up = " (it gave up there: a larger c only rescales the gradient)" if trace[-1].get("gave_up") else ""
+            return (f"no value of c in its {len(trace)} binary-search steps (up to {trace[-1]['c']:.3g}) reached "
+                    f"y*{gave_up}")
         return ""
 
-    def _trace_step(self, st: _CWState, ss: _StepState, step: int, c_used: torch.Tensor) -> None:
+    def _trace_step(self, st: _CWState, ss: _StepState, step: int, c_used: torch.Tensor,
+                    ran_step: torch.Tensor) -> None:
+        """One entry per image that ran this step (an image that gave up has none for later steps)."""
         for e in range(len(st.trace)):
+            if not bool(ran_step[e]):
+                continue
             best_l2sq = float(st.best_l2sq[e])
             st.trace[e].append({
                 "step": step,
@@ -349,6 +453,7 @@ class CarliniWagnerL2(Attack):
                 "best_l2": math.sqrt(best_l2sq) if math.isfinite(best_l2sq) else None,
                 "best_labels_matching": int(st.best_match[e]),
                 "best_score": float(st.best_score[e]),
+                **({"gave_up": True} if bool(st.gave_up[e]) else {}),
             })
 
 
@@ -369,6 +474,7 @@ class _CWState:
     iterations: torch.Tensor
     calls: torch.Tensor
     trace: list[list[dict[str, Any]]]
+    gave_up: torch.Tensor  # images that stopped the search (give_up_after failed steps)
 
 
 @dataclass
@@ -385,6 +491,7 @@ class _StepState:
     prev: torch.Tensor
     last_loss: torch.Tensor
     ran: torch.Tensor
+    improved_at: torch.Tensor  # the iteration at which the step's best iterate last changed
     prev_batch: float = float("inf")
 
     @classmethod
@@ -395,7 +502,8 @@ class _StepState:
                    score=torch.full((b,), float("-inf"), **f64), l2sq=torch.full((b,), float("inf"), **f64),
                    success=torch.zeros(b, dtype=torch.bool, device=dev),
                    active=torch.ones(b, dtype=torch.bool, device=dev), prev=torch.full((b,), float("inf"), **f64),
-                   last_loss=torch.full((b,), float("nan"), **f64), ran=torch.zeros(b, dtype=torch.long, device=dev))
+                   last_loss=torch.full((b,), float("nan"), **f64), ran=torch.zeros(b, dtype=torch.long, device=dev),
+                   improved_at=torch.zeros(b, dtype=torch.long, device=dev))
 
 
 class MLCW(CarliniWagnerL2):
@@ -418,7 +526,7 @@ class _RankAttack(CarliniWagnerL2):
     """
 
     cosine_reference: str
-    authors_fixes: ClassVar[dict[str, Any]] = {"repeat_at_upper_bound": False, "cosine_reference": "authors"}
+    authors_fixes: ClassVar[dict[str, Any]] = {**CarliniWagnerL2.authors_fixes, "cosine_reference": "authors"}
 
     @classmethod
     def target_problem(cls, target: torch.Tensor) -> str:
@@ -442,7 +550,7 @@ class MLRank1(_RankAttack):
 
     name: ClassVar[str] = "ml-rank1"
     display_name: ClassVar[str] = "ML-Rank1"
-    schema: ClassVar[Schema] = Schema("ml-rank1", CW_SETTINGS + (COSINE_REFERENCE,))
+    schema: ClassVar[Schema] = Schema("ml-rank1", RANK_SETTINGS + (COSINE_REFERENCE,))
 
     def _loss1(self, probs: torch.Tensor, sets: TargetSets) -> torch.Tensor:
         return rank1_loss(probs, sets.target_pm1)
@@ -453,7 +561,7 @@ class MLRank2(_RankAttack):
 
     name: ClassVar[str] = "ml-rank2"
     display_name: ClassVar[str] = "ML-Rank2"
-    schema: ClassVar[Schema] = Schema("ml-rank2", CW_SETTINGS + (COSINE_REFERENCE,))
+    schema: ClassVar[Schema] = Schema("ml-rank2", RANK_SETTINGS + (COSINE_REFERENCE,))
 
     def _loss1(self, probs: torch.Tensor, sets: TargetSets) -> torch.Tensor:
         return rank2_loss(probs, sets.target_pm1, sets.hidden, sets.stay_negative)
