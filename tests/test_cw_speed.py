@@ -23,13 +23,7 @@ from mlalp_core.attacks.targets import hide_one
 from mlalp_core.errors import InvalidInputError
 from mlalp_core.models.base import MultiLabelClassifier
 
-
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 @pytest.fixture(scope="module")

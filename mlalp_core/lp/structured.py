@@ -274,9 +274,10 @@ def _search(P: Scaled, lam, alpha, gamma, cnt: _Counter, max_newton: int, band0:
     lam, u, it = _dual_newton(P, lam, alpha, gamma, cnt, first, band0, band_min)
     if not reduce or not narrow or it < first:
         return lam, u, it
-    ones = torch.ones(n, dtype=torch.float64, device=P.device)
-    al = ones if alpha is None else alpha.double()
-    ga = ones if gamma is None else gamma.double()
+    if alpha is None:
+        al = ga = torch.ones(n, dtype=torch.float64, device=P.device)
+    else:
+        al, ga = alpha.double(), gamma.double()
     sdt = P.search_dtype
     a_s, g_s = (None, None) if alpha is None else (alpha.to(sdt), gamma.to(sdt))
     size = max(n // _REDUCE_FRACTION, 2000)
