@@ -16,16 +16,20 @@ from __future__ import annotations
 
 import math
 import time
+from typing import TYPE_CHECKING
 
 import torch
 
 from ..errors import InvalidInputError
-from .problem import certify, prepare
+from .problem import Prepared, certify, prepare
 from .result import LPResult
+
+if TYPE_CHECKING:
+    from .structured import Solution
 
 BACKENDS = ("auto", "structured", "highs", "highs-ipm", "highs-ds", "mosek")
 
-__all__ = ["solve_linf", "LPResult", "BACKENDS", "backend_status"]
+__all__ = ["solve_linf", "solve_linf_batch", "LPResult", "BACKENDS", "backend_status"]
 
 
 def backend_status() -> dict[str, tuple[bool, str]]:
@@ -71,18 +75,11 @@ def _solve_linf(A, b, lo, hi, backend: str, tol: float, time_limit: float | None
         raise InvalidInputError(f"unknown LP backend {backend!r}; choose one of {', '.join(BACKENDS)}")
     t0 = time.perf_counter()
     prep = prepare(A, b, lo, hi, drop_zero_rows)
-    l, d, dev = prep.l, prep.d, prep.device
     name = "structured" if backend == "auto" else backend
 
-    if prep.trivial == "zero":
-        r = torch.zeros(d, dtype=torch.float64, device=dev)
-        return LPResult(_restore(r, A, d), 0.0, "optimal", prep.message,
-                        dual=_restore(torch.zeros(l, dtype=torch.float64, device=dev), A, l),
-                        lower_bound=0.0, max_violation=0.0, backend=name, time_s=time.perf_counter() - t0)
-    if prep.trivial == "infeasible":
-        return LPResult(None, math.inf, "infeasible", prep.message, dual=_restore(prep.farkas, A, l),
-                        lower_bound=math.inf, backend=name, time_s=time.perf_counter() - t0)
-
+    done = _trivial(prep, name, A, t0)
+    if done is not None:
+        return done
     P = prep.scaled
     assert P is not None  # prepared: neither trivial case
     if name == "structured":
@@ -98,7 +95,89 @@ def _solve_linf(A, b, lo, hi, backend: str, tol: float, time_limit: float | None
 
         sol = solve_mosek(P)
 
-    # Map back: rho -> r, scaled dual -> Lagrange multipliers of the original rows.
+    return _result(prep, sol, name, A, t0)
+
+
+def solve_linf_batch(A: torch.Tensor, b: torch.Tensor, lo: torch.Tensor | None = None, hi: torch.Tensor | None = None,
+                     backend: str = "auto", tol: float = 1e-9, drop_zero_rows: bool = False) -> list[LPResult]:
+    """:func:`solve_linf` for a stack of LPs, A (B, l, d), b (B, l), lo/hi (B, d) or None.
+
+    With the structured backend the LPs are searched together (:mod:`.batched`: one set of
+    kernels over the stack, host synchronisations per iteration of the whole batch, which is
+    what a GPU needs) and each then gets the one-image exact finish; every answer is certified
+    as :func:`solve_linf`'s. Other backends solve one LP after the other. Each result's
+    ``time_s`` is its share of the batch's time (the whole in ``info["batch_time_s"]``).
+    """
+    if not isinstance(A, torch.Tensor) or A.dim() != 3:
+        raise InvalidInputError(f"A must be a tensor (B, l, d) for a batch of LPs, got "
+                                f"{tuple(A.shape) if isinstance(A, torch.Tensor) else type(A).__name__}")
+    B, l, d = A.shape
+    b = torch.as_tensor(b)
+    if b.shape != (B, l):
+        raise InvalidInputError(f"b must have shape ({B}, {l}) (one row per LP), got {tuple(b.shape)}")
+    if (lo is None) != (hi is None):
+        raise InvalidInputError("give both lo and hi for a batch (or neither)")
+    for name_, t in (("lo", lo), ("hi", hi)):
+        if t is not None and tuple(t.shape) != (B, d):
+            raise InvalidInputError(f"{name_} must have shape ({B}, {d}), got {tuple(t.shape)}")
+    if backend not in BACKENDS:
+        raise InvalidInputError(f"unknown LP backend {backend!r}; choose one of {', '.join(BACKENDS)}")
+    if backend not in ("auto", "structured") or B == 1:
+        return [solve_linf(A[i], b[i], None if lo is None else lo[i], None if hi is None else hi[i], backend, tol,
+                           drop_zero_rows=drop_zero_rows) for i in range(B)]
+    if A.device.type != "cpu":
+        return _solve_batch(A, b, lo, hi, tol, drop_zero_rows)
+    from ..device import cpu_threads, lp_cpu_threads
+
+    with cpu_threads(lp_cpu_threads()):
+        return _solve_batch(A, b, lo, hi, tol, drop_zero_rows)
+
+
+def _solve_batch(A: torch.Tensor, b: torch.Tensor, lo, hi, tol: float, drop_zero_rows: bool) -> list[LPResult]:
+    from .batched import solve_batch
+
+    t0 = time.perf_counter()
+    B = A.shape[0]
+    A = A.detach()
+    preps = [prepare(A[i], b[i], None if lo is None else lo[i], None if hi is None else hi[i], drop_zero_rows)
+             for i in range(B)]
+    out: list[LPResult | None] = [_trivial(p, "structured", A[i], t0) for i, p in enumerate(preps)]
+    todo = [i for i in range(B) if out[i] is None]
+    if todo:
+        sub = A if len(todo) == B else A[todo]
+        if sub.dtype not in (torch.float32, torch.float64):
+            sub = sub.double()
+        sols = solve_batch([preps[i] for i in todo], sub, tol=tol)
+        for i, sol in zip(todo, sols):
+            out[i] = _result(preps[i], sol, "structured", A[i], t0)
+    total = time.perf_counter() - t0
+    results = [r for r in out if r is not None]
+    for r in results:
+        r.time_s = total / B
+        r.info["batch_time_s"] = total
+    return results
+
+
+def _trivial(prep: Prepared, name: str, A, t0: float) -> LPResult | None:
+    """The answer found while preparing (b >= 0: r = 0; a zero row with b < 0: infeasible), if any."""
+    l, d, dev = prep.l, prep.d, prep.device
+    if prep.trivial == "zero":
+        r = torch.zeros(d, dtype=torch.float64, device=dev)
+        return LPResult(_restore(r, A, d), 0.0, "optimal", prep.message,
+                        dual=_restore(torch.zeros(l, dtype=torch.float64, device=dev), A, l),
+                        lower_bound=0.0, max_violation=0.0, backend=name, time_s=time.perf_counter() - t0)
+    if prep.trivial == "infeasible":
+        return LPResult(None, math.inf, "infeasible", prep.message, dual=_restore(prep.farkas, A, l),
+                        lower_bound=math.inf, backend=name, time_s=time.perf_counter() - t0)
+    return None
+
+
+def _result(prep: Prepared, sol: Solution, name: str, A, t0: float) -> LPResult:
+    """Map a backend's scaled solution back (rho -> r, scaled dual -> the original rows'
+    multipliers) and certify it in float64 on the original data."""
+    P = prep.scaled
+    assert P is not None
+    l, d, dev = prep.l, prep.d, prep.device
     lam = torch.zeros(l, dtype=torch.float64, device=dev)
     lam[P.rows] = sol.lam.to(dev) / P.row_norm
     if sol.status == "infeasible":

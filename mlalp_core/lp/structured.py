@@ -536,8 +536,17 @@ def solve_structured(P: Scaled, tol: float = 1e-9, max_newton: int = 40, max_rou
     info["search_s"] = time.perf_counter() - t0
     info["newton_iterations"] = iters
     info["search_bound"] = z_lb  # scaled; the finish's master starts from this dual's signs
+    return finish(P, lam, u, z_lb, iters, cnt, info, t0, tol, max_rounds, master_size)
 
-    # ---- 2. finish: restricted master + pricing ----
+
+def finish(P: Scaled, lam: torch.Tensor, u: torch.Tensor, z_lb: float, iters: int, cnt: _Counter, info: dict,
+           t0: float, tol: float = 1e-9, max_rounds: int = 30, master_size: int | None = None) -> Solution:
+    """The exact finish from a search's dual point (lam, u = Ah^T lam, its bound z_lb): restricted
+    masters and pricing until the certified gap closes. Shared by the one-image and the batched
+    search (:mod:`.batched`), so both end on the same certificates."""
+    beta, lo, hi = P.beta, P.lo, P.hi
+    m, n = P.shape
+    master_size = master_size or max(2 * m, 40)
     k0 = min(master_size, n)
     K = torch.topk(u.abs(), k0, largest=False).indices
     z_est = max(z_lb, 1.0)
