@@ -111,6 +111,22 @@ def lp_cpu_threads() -> int:
     return int(text)
 
 
+def lp_batched(device: torch.device) -> bool:
+    """Whether an attack solves its batch's LPs together (:func:`mlalp_core.lp.solve_linf_batch`).
+
+    ``MLALP_LP_BATCH``: ``auto`` (default: on a GPU, where one LP at a time is bound by kernel
+    launches and host syncs), ``1`` or ``0``. On this project's 2-core CPU the batched search was
+    1.0-1.6x slower than one LP at a time (it keeps finished images in the stack; d = 3,000 and
+    100,000, every sweep regime, ``bench/lp_batch.py``), so the CPU solves one at a time.
+    """
+    text = os.environ.get("MLALP_LP_BATCH", "auto").strip().lower()
+    if text not in ("auto", "1", "0"):
+        raise ConfigurationError(f"MLALP_LP_BATCH must be auto, 1 or 0, got {text!r}")
+    if text == "auto":
+        return device.type == "cuda"
+    return text == "1"
+
+
 @contextmanager
 def cpu_threads(n: int) -> Iterator[None]:
     """Run the block with ``n`` torch threads (restored afterwards; the setting is per process)."""

@@ -6,6 +6,9 @@ labels that must cross) and positive slack elsewhere; the optimum z is a few hun
 
 from __future__ import annotations
 
+import math
+
+import numpy as np
 import torch
 
 
@@ -88,3 +91,20 @@ def sweep_instance(k: int, l: int, d: int, seed: int, dtype=torch.float64):
     kept = l - kw["attacked"]
     kw["active"] = {"all": kept, "half": kept // 2}.get(kw.get("active", 0), 0)
     return regime_instance(l=l, d=d, seed=seed, dtype=dtype, **kw)
+
+
+def brute_line_search(u, v, alpha, gamma, t_max):
+    """argmin_{0 <= t <= t_max} f(lam + t d) by evaluating f at every breakpoint (and t_max)."""
+    u, v = u.double(), v.double()
+    a = torch.ones_like(u) if alpha is None else alpha.double()
+    g = torch.ones_like(u) if gamma is None else gamma.double()
+
+    def f(t):
+        x = u + t * v
+        return float((a * x.clamp(min=0) - g * x.clamp(max=0)).sum())
+
+    tau = -u / v
+    ts = tau[(tau > 0) & (tau < t_max)].sort().values
+    cands = [0.0] + ts.tolist() + ([t_max] if math.isfinite(t_max) else [])
+    vals = [f(t) for t in cands]
+    return cands[int(np.argmin(vals))], min(vals), f

@@ -7,7 +7,7 @@ import math
 import numpy as np
 import pytest
 import torch
-from lp_instances import SWEEP, mlalp_instance, sweep_instance
+from lp_instances import SWEEP, brute_line_search, mlalp_instance, sweep_instance
 
 from mlalp_core.errors import ConfigurationError, InvalidInputError, SolverError
 from mlalp_core.lp import solve_linf
@@ -209,23 +209,6 @@ def test_the_cpu_solver_runs_on_the_threads_it_is_given_and_restores_them(monkey
     assert torch.get_num_threads() == before
 
 
-def _brute_line_search(u, v, alpha, gamma, t_max):
-    """argmin_{0 <= t <= t_max} f(lam + t d) by evaluating f at every breakpoint (and t_max)."""
-    u, v = u.double(), v.double()
-    a = torch.ones_like(u) if alpha is None else alpha.double()
-    g = torch.ones_like(u) if gamma is None else gamma.double()
-
-    def f(t):
-        x = u + t * v
-        return float((a * x.clamp(min=0) - g * x.clamp(max=0)).sum())
-
-    tau = -u / v
-    ts = tau[(tau > 0) & (tau < t_max)].sort().values
-    cands = [0.0] + ts.tolist() + ([t_max] if math.isfinite(t_max) else [])
-    vals = [f(t) for t in cands]
-    return cands[int(np.argmin(vals))], min(vals), f
-
-
 @pytest.mark.parametrize("box", [False, True])
 @pytest.mark.parametrize("dtype", [torch.float64, torch.float32])
 @pytest.mark.parametrize("case", range(6))
@@ -245,7 +228,7 @@ def test_the_bracketed_line_search_finds_the_exact_minimiser(box, dtype, case):
         gamma = torch.rand(n, generator=g, dtype=torch.float64).to(dtype)
     u, v = u.to(dtype), v.to(dtype)
     t = _line_search(u, v, alpha, gamma, t_max)
-    t_ref, f_ref, f = _brute_line_search(u, v, alpha, gamma, t_max)
+    t_ref, f_ref, f = brute_line_search(u, v, alpha, gamma, t_max)
     assert 0.0 <= t <= t_max
     # the value is the minimum (the minimiser may be an interval when the slope is 0 on a piece)
     assert f(t) <= f_ref + 1e-12 * abs(f_ref) + (1e-6 * abs(f_ref) if dtype == torch.float32 else 0.0)

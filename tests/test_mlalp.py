@@ -60,6 +60,32 @@ def test_box_option_and_batch_independence(gallery):
         assert int(alone.iterations[0]) == int(batch.iterations[i])
 
 
+@pytest.mark.parametrize("mode", ["mlalp", "authors"])
+def test_solving_the_batchs_lps_together_gives_the_same_attack(gallery, monkeypatch, mode):
+    # what a GPU does by default (MLALP_LP_BATCH=auto), forced here on the CPU
+    model = load_demo_model("demo-gcn")
+    x, y, ids = _attackable(model, gallery, 6)
+    target = hide_one(y, seed=3, example_ids=ids)
+    monkeypatch.setenv("MLALP_LP_BATCH", "0")
+    one = MLALP(model, mode=mode)(x, target)
+    monkeypatch.setenv("MLALP_LP_BATCH", "1")
+    together = MLALP(model, mode=mode)(x, target)
+    assert torch.allclose(one.x_adv, together.x_adv, atol=1e-6)
+    assert torch.equal(one.success, together.success) and torch.equal(one.iterations, together.iterations)
+    assert all(e["lp_status"] == "optimal" for t in together.trace for e in t)
+
+
+def test_a_wrong_lp_batch_setting_is_refused(monkeypatch):
+    from mlalp_core.device import lp_batched
+    from mlalp_core.errors import ConfigurationError
+
+    monkeypatch.setenv("MLALP_LP_BATCH", "yes")
+    with pytest.raises(ConfigurationError, match="MLALP_LP_BATCH must be auto, 1 or 0"):
+        lp_batched(torch.device("cpu"))
+    monkeypatch.setenv("MLALP_LP_BATCH", "auto")
+    assert lp_batched(torch.device("cpu")) is False and lp_batched(torch.device("cuda")) is True
+
+
 def test_loop_jacobian_gives_the_same_attack(gallery):
     model = load_demo_model("demo-gcn")
     x, y, ids = _attackable(model, gallery, 1)

@@ -39,7 +39,8 @@ from typing import Any, ClassVar
 
 import torch
 
-from ..lp import BACKENDS, solve_linf
+from ..device import lp_batched
+from ..lp import BACKENDS, solve_linf, solve_linf_batch
 from .base import Attack, AttackRun, ProgressFn
 from .jacobian import batched_jacobian
 from .losses import AUTHORS_CLAMP, bce_at_threshold, per_label_bce
@@ -162,19 +163,29 @@ class MLALP(Attack):
         is taken only from an optimal LP (in authors' mode also only if ||r||_inf <= 1)."""
         l, d = st.tgt.shape[1], st.x[0].numel()
         steps = torch.zeros_like(st.x_cur[active])
-        info = []
-        for k, i in enumerate(active.tolist()):
+        idx = active.tolist()
+        A = jac.reshape(len(idx), l, d)
+        lo = hi = None
+        if self.box:
+            lo, hi = -st.x_cur[active].reshape(len(idx), d), 1.0 - st.x_cur[active].reshape(len(idx), d)
+        if len(idx) > 1 and self.lp_backend in ("auto", "structured") and lp_batched(st.x.device):
             tl = time.perf_counter()
-            lo = hi = None
-            if self.box:
-                lo, hi = -st.x_cur[i].reshape(-1), 1.0 - st.x_cur[i].reshape(-1)
-            res = solve_linf(jac[k].reshape(l, d), rhs[k], lo, hi, backend=self.lp_backend, tol=self.lp_tol,
-                             drop_zero_rows=self.authors)
+            results = solve_linf_batch(A, rhs, lo, hi, backend=self.lp_backend, tol=self.lp_tol,
+                                       drop_zero_rows=self.authors)
+            times = [(time.perf_counter() - tl) / len(idx)] * len(idx)
+        else:
+            results, times = [], []
+            for k in range(len(idx)):
+                tl = time.perf_counter()
+                results.append(solve_linf(A[k], rhs[k], None if lo is None else lo[k], None if hi is None else hi[k],
+                                          backend=self.lp_backend, tol=self.lp_tol, drop_zero_rows=self.authors))
+                times.append(time.perf_counter() - tl)
+        info = []
+        for k, (i, res, lp_s) in enumerate(zip(idx, results, times)):
             # authors' mode: r in [-1,1] (an optimum beyond is no step), and r = 0 gives up
             ok = res.status == "optimal" and (not self.authors or 0.0 < res.z <= 1.0)
             if ok:
                 steps[k] = res.r.reshape(st.x[i].shape).to(st.x.dtype)
-            lp_s = time.perf_counter() - tl
             info.append((res, ok, lp_s, jac_s))
             st.elapsed[i] += jac_s + lp_s
         return steps, info
