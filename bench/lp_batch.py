@@ -48,9 +48,43 @@ def _timed(fn, dev: torch.device, repeat: int):
     return best, out
 
 
+class SyncCounter:
+    """Counts the calls that make the host wait for the device (``.cpu()``, ``float()``, ``bool()``,
+    ``int()``, ``.item()``, ``.tolist()``): on a GPU each is a synchronisation, and with tiny
+    kernels they, not the arithmetic, set the time. Counted on any device (a proxy on the CPU)."""
+
+    NAMES = ("cpu", "__float__", "__bool__", "__int__", "item", "tolist")
+
+    def __init__(self) -> None:
+        self.n = 0
+        self._orig: dict = {}
+
+    def __enter__(self) -> SyncCounter:
+        for name in self.NAMES:
+            orig = getattr(torch.Tensor, name)
+            self._orig[name] = orig
+
+            def counted(t, *a, _orig=orig, **k):
+                self.n += 1
+                return _orig(t, *a, **k)
+
+            setattr(torch.Tensor, name, counted)
+        return self
+
+    def __exit__(self, *exc) -> None:
+        for name, orig in self._orig.items():
+            setattr(torch.Tensor, name, orig)
+
+
+def _syncs(fn) -> int:
+    with SyncCounter() as sc:
+        fn()
+    return sc.n
+
+
 def regimes(args: argparse.Namespace, dev: torch.device) -> None:
     print(f"{'regime':36} {'l':>3} {'d':>7} {'B':>3} | {'one (s/img)':>11} {'batch (s/img)':>13} {'ratio':>6} "
-          f"| {'max rel dz':>10} {'worst gap':>9} {'passes':>6}", flush=True)
+          f"| {'syncs/img one':>13} {'batch':>6} | {'max rel dz':>10} {'worst gap':>9} {'passes':>6}", flush=True)
     warm = [sweep_instance(0, args.labels, 3000, seed=0, dtype=torch.float32) for _ in range(2)]
     solve_linf_batch(torch.stack([w[0] for w in warm]).to(dev), torch.stack([w[1] for w in warm]).to(dev))
     solve_linf(warm[0][0].to(dev), warm[0][1].to(dev))  # warm-up: kernels, allocator, HiGHS
@@ -67,11 +101,14 @@ def regimes(args: argparse.Namespace, dev: torch.device) -> None:
                 t1, one = _timed(lambda: [solve_linf(A[i], b[i], None if lo is None else lo[i],
                                                      None if hi is None else hi[i]) for i in range(B)], dev, args.repeat)
                 t2, many = _timed(lambda: solve_linf_batch(A, b, lo, hi), dev, args.repeat)
+                s1 = _syncs(lambda: [solve_linf(A[i], b[i], None if lo is None else lo[i],
+                                                None if hi is None else hi[i]) for i in range(B)]) / B
+                s2 = _syncs(lambda: solve_linf_batch(A, b, lo, hi)) / B
                 dz = max(abs(o.z - m.z) / max(o.z, 1e-300) for o, m in zip(one, many))
                 gap = max(m.gap for m in many)
                 passes = max(m.passes for m in many)
                 print(f"{SWEEP[k][0][:36]:36} {args.labels:3d} {d:7d} {B:3d} | {t1 / B:11.4f} {t2 / B:13.4f} "
-                      f"{t1 / t2:5.2f}x | {dz:10.1e} {gap:9.1e} {passes:6d}", flush=True)
+                      f"{t1 / t2:5.2f}x | {s1:13.0f} {s2:6.0f} | {dz:10.1e} {gap:9.1e} {passes:6d}", flush=True)
 
 
 def mlalp_share(args: argparse.Namespace, dev: torch.device) -> None:

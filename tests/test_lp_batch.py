@@ -171,3 +171,30 @@ def test_other_backends_solve_a_batch_one_lp_at_a_time():
     many = solve_linf_batch(A, b, backend="highs")
     assert [r.backend for r in many] == ["highs", "highs"]
     _same([solve_linf(A[i], b[i]) for i in range(2)], many)
+
+
+@pytest.mark.parametrize("box", [False, True])
+def test_the_batched_dual_bounds_are_the_one_image_ones(box):
+    from mlalp_core.lp.batched import dual_bounds
+    from mlalp_core.lp.problem import dual_bound
+
+    g = torch.Generator().manual_seed(9)
+    B, n = 5, 4000
+    u = torch.randn(B, n, generator=g, dtype=torch.float64)
+    u[:, :50] = 0.0
+    lo = hi = None
+    if box:
+        lo = -torch.rand(B, n, generator=g, dtype=torch.float64)
+        hi = torch.rand(B, n, generator=g, dtype=torch.float64)
+        lo[:, 100:300] = 0.0  # saturated: no room on one side
+        hi[:, 200:400] = 0.0
+    total = (u.abs() * (torch.minimum(-lo, hi).abs() if box else 1.0)).sum(1).numpy()
+    # below, around and beyond what the rooms allow (beyond: infeasible, inf), and c <= 0
+    c = np.array([0.01, 1.0, 0.5 * total[2], -1.0, (1e6 if box else 3.0) * total[4]])
+    got = dual_bounds(u, c, lo, hi)
+    for i in range(B):
+        ref = dual_bound(u[i], float(c[i]), None if lo is None else lo[i], None if hi is None else hi[i])
+        if math.isinf(ref):
+            assert math.isinf(got[i])
+        else:
+            assert got[i] == pytest.approx(ref, rel=1e-12, abs=1e-300)

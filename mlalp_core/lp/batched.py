@@ -23,7 +23,7 @@ import numpy as np
 import torch
 
 from . import structured
-from .problem import Prepared, dual_bound
+from .problem import Prepared
 from .structured import Scaled, Solution, _Counter, finish
 
 _CHUNK = 1 << 15
@@ -104,10 +104,10 @@ def stack(preps: list[Prepared], A: torch.Tensor) -> tuple[BatchScaled, torch.Te
 
 
 # ---- batched pieces of the dual Newton method ---------------------------------------------------
-def _fvalues(u: torch.Tensor, alpha: torch.Tensor, gamma: torch.Tensor) -> np.ndarray:
+def _fvalues_dev(u: torch.Tensor, alpha: torch.Tensor, gamma: torch.Tensor) -> torch.Tensor:
+    """f per image (B,), float64, left on the device."""
     pos = u.clamp(min=0).mul_(alpha).sum(1, dtype=torch.float64)
-    neg = u.clamp(max=0).mul_(gamma).sum(1, dtype=torch.float64)
-    return (pos - neg).cpu().numpy()
+    return pos - u.clamp(max=0).mul_(gamma).sum(1, dtype=torch.float64)
 
 
 def newton_directions(g: np.ndarray, H: np.ndarray, beta: np.ndarray, lam: np.ndarray, rowmask: np.ndarray,
@@ -170,28 +170,36 @@ def line_search(u: torch.Tensor, v: torch.Tensor, alpha: torch.Tensor, gamma: to
     vpos = v > 0
     shrink = torch.where(vpos, gamma, alpha).mul_(av)
     c = torch.where(vpos, alpha, gamma).mul_(av).add_(shrink)
-    sums = torch.stack([shrink.sum(1, dtype=torch.float64), 0.5 * c.sum(1, dtype=torch.float64),
-                        0.5 * c.masked_fill(u != 0, 0).sum(1, dtype=torch.float64)]).cpu().numpy()
-    shrink_sum, half_sum, kink = sums
-    del shrink, vpos, av
     buf = torch.empty_like(u)
 
-    def slope(t: np.ndarray) -> np.ndarray:
-        tt = torch.as_tensor(t, dtype=u.dtype, device=dev)[:, None]
-        torch.addcmul(u, v, tt, out=buf)
-        buf.mul_(v).sign_().mul_(c)
-        return 0.5 * buf.sum(1, dtype=torch.float64).cpu().numpy() + half_sum - shrink_sum
+    def raw(t: np.ndarray | float) -> torch.Tensor:
+        """sum_i c_i sign((u_i + t v_i) v_i) per image, left on the device."""
+        tt = torch.as_tensor(t, dtype=u.dtype, device=dev)
+        torch.addcmul(u, v, tt[:, None] if tt.dim() else tt, out=buf)
+        return buf.mul_(v).sign_().mul_(c).sum(1, dtype=torch.float64)
 
-    s0 = slope(np.zeros(B)) + kink
+    # one sync for the sums, the slope at 0 and at the first trial step
+    t_hi = np.minimum(t_max, 1.0)
+    first = torch.stack([shrink.sum(1, dtype=torch.float64), 0.5 * c.sum(1, dtype=torch.float64),
+                         0.5 * c.masked_fill(u != 0, 0).sum(1, dtype=torch.float64), raw(0.0), raw(t_hi)])
+    shrink_sum, half_sum, kink, r0, r1 = first.cpu().numpy()
+    del shrink, vpos, av
+
+    def slope(t: np.ndarray) -> np.ndarray:
+        return 0.5 * raw(t).cpu().numpy() + half_sum - shrink_sum
+
+    # slope = sum c (sign + 1) / 2 - shrink; at a kink the step moves away from 0 either way: count it whole
+    s0 = 0.5 * r0 + half_sum - shrink_sum + kink
     t = np.zeros(B)
     go = run & (s0 < 0.0)
     t_lo, s_lo = np.zeros(B), s0.copy()
-    t_hi = np.minimum(t_max, 1.0)
     open_ = go.copy()  # not bracketed yet
-    for _ in range(8):
+    s_hi = 0.5 * r1 + half_sum - shrink_sum
+    for rnd in range(8):
         if not open_.any():
             break
-        s_hi = slope(np.where(open_, t_hi, 0.0))
+        if rnd:
+            s_hi = slope(np.where(open_, t_hi, 0.0))
         closed = open_ & (s_hi >= 0.0)
         capped = open_ & ~closed & (t_hi >= t_max)
         t[capped] = t_max[capped]
@@ -202,32 +210,45 @@ def line_search(u: torch.Tensor, v: torch.Tensor, alpha: torch.Tensor, gamma: to
         open_ = grow
     t_hi[open_] = math.inf
     fin = go & np.isfinite(t_hi)
-    for _ in range(3):  # narrow the brackets geometrically
-        if not fin.any():
-            break
-        t_mid = np.where(t_lo > 0, np.sqrt(t_lo * np.where(fin, t_hi, 1.0)), t_hi / 16.0)
-        t_mid = np.where(fin, t_mid, 0.0)
-        s_mid = slope(t_mid)
-        up = fin & (s_mid >= 0.0)
-        dn = fin & ~up
-        t_hi[up] = t_mid[up]
-        t_lo[dn], s_lo[dn] = t_mid[dn], s_mid[dn]
+    if fin.any():
+        # narrow each bracket on a geometric grid of 7 interior points, all probed before one sync
+        # (the one-image search bisects three times, one sync each)
+        bottom = np.where(t_lo > 0, t_lo, t_hi / 4096.0)
+        ratio = np.where(fin, t_hi / np.where(fin, bottom, 1.0), 1.0)
+        grid = [np.where(fin, bottom * ratio ** (j / 8.0), 0.0) for j in range(8)]
+        probes = torch.stack([raw(g) for g in grid]).cpu().numpy()
+        for g, r in zip(grid, probes):
+            sg = 0.5 * r + half_sum - shrink_sum
+            up = fin & (sg >= 0.0) & (g < t_hi) & (g > t_lo)
+            t_hi[up] = g[up]
+        for g, r in zip(grid, probes):
+            sg = 0.5 * r + half_sum - shrink_sum
+            dn = fin & (sg < 0.0) & (g > t_lo) & (g < t_hi)
+            t_lo[dn], s_lo[dn] = g[dn], sg[dn]
     if not go.any():
         return t
     torch.div(u, v, out=buf).neg_()  # the breakpoints -u/v
     lo_t = torch.as_tensor(t_lo, dtype=u.dtype, device=dev)[:, None]
     hi_t = torch.as_tensor(np.where(go, t_hi, -1.0), dtype=u.dtype, device=dev)[:, None]
     cand = (buf > lo_t) & (buf <= hi_t) & torch.isfinite(buf)
-    k = int(cand.sum(1).max())
-    tstar = np.full(B, math.inf)
-    if k > 0:
-        vals, idx = torch.topk(buf.masked_fill_(~cand, math.inf), k, 1, largest=False)
+    counts = cand.sum(1)
+    buf.masked_fill_(~cand, math.inf)
+    need = torch.as_tensor(-s_lo, dtype=torch.float64, device=dev)[:, None]
+
+    def crossing(k: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """The first of the k smallest breakpoints where the slope turns >= 0 (inf if none)."""
+        vals, idx = torch.topk(buf, k, 1, largest=False)
         jump = torch.gather(c, 1, idx).masked_fill_(~torch.isfinite(vals), 0).double().cumsum(1)
-        hit = jump >= torch.as_tensor(-s_lo, dtype=torch.float64, device=dev)[:, None]
-        first = hit.int().argmax(1)
-        any_hit = hit.any(1)
-        tv = torch.gather(vals, 1, first[:, None]).squeeze(1).double()
-        tstar = torch.where(any_hit, tv, torch.full_like(tv, math.inf)).cpu().numpy()
+        hit = jump >= need
+        tv = torch.gather(vals, 1, hit.int().argmax(1, keepdim=True)).squeeze(1).double()
+        return torch.where(hit.any(1), tv, torch.full_like(tv, math.inf)), hit.any(1)
+
+    # one sync: the crossing among the first few thousand breakpoints, and whether that sufficed
+    cap = min(buf.shape[1], 4096)
+    tv, found = crossing(cap)
+    tstar, hit_np, cnt_np = torch.stack([tv, found.double(), counts.double()]).cpu().numpy()
+    if (go & (hit_np == 0) & (cnt_np > cap)).any():
+        tstar = crossing(int(cnt_np.max()))[0].cpu().numpy()
     t[go] = np.maximum(t_lo, np.minimum(np.minimum(tstar, t_max), t_hi))[go]
     return t
 
@@ -245,7 +266,11 @@ def dual_newton(P: BatchScaled, lam: np.ndarray, alpha: torch.Tensor, gamma: tor
     lam = lam.copy()
     u = P.rmatvec(torch.from_numpy(lam).to(dev))
     cnt.passes += 1
-    f = _fvalues(u, alpha, gamma)
+    # f's value after a step is fetched with the next iteration's transfer (one sync fewer per
+    # iteration); the stopping test then runs before that iteration's direction is used
+    f_dev = _fvalues_dev(u, alpha, gamma)
+    f: np.ndarray | None = None
+    pending: tuple[np.ndarray, np.ndarray] | None = None  # (images that stepped, their band before)
     band = np.full(B, min(band0, n))
     its = np.zeros(B, dtype=int)
     running = run.copy()
@@ -253,7 +278,6 @@ def dual_newton(P: BatchScaled, lam: np.ndarray, alpha: torch.Tensor, gamma: tor
     for it in range(1, max_iter + 1):
         if not running.any():
             break
-        its[running] = it
         k = max(1, min(int(band[running].max()), n))
         absu = u.abs().masked_fill_(dead, math.inf)
         vals, S = torch.topk(absu, k, 1, largest=False)
@@ -271,7 +295,20 @@ def dual_newton(P: BatchScaled, lam: np.ndarray, alpha: torch.Tensor, gamma: tor
         cnt.passes += 1
         AS = P.columns(S)
         H = torch.bmm(AS * wS[:, None, :], AS.transpose(1, 2))
-        d = newton_directions(g.cpu().numpy(), H.cpu().numpy(), beta_np, lam, P.rowmask, running)
+        gHf = torch.cat([g[:, :, None], H, f_dev[:, None, None].expand(B, m, 1)], 2).cpu().numpy()  # one transfer
+        fv = gHf[:, 0, -1]
+        if f is None:
+            f = fv.copy()
+        elif pending is not None:
+            stepped, band_before = pending
+            done = stepped & (band_before <= band_min) & ((f - fv) <= ftol * np.abs(f))
+            f[stepped] = fv[stepped]
+            running &= ~done
+            pending = None
+            if not running.any():
+                break
+        its[running] = it
+        d = newton_directions(gHf[:, :, 0], gHf[:, :, 1:-1], beta_np, lam, P.rowmask, running)
         bad = running & (~np.isfinite(d).all(1) | (np.abs(d).max(1) == 0.0))
         running &= ~bad
         d[~running] = 0.0
@@ -297,11 +334,9 @@ def dual_newton(P: BatchScaled, lam: np.ndarray, alpha: torch.Tensor, gamma: tor
         u_new = P.rmatvec(torch.from_numpy(lam).to(dev))
         cnt.passes += 1
         u = torch.where(torch.from_numpy(step).to(dev)[:, None], u_new, u)
-        f_new = _fvalues(u, alpha, gamma)
-        done = step & (band <= band_min) & ((f - f_new) <= ftol * np.abs(f))
-        f[step] = f_new[step]
+        f_dev = _fvalues_dev(u, alpha, gamma)
+        pending = (step, band.copy())
         band[step] = np.maximum(band_min, band[step] // 3)
-        running &= ~done
     return lam, u, its
 
 
@@ -391,16 +426,44 @@ def search(P: BatchScaled, lam: np.ndarray, alpha: torch.Tensor, gamma: torch.Te
     return lam, u, its + red_iters
 
 
+def dual_bounds(u: torch.Tensor, c: np.ndarray, lo: torch.Tensor | None, hi: torch.Tensor | None) -> np.ndarray:
+    """:func:`.problem.dual_bound` for every image at once (one sort per image instead of the
+    one-image bracketing search and its syncs): the smallest z with sum_i |u_i| min(z, room_i) >= c.
+
+    These bounds steer the box's levels and seed the finish; each answer's certificate is
+    recomputed by :func:`.problem.certify` on its own image, as for one LP.
+    """
+    a = u.abs()
+    cc = torch.as_tensor(c, dtype=torch.float64, device=u.device)
+    if lo is None or hi is None:
+        total = a.sum(1, dtype=torch.float64)
+        z = torch.where(total > 0, cc / total.clamp(min=1e-300), torch.full_like(total, math.inf))
+    else:
+        rm, order = torch.sort(torch.where(u > 0, -lo, hi), 1)
+        a = torch.gather(a.double(), 1, order)
+        cum_a = a.cumsum(1)
+        cum_ar = (a * rm).cumsum(1)
+        tot = cum_a[:, -1:]
+        h = cum_ar + rm * (tot - cum_a)  # H at each room, in order
+        hit = h >= cc[:, None]
+        j = hit.int().argmax(1, keepdim=True)
+        prev = (j - 1).clamp(min=0)
+        base = torch.where(j > 0, torch.gather(cum_ar, 1, prev), torch.zeros_like(tot))
+        slope = tot - torch.where(j > 0, torch.gather(cum_a, 1, prev), torch.zeros_like(tot))
+        z = ((cc[:, None] - base) / slope.clamp(min=1e-300)).squeeze(1)
+        z = torch.minimum(z, torch.gather(rm, 1, j).squeeze(1))
+        z = torch.where(hit.any(1), z, torch.full_like(z, math.inf))
+    out = z.cpu().numpy()
+    return np.where(c <= 0.0, 0.0, out)
+
+
 def _bounds(P: BatchScaled, lam: np.ndarray, lo: torch.Tensor | None, hi: torch.Tensor | None, which: np.ndarray,
             cnt: _Counter) -> np.ndarray:
     """The float64 lower bound each image's dual point proves (as the one-image search's)."""
     u = P.rmatvec(torch.from_numpy(lam).to(P.M.device), exact=True)
     cnt.passes += 1
     c = -(lam * P.beta.cpu().numpy()).sum(1)
-    out = np.zeros(len(lam))
-    for i in np.flatnonzero(which):
-        out[i] = dual_bound(u[i], float(c[i]), None if lo is None else lo[i], None if hi is None else hi[i])
-    return out
+    return np.where(which, dual_bounds(u, c, lo, hi), 0.0)
 
 
 def solve_batch(preps: list[Prepared], A: torch.Tensor, tol: float = 1e-9, max_newton: int = 40,
