@@ -1,6 +1,6 @@
 """A batch run on the tiny model, as a separate process (for the kill/resume and torchrun tests).
 
-usage: python tests/bench_worker.py WEIGHTS STORE ATTACKS [--die-after N]
+usage: python tests/bench_worker.py WEIGHTS STORE ATTACKS [--die-after N] [--device cpu|cuda]
 """
 
 from __future__ import annotations
@@ -20,8 +20,9 @@ from mlalp_core.experiments.runner import BenchConfig, init_distributed_from_env
 def main() -> None:
     weights, store, attacks = sys.argv[1], sys.argv[2], sys.argv[3].split(",")
     die_after = int(sys.argv[sys.argv.index("--die-after") + 1]) if "--die-after" in sys.argv else None
+    device = sys.argv[sys.argv.index("--device") + 1] if "--device" in sys.argv else "cpu"
     torch.set_num_threads(1)
-    init_distributed_from_env()
+    rank, world, dist_dev = init_distributed_from_env(device)
     seen = {"n": 0}
 
     def progress(done, total, message):
@@ -31,7 +32,7 @@ def main() -> None:
                 os._exit(17)  # a crash: no cleanup, no flush beyond what the store committed
 
     cfg = BenchConfig(models=["tiny"], dataset="tiny", split="all", attacks=attacks, seed=3, batch_size=4,
-                      device="cpu", store=store, precision="float32",
+                      device=dist_dev or device, store=store, precision="float32",
                       attack_settings={"ml-cw": {"max_iterations": 50, "binary_search_steps": 2}})
     run_benchmark(cfg, progress=progress, model_loader=lambda name, device=None: load_tiny(weights),
                   dataset_loader=lambda name, split=None: TinyScenes())

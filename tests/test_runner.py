@@ -137,6 +137,40 @@ def test_two_processes_equal_one(weights, tmp_path):
     assert workers == {"rank0/2", "rank1/2"}  # both processes did work, each example once
 
 
+def test_the_process_group_fits_the_gpus():
+    from mlalp_core.experiments.runner import process_group_plan
+
+    assert process_group_plan(False, 1, 2, 0) == ("gloo", None)
+    assert [process_group_plan(True, r, 2, 2) for r in range(2)] == [("nccl", 0), ("nccl", 1)]
+    # NCCL refuses two ranks on one GPU: ranks that share one exchange their results over gloo
+    assert [process_group_plan(True, r, 2, 1) for r in range(2)] == [("gloo", 0), ("gloo", 0)]
+    assert [process_group_plan(True, r, 4, 2)[1] for r in range(4)] == [0, 1, 0, 1]
+    assert process_group_plan(True, 0, 1, 1) == ("nccl", 0)
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a GPU")
+@pytest.mark.parametrize("ranks", [1, 2])
+def test_sharded_runs_on_a_gpu_equal_one_process(weights, tmp_path, ranks):
+    # 1 rank under torchrun: the NCCL path; 2 ranks on one GPU: gloo (NCCL refuses to share a GPU)
+    one = tmp_path / "one.sqlite"
+    many = tmp_path / "many.sqlite"
+    env = {**os.environ, "PYTHONPATH": str(HERE.parent), "MLALP_DEVICE": "cuda", "OMP_NUM_THREADS": "1"}
+    args = [str(weights), "mla-lp,ml-cw", "--device", "cuda"]
+    proc = subprocess.run([sys.executable, str(WORKER), args[0], str(one), *args[1:]], env=env,
+                          capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    proc = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node",
+                           str(ranks), str(WORKER), args[0], str(many), *args[1:]],
+                          env=env, capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    a, b = _results(one), _results(many)
+    assert a.keys() == b.keys() and len(a) > 0
+    for k in a:
+        assert a[k][0] == b[k][0] and a[k][1] == pytest.approx(b[k][1], abs=1e-4), k
+        assert torch.allclose(a[k][4], b[k][4], atol=1e-4), k
+    assert {r["worker"] for r in _raw_workers(many)} == {f"rank{r}/{ranks}" for r in range(ranks)}
+
+
 def _raw_workers(path):
     import sqlite3
 

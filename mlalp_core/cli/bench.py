@@ -44,7 +44,7 @@ def _cmd_bench(args: argparse.Namespace) -> int:
     from ..settings import load_settings
 
     out = writable_output(args.out, "--out", folder=True) if args.out else None  # before hours of work
-    rank, world, dist_dev = init_distributed_from_env()
+    rank, world, dist_dev = init_distributed_from_env(args.device)
     groups = {"all": list(ATTACKS), "paper": list(PAPER_ATTACKS),
               "linf": [a for a, c in ATTACKS.items() if c.norm == "linf"]}
     attacks = [a for name in args.attacks for a in groups.get(name.lower(), [name])]

@@ -100,24 +100,36 @@ def dist_rank_world() -> tuple[int, int]:
     return 0, 1
 
 
-def init_distributed_from_env() -> tuple[int, int, torch.device | None]:
-    """Initialise torch.distributed when launched by torchrun (RANK/WORLD_SIZE set).
+def process_group_plan(use_cuda: bool, local_rank: int, local_world: int, n_gpus: int) -> tuple[str, int | None]:
+    """(backend, this rank's GPU or None) for a torchrun launch.
 
-    gloo on the CPU, NCCL on CUDA (one GPU per local rank). Returns (rank, world, device or None).
+    NCCL when every rank on this node has a GPU of its own; ranks that must share one (more ranks
+    than GPUs, e.g. two ranks on one GPU) use gloo, because NCCL refuses two ranks on one device
+    ("Duplicate GPU detected"), and this runner only exchanges small Python objects (which
+    examples were attacked), so gloo costs nothing measurable. The CPU always uses gloo.
     """
+    if not use_cuda or n_gpus < 1:
+        return "gloo", None
+    return ("nccl" if local_world <= n_gpus else "gloo"), local_rank % n_gpus
+
+
+def init_distributed_from_env(device: DeviceLike = None) -> tuple[int, int, torch.device | None]:
+    """Initialise torch.distributed when launched by torchrun (RANK/WORLD_SIZE set); see
+    :func:`process_group_plan`. ``device``: what the user asked for (``cpu`` keeps a run on the
+    CPU on a GPU machine). Returns (rank, world, this rank's GPU or None)."""
     if "RANK" not in os.environ or "WORLD_SIZE" not in os.environ:
         return 0, 1, None
-    use_cuda = resolve_device(None).type == "cuda"
+    use_cuda = resolve_device(device).type == "cuda"
+    local_rank = int(os.environ.get("LOCAL_RANK", 0))
+    local_world = int(os.environ.get("LOCAL_WORLD_SIZE", os.environ["WORLD_SIZE"]))
+    backend, gpu = process_group_plan(use_cuda, local_rank, local_world,
+                                      torch.cuda.device_count() if use_cuda else 0)
+    if gpu is not None:
+        torch.cuda.set_device(gpu)
     if not torch.distributed.is_initialized():
-        backend = "nccl" if use_cuda else "gloo"
-        if use_cuda:
-            torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", 0)))
         torch.distributed.init_process_group(backend=backend)
     rank, world = dist_rank_world()
-    dev = None
-    if use_cuda:
-        dev = torch.device("cuda", int(os.environ.get("LOCAL_RANK", 0)))
-    return rank, world, dev
+    return rank, world, None if gpu is None else torch.device("cuda", gpu)
 
 
 def _all_gather(obj: Any) -> list[Any]:
