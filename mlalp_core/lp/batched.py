@@ -253,31 +253,67 @@ def line_search(u: torch.Tensor, v: torch.Tensor, alpha: torch.Tensor, gamma: to
     return t
 
 
-def dual_newton(P: BatchScaled, lam: np.ndarray, alpha: torch.Tensor, gamma: torch.Tensor, run: np.ndarray,
-                cnt: _Counter, max_iter: int, band0: int, band_min: int, ftol: float = 1e-12,
-                ) -> tuple[np.ndarray, torch.Tensor, np.ndarray]:
-    """:func:`.structured._dual_newton` on every running image at once; the others keep their
-    point. Returns (lam (B, l), u (B, n), iterations (B,))."""
-    B, m, n = P.M.shape
-    dev = P.M.device
-    beta_np = P.beta.cpu().numpy()
-    sdt = P.search_dtype
-    alpha, gamma = alpha.to(sdt), gamma.to(sdt)
-    lam = lam.copy()
-    u = P.rmatvec(torch.from_numpy(lam).to(dev))
-    cnt.passes += 1
-    # f's value after a step is fetched with the next iteration's transfer (one sync fewer per
-    # iteration); the stopping test then runs before that iteration's direction is used
-    f_dev = _fvalues_dev(u, alpha, gamma)
-    f: np.ndarray | None = None
-    pending: tuple[np.ndarray, np.ndarray] | None = None  # (images that stepped, their band before)
-    band = np.full(B, min(band0, n))
-    its = np.zeros(B, dtype=int)
-    running = run.copy()
-    dead = ~P.live
-    for it in range(1, max_iter + 1):
+class _Newton:
+    """The batched dual Newton method (:func:`.structured._dual_newton`) as a stepper: each
+    :meth:`step` is one iteration of every running image, and :meth:`restart` puts some images
+    on new rows of ``P`` while the others go on, so that in the narrowed search no image waits
+    for another's round to end.
+    """
+
+    def __init__(self, P: BatchScaled, lam: np.ndarray, alpha: torch.Tensor, gamma: torch.Tensor, run: np.ndarray,
+                 cnt: _Counter, max_iter: int, band0: int | np.ndarray, band_min: int, ftol: float = 1e-12) -> None:
+        B, m, n = P.M.shape
+        self.P, self.cnt, self.max_iter, self.band_min, self.ftol = P, cnt, max_iter, band_min, ftol
+        self.dev = P.M.device
+        sdt = P.search_dtype
+        self.alpha, self.gamma = alpha.to(sdt), gamma.to(sdt)
+        self.beta = P.beta.cpu().numpy()
+        self.lam = lam.copy()
+        self.u = P.rmatvec(torch.from_numpy(self.lam).to(self.dev))
+        cnt.passes += 1
+        # f after a step is fetched with the next iteration's transfer (one sync fewer per
+        # iteration); the stopping test then runs before that iteration's direction is used
+        self.f_dev = _fvalues_dev(self.u, self.alpha, self.gamma)
+        self.f = np.zeros(B)
+        self.known = np.zeros(B, dtype=bool)
+        self.pending = np.zeros(B, dtype=bool)  # stepped last iteration: stopping test due
+        self.band_before = np.zeros(B, dtype=int)
+        self.band = np.minimum(np.broadcast_to(np.asarray(band0), (B,)), n).astype(int)
+        self.its = np.zeros(B, dtype=int)
+        self.running = run.copy()
+
+    def restart(self, which: np.ndarray, lam: np.ndarray, band0: np.ndarray) -> None:
+        """Images ``which`` start afresh from ``lam`` on their (new) rows of ``self.P``."""
+        self.lam[which] = lam[which]
+        w = torch.from_numpy(which).to(self.dev)
+        u_new = self.P.rmatvec(torch.from_numpy(self.lam).to(self.dev))
+        self.cnt.passes += 1
+        self.u = torch.where(w[:, None], u_new, self.u)
+        self.f_dev = torch.where(w, _fvalues_dev(self.u, self.alpha, self.gamma), self.f_dev)
+        self.known[which] = False
+        self.pending[which] = False
+        self.band[which] = np.minimum(band0[which], self.P.M.shape[2])
+        self.its[which] = 0
+        self.running[which] = True
+
+    def grow(self, extra: int) -> None:
+        """``extra`` more (dead) columns for every image (a narrowed set outgrew the stack)."""
+        P = self.P
+        B, m, _ = P.M.shape
+        P.M = torch.cat([P.M, P.M.new_zeros(B, m, extra)], 2)
+        P.live = torch.cat([P.live, P.live.new_zeros(B, extra)], 1)
+        self.alpha = torch.cat([self.alpha, self.alpha.new_zeros(B, extra)], 1)
+        self.gamma = torch.cat([self.gamma, self.gamma.new_zeros(B, extra)], 1)
+        self.u = torch.cat([self.u, self.u.new_zeros(B, extra)], 1)
+
+    def step(self) -> None:
+        P, dev, band, running = self.P, self.dev, self.band, self.running
+        B, m, n = P.M.shape
+        alpha, gamma, u, lam = self.alpha, self.gamma, self.u, self.lam
+        running &= self.its < self.max_iter
         if not running.any():
-            break
+            return
+        dead = ~P.live
         k = max(1, min(int(band[running].max()), n))
         absu = u.abs().masked_fill_(dead, math.inf)
         vals, S = torch.topk(absu, k, 1, largest=False)
@@ -292,52 +328,63 @@ def dual_newton(P: BatchScaled, lam: np.ndarray, alpha: torch.Tensor, gamma: tor
         psi.scatter_(1, S, torch.where(inband, psiS, torch.gather(psi, 1, S)))
         wS = ((aS + gS) / (2 * mu)).double() * inband
         g = P.matvec(psi).double()
-        cnt.passes += 1
+        self.cnt.passes += 1
         AS = P.columns(S)
         H = torch.bmm(AS * wS[:, None, :], AS.transpose(1, 2))
-        gHf = torch.cat([g[:, :, None], H, f_dev[:, None, None].expand(B, m, 1)], 2).cpu().numpy()  # one transfer
+        gHf = torch.cat([g[:, :, None], H, self.f_dev[:, None, None].expand(B, m, 1)], 2).cpu().numpy()
         fv = gHf[:, 0, -1]
-        if f is None:
-            f = fv.copy()
-        elif pending is not None:
-            stepped, band_before = pending
-            done = stepped & (band_before <= band_min) & ((f - fv) <= ftol * np.abs(f))
-            f[stepped] = fv[stepped]
+        new = ~self.known
+        self.f[new] = fv[new]
+        self.known[:] = True
+        if self.pending.any():
+            p = self.pending
+            done = p & (self.band_before <= self.band_min) & ((self.f - fv) <= self.ftol * np.abs(self.f))
+            self.f[p] = fv[p]
             running &= ~done
-            pending = None
+            self.pending = np.zeros(B, dtype=bool)
             if not running.any():
-                break
-        its[running] = it
-        d = newton_directions(gHf[:, :, 0], gHf[:, :, 1:-1], beta_np, lam, P.rowmask, running)
+                return
+        self.its[running] += 1
+        d = newton_directions(gHf[:, :, 0], gHf[:, :, 1:-1], self.beta, lam, P.rowmask, running)
         bad = running & (~np.isfinite(d).all(1) | (np.abs(d).max(1) == 0.0))
         running &= ~bad
         d[~running] = 0.0
         neg = d < 0
         ratio = np.where(neg, lam / np.where(neg, -d, 1.0), np.inf)
         t_max = ratio.min(1)
-        d_t = torch.from_numpy(d).to(dev)
-        v = P.rmatvec(d_t)
-        cnt.passes += 1
+        v = P.rmatvec(torch.from_numpy(d).to(dev))
+        self.cnt.passes += 1
         t = line_search(u, v, alpha, gamma, t_max, running)
         stuck = running & (t <= 0.0)
-        running &= ~(stuck & (band <= band_min))
-        band[stuck] = np.maximum(band_min, band[stuck] // 4)
+        running &= ~(stuck & (band <= self.band_min))
+        band[stuck] = np.maximum(self.band_min, band[stuck] // 4)
         step = running & ~stuck
         if not step.any():
-            continue
-        new = lam[step] + t[step, None] * d[step]
-        nmax = np.abs(new).max(1, keepdims=True)
+            return
+        new_lam = lam[step] + t[step, None] * d[step]
+        nmax = np.abs(new_lam).max(1, keepdims=True)
         blocked = (t[step] >= t_max[step])[:, None]
-        new[blocked & neg[step] & (new <= 1e-12 * nmax)] = 0.0
-        new = np.maximum(new, 0.0)
-        lam[step] = new / (-(new * beta_np[step]).sum(1, keepdims=True))  # exactly on -beta.lam = 1
+        new_lam[blocked & neg[step] & (new_lam <= 1e-12 * nmax)] = 0.0
+        new_lam = np.maximum(new_lam, 0.0)
+        lam[step] = new_lam / (-(new_lam * self.beta[step]).sum(1, keepdims=True))  # exactly on -beta.lam = 1
         u_new = P.rmatvec(torch.from_numpy(lam).to(dev))
-        cnt.passes += 1
-        u = torch.where(torch.from_numpy(step).to(dev)[:, None], u_new, u)
-        f_dev = _fvalues_dev(u, alpha, gamma)
-        pending = (step, band.copy())
-        band[step] = np.maximum(band_min, band[step] // 3)
-    return lam, u, its
+        self.cnt.passes += 1
+        self.u = torch.where(torch.from_numpy(step).to(dev)[:, None], u_new, u)
+        self.f_dev = _fvalues_dev(self.u, alpha, gamma)
+        self.pending = step
+        self.band_before = band.copy()
+        band[step] = np.maximum(self.band_min, band[step] // 3)
+
+
+def dual_newton(P: BatchScaled, lam: np.ndarray, alpha: torch.Tensor, gamma: torch.Tensor, run: np.ndarray,
+                cnt: _Counter, max_iter: int, band0: int, band_min: int, ftol: float = 1e-12,
+                ) -> tuple[np.ndarray, torch.Tensor, np.ndarray]:
+    """:func:`.structured._dual_newton` on every running image at once; the others keep their
+    point. Returns (lam (B, l), u (B, n), iterations (B,))."""
+    nt = _Newton(P, lam, alpha, gamma, run, cnt, max_iter, band0, band_min, ftol)
+    while nt.running.any():
+        nt.step()
+    return nt.lam, nt.u, nt.its
 
 
 def _narrowed_set(absu: torch.Tensor, live: torch.Tensor, size: int) -> torch.Tensor:
@@ -346,11 +393,30 @@ def _narrowed_set(absu: torch.Tensor, live: torch.Tensor, size: int) -> torch.Te
     return inN & live
 
 
+def _row_rmatvec(P: BatchScaled, lam: np.ndarray, i: int) -> torch.Tensor:
+    """Image i's Ah^T lam in the search dtype, on a view of its rows (no copy of the stack)."""
+    w = torch.from_numpy(lam[i]).to(P.M.device) * P.inv_norm[i]
+    return w.to(P.M.dtype) @ P.M[i]
+
+
+def _row_far_column(P: BatchScaled, coef: torch.Tensor, i: int) -> torch.Tensor:
+    """M_i coef in float64 (the narrowed problem's aggregated column, unscaled)."""
+    M = P.M[i]
+    if M.dtype == torch.float64:
+        return M @ coef
+    out = torch.zeros(M.shape[0], dtype=torch.float64, device=M.device)
+    for a in range(0, M.shape[1], _CHUNK):
+        out += M[:, a:a + _CHUNK].double() @ coef[a:a + _CHUNK]
+    return out
+
+
 def search(P: BatchScaled, lam: np.ndarray, alpha: torch.Tensor, gamma: torch.Tensor, run: np.ndarray,
            cnt: _Counter, max_newton: int, band0: int, band_min: int, info: list[dict],
            full_iterations: int | None = None, narrow: bool = True) -> tuple[np.ndarray, torch.Tensor, np.ndarray]:
-    """:func:`.structured._search` on the running images: full Newton, then the narrowed search
-    (each image its own narrowed set, padded to the largest with zero-weight columns)."""
+    """:func:`.structured._search` on the running images: full Newton together, then the
+    narrowed search, where each image has its own narrowed set (padded to the largest with
+    dead columns) and its own rounds: when one image's round ends, it checks its signs and
+    starts its next round while the others' Newton iterations go on."""
     B, m, n = P.M.shape
     dev = P.M.device
     reduce = n >= structured._REDUCE_MIN_N
@@ -361,68 +427,111 @@ def search(P: BatchScaled, lam: np.ndarray, alpha: torch.Tensor, gamma: torch.Te
     nar = run & (its >= first)
     if not nar.any():
         return lam, u, its
+    lam = lam.copy()
     al, ga = alpha.double(), gamma.double()
     sdt = P.search_dtype
     a_s, g_s = alpha.to(sdt), gamma.to(sdt)
     size = min(max(n // structured._REDUCE_FRACTION, 2000), n)
     inN = _narrowed_set(u.abs(), P.live, size)
+    ref = torch.sign(u)
     rounds = np.zeros(B, dtype=int)
     red_iters = np.zeros(B, dtype=int)
-    cols = torch.arange(n, device=dev).expand(B, n)
-    for rnd in range(1, structured._REDUCE_ROUNDS + 1):
-        if not nar.any():
-            break
-        rounds[nar] = rnd
-        ref = torch.sign(u)
-        coef = torch.where(ref > 0, al, -ga).masked_fill(inN, 0.0)
-        col = P.matvec(coef, exact=True, scaled=False)  # the far coordinates' linear part, unscaled
+    cap = size + size // 4
+    # The narrowed problems, one row per image: column 0 the far coordinates' aggregated linear
+    # part (it counts only while positive: weights 1 and 0 keep the model below f), then the
+    # image's narrowed set, then dead padding.
+    Pr = BatchScaled(M=torch.zeros(B, m, cap + 1, dtype=torch.float64, device=dev), inv_norm=P.inv_norm,
+                     beta=P.beta, live=torch.zeros(B, cap + 1, dtype=torch.bool, device=dev), rowmask=P.rowmask)
+    ar = torch.zeros(B, cap + 1, dtype=torch.float64, device=dev)
+    gr = torch.zeros(B, cap + 1, dtype=torch.float64, device=dev)
+    newton: _Newton | None = None
+    band_r = np.zeros(B, dtype=int)
+
+    def build(i: int) -> None:
+        """Image i's narrowed problem around its current point (one pass over its rows)."""
+        nonlocal cap, ar, gr
+        ref[i] = torch.sign(u[i])
+        coef = torch.where(ref[i] > 0, al[i], -ga[i]).masked_fill(inN[i], 0.0)
+        col = _row_far_column(P, coef, i)
         cnt.passes += 1
-        counts = inN.sum(1)
-        k = int(counts.max())
-        pos = (inN.cumsum(1) - 1).masked_fill_(~inN, k)
-        N = torch.zeros(B, k + 1, dtype=torch.long, device=dev).scatter_(1, pos, cols)[:, :k]
-        keep = torch.arange(k, device=dev)[None] < counts[:, None]
-        Mr = torch.cat([torch.gather(P.M, 2, N[:, None, :].expand(B, m, k)).double(), col[:, :, None]], 2)
-        one = torch.ones(B, 1, dtype=torch.float64, device=dev)
-        ar = torch.cat([torch.gather(al, 1, N) * keep, one], 1)
-        gr = torch.cat([torch.gather(ga, 1, N) * keep, one * 0.0], 1)
-        Pr = BatchScaled(M=Mr, inv_norm=P.inv_norm, beta=P.beta, live=torch.cat([keep, one.bool()], 1),
-                         rowmask=P.rowmask)
-        cr = _Counter()
-        lam_r, _, itr = dual_newton(Pr, lam, ar, gr, nar, cr, 4 * max_newton, max(band_min, (k + 1) // structured._REDUCED_BAND),
-                                    band_min)
-        red_iters[nar] += itr[nar]
-        u_r = P.rmatvec(torch.from_numpy(lam_r).to(dev))
-        cnt.passes += 1
-        flipped = (~inN) & (torch.sign(u_r) * ref < 0) & P.live
-        nflip = flipped.sum(1).cpu().numpy()
-        exact = nar & (nflip == 0)  # the model was exact at its minimiser: that is f's minimiser
-        moving = nar & ~exact
-        ex_t = torch.from_numpy(exact).to(dev)[:, None]
-        lam[exact] = lam_r[exact]
-        u = torch.where(ex_t, u_r, u)
-        if moving.any():
-            v = u_r - u
-            t = line_search(u, v, a_s, g_s, np.ones(B), moving)
-            lam[moving] = (lam + t[:, None] * (lam_r - lam))[moving]
-            u = torch.where(torch.from_numpy(moving).to(dev)[:, None],
-                            u + torch.as_tensor(t, dtype=u.dtype, device=dev)[:, None] * v, u)
-            few = moving & (nflip <= size // 4)
-            many = moving & ~few
-            inN |= flipped & torch.from_numpy(few).to(dev)[:, None]
-            if many.any():
-                fresh = _narrowed_set(u.abs(), P.live, size)
-                inN = torch.where(torch.from_numpy(many).to(dev)[:, None], fresh, inN)
-        nar = moving
-    if nar.any():  # the signs kept moving: Newton on all of A from here
-        lam, u, more = dual_newton(P, lam, alpha, gamma, nar, cnt, max_newton, band_min, band_min)
-        its[nar] += more[nar]
+        N = inN[i].nonzero().squeeze(1)
+        k = N.numel()
+        if k > cap:
+            extra = k - cap + cap // 4
+            cap += extra
+            if newton is None:
+                Pr.M = torch.cat([Pr.M, Pr.M.new_zeros(B, m, extra)], 2)
+                Pr.live = torch.cat([Pr.live, Pr.live.new_zeros(B, extra)], 1)
+                ar = torch.cat([ar, ar.new_zeros(B, extra)], 1)
+                gr = torch.cat([gr, gr.new_zeros(B, extra)], 1)
+            else:
+                newton.grow(extra)
+        M_r, al_r, ga_r, live_r = (Pr.M, ar, gr, Pr.live) if newton is None else (
+            newton.P.M, newton.alpha, newton.gamma, newton.P.live)
+        M_r[i].zero_()
+        M_r[i, :, 0] = col
+        M_r[i, :, 1:k + 1] = P.M[i][:, N].double()
+        al_r[i].zero_()
+        ga_r[i].zero_()
+        al_r[i, 0] = 1.0
+        al_r[i, 1:k + 1] = al[i, N]
+        ga_r[i, 1:k + 1] = ga[i, N]
+        live_r[i].zero_()
+        live_r[i, :k + 1] = True
+        band_r[i] = max(band_min, (k + 1) // structured._REDUCED_BAND)
+
+    for i in np.flatnonzero(nar).tolist():
+        build(i)
+    rounds[nar] = 1
+    cr = _Counter()
+    newton = _Newton(Pr, lam, ar, gr, nar, cr, 4 * max_newton, band_r.copy(), band_min)
+    active = nar.copy()
+    fallback = np.zeros(B, dtype=bool)
+    while active.any():
+        newton.step()
+        ended = active & ~newton.running
+        if not ended.any():
+            continue
+        active &= ~ended
+        red_iters[ended] += newton.its[ended]
+        restart = np.zeros(B, dtype=bool)
+        for i in np.flatnonzero(ended).tolist():
+            lam_r = newton.lam
+            u_r = _row_rmatvec(P, lam_r, i)
+            cnt.passes += 1
+            flipped = (~inN[i]) & (torch.sign(u_r) * ref[i] < 0) & P.live[i]
+            nflip = int(flipped.sum())
+            if nflip == 0:  # the model was exact at its minimiser: that is f's minimiser
+                lam[i], u[i] = lam_r[i], u_r
+                continue
+            # Move only as far along lam -> lam_r as f itself falls (exact line search, no pass),
+            # then narrow again around the new point: the flipped coordinates join the set, or,
+            # when very many flipped (a far first guess), a fresh set.
+            v = (u_r - u[i])[None]
+            t = float(line_search(u[i][None], v, a_s[i][None], g_s[i][None], np.ones(1), np.ones(1, dtype=bool))[0])
+            lam[i] = lam[i] + t * (lam_r[i] - lam[i])
+            u[i] = u[i] + t * v[0]
+            if nflip <= size // 4:
+                inN[i] |= flipped
+            else:
+                inN[i] = _narrowed_set(u[i][None].abs(), P.live[i][None], size)[0]
+            if rounds[i] >= structured._REDUCE_ROUNDS:  # the signs kept moving: Newton on all of A
+                fallback[i] = True
+                continue
+            rounds[i] += 1
+            build(i)
+            restart[i] = True
+        if restart.any():
+            newton.restart(restart, lam, band_r)
+            active |= restart
+    if fallback.any():
+        lam, u, more = dual_newton(P, lam, alpha, gamma, fallback, cnt, max_newton, band_min, band_min)
+        its[fallback] += more[fallback]
     sizes = inN.sum(1).cpu().numpy()
-    for i in range(B):
-        if rounds[i]:
-            info[i]["narrowed_rounds"] = info[i].get("narrowed_rounds", 0) + int(rounds[i])
-            info[i]["narrowed_size"] = int(sizes[i])
-            info[i]["narrowed_iterations"] = info[i].get("narrowed_iterations", 0) + int(red_iters[i])
+    for i in np.flatnonzero(rounds).tolist():
+        info[i]["narrowed_rounds"] = info[i].get("narrowed_rounds", 0) + int(rounds[i])
+        info[i]["narrowed_size"] = int(sizes[i])
+        info[i]["narrowed_iterations"] = info[i].get("narrowed_iterations", 0) + int(red_iters[i])
     return lam, u, its + red_iters
 
 
