@@ -198,3 +198,19 @@ def test_the_batched_dual_bounds_are_the_one_image_ones(box):
             assert math.isinf(got[i])
         else:
             assert got[i] == pytest.approx(ref, rel=1e-12, abs=1e-300)
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a GPU")
+@pytest.mark.parametrize("k", [1, 4, 7])
+def test_a_batch_on_the_gpu_has_the_cpus_optima(monkeypatch, k):
+    import mlalp_core.lp.structured as structured
+
+    monkeypatch.setattr(structured, "_REDUCE_MIN_N", 1000)
+    insts = [sweep_instance(k, 20, 3000, seed=5 * k + s, dtype=torch.float32) for s in range(4)]
+    A, b = torch.stack([i[0] for i in insts]), torch.stack([i[1] for i in insts])
+    lo = hi = None
+    if insts[0][2] is not None:
+        lo, hi = torch.stack([i[2] for i in insts]), torch.stack([i[3] for i in insts])
+    gpu = solve_linf_batch(A.cuda(), b.cuda(), None if lo is None else lo.cuda(), None if hi is None else hi.cuda())
+    assert all(r.r.is_cuda for r in gpu if r.status == "optimal")
+    _same([solve_linf(*i) for i in insts], gpu)
