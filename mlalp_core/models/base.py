@@ -8,7 +8,10 @@ it. Attacks differentiate through ``forward`` with respect to the [0,1] pixels.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import threading
+import weakref
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 
 import torch
 from torch import nn
@@ -124,3 +127,39 @@ def check_image_batch(x: torch.Tensor, input_size: tuple[int, int] | None = None
             raise InvalidInputError(
                 f"images must lie in [0,1] (pixels divided by 255), got values in [{lo:.4g}, {hi:.4g}]"
             )
+
+
+_freeze_lock = threading.Lock()
+#: model -> (blocks inside frozen_parameters, the parameters they turned off)
+_frozen: weakref.WeakKeyDictionary[nn.Module, tuple[int, list[nn.Parameter]]] = weakref.WeakKeyDictionary()
+
+
+@contextmanager
+def frozen_parameters(model: nn.Module) -> Iterator[None]:
+    """Run the block with no parameter of ``model`` requiring grad; those that did, do again after.
+
+    Attacks differentiate with respect to the images only. With the parameters frozen, autograd
+    records nothing towards them, and a model may reuse what does not depend on the image
+    (:meth:`~mlalp_core.models.gcn.GCNClassifier.cached_label_classifiers`, which it must not do
+    while gradients could flow to its parameters). Input gradients are the same. Nested and
+    concurrent blocks on one model (the app shares a loaded model between sessions) are counted:
+    the flags come back when the last one ends. Training the same model in another thread at the
+    same time would see them off.
+    """
+    with _freeze_lock:
+        depth, params = _frozen.get(model, (0, []))
+        if depth == 0:
+            params = [p for p in model.parameters() if p.requires_grad]
+            for p in params:
+                p.requires_grad_(False)
+        _frozen[model] = (depth + 1, params)
+    try:
+        yield
+    finally:
+        with _freeze_lock:
+            depth, params = _frozen.pop(model)
+            if depth > 1:
+                _frozen[model] = (depth - 1, params)
+            else:
+                for p in params:
+                    p.requires_grad_(True)
