@@ -175,8 +175,7 @@ def test_other_backends_solve_a_batch_one_lp_at_a_time():
 
 @pytest.mark.parametrize("box", [False, True])
 def test_the_batched_dual_bounds_are_the_one_image_ones(box):
-    from mlalp_core.lp.batched import dual_bounds
-    from mlalp_core.lp.problem import dual_bound
+    from mlalp_core.lp.problem import dual_bound, dual_bounds
 
     g = torch.Generator().manual_seed(9)
     B, n = 5, 4000
@@ -194,10 +193,17 @@ def test_the_batched_dual_bounds_are_the_one_image_ones(box):
     got = dual_bounds(u, c, lo, hi)
     for i in range(B):
         ref = dual_bound(u[i], float(c[i]), None if lo is None else lo[i], None if hi is None else hi[i])
+        # the one-image bound by a sort (the GPU's way), checked before it certifies
+        by_sort = dual_bound(u[i], float(c[i]), None if lo is None else lo[i], None if hi is None else hi[i],
+                             sort=True)
         if math.isinf(ref):
-            assert math.isinf(got[i])
+            assert math.isinf(got[i]) and math.isinf(by_sort)
         else:
             assert got[i] == pytest.approx(ref, rel=1e-12, abs=1e-300)
+            assert by_sort == pytest.approx(ref, rel=1e-12, abs=1e-300)
+            if box and c[i] > 0:  # never too large: just below it, the aggregated constraint is not yet met (to rounding)
+                rm = torch.where(u[i] > 0, -lo[i], hi[i])
+                assert float((u[i].abs() * rm.clamp(max=math.nextafter(by_sort, 0.0))).sum()) < c[i] * (1 + 1e-12)
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a GPU")

@@ -23,7 +23,7 @@ import numpy as np
 import torch
 
 from . import structured
-from .problem import Prepared
+from .problem import Prepared, dual_bounds
 from .structured import Scaled, Solution, _Counter, finish
 
 _CHUNK = 1 << 15
@@ -533,37 +533,6 @@ def search(P: BatchScaled, lam: np.ndarray, alpha: torch.Tensor, gamma: torch.Te
         info[i]["narrowed_size"] = int(sizes[i])
         info[i]["narrowed_iterations"] = info[i].get("narrowed_iterations", 0) + int(red_iters[i])
     return lam, u, its + red_iters
-
-
-def dual_bounds(u: torch.Tensor, c: np.ndarray, lo: torch.Tensor | None, hi: torch.Tensor | None) -> np.ndarray:
-    """:func:`.problem.dual_bound` for every image at once (one sort per image instead of the
-    one-image bracketing search and its syncs): the smallest z with sum_i |u_i| min(z, room_i) >= c.
-
-    These bounds steer the box's levels and seed the finish; each answer's certificate is
-    recomputed by :func:`.problem.certify` on its own image, as for one LP.
-    """
-    a = u.abs()
-    cc = torch.as_tensor(c, dtype=torch.float64, device=u.device)
-    if lo is None or hi is None:
-        total = a.sum(1, dtype=torch.float64)
-        z = torch.where(total > 0, cc / total.clamp(min=1e-300), torch.full_like(total, math.inf))
-    else:
-        rm, order = torch.sort(torch.where(u > 0, -lo, hi), 1)
-        a = torch.gather(a.double(), 1, order)
-        cum_a = a.cumsum(1)
-        cum_ar = (a * rm).cumsum(1)
-        tot = cum_a[:, -1:]
-        h = cum_ar + rm * (tot - cum_a)  # H at each room, in order
-        hit = h >= cc[:, None]
-        j = hit.int().argmax(1, keepdim=True)
-        prev = (j - 1).clamp(min=0)
-        base = torch.where(j > 0, torch.gather(cum_ar, 1, prev), torch.zeros_like(tot))
-        slope = tot - torch.where(j > 0, torch.gather(cum_a, 1, prev), torch.zeros_like(tot))
-        z = ((cc[:, None] - base) / slope.clamp(min=1e-300)).squeeze(1)
-        z = torch.minimum(z, torch.gather(rm, 1, j).squeeze(1))
-        z = torch.where(hit.any(1), z, torch.full_like(z, math.inf))
-    out = z.cpu().numpy()
-    return np.where(c <= 0.0, 0.0, out)
 
 
 def _bounds(P: BatchScaled, lam: np.ndarray, lo: torch.Tensor | None, hi: torch.Tensor | None, which: np.ndarray,
