@@ -104,10 +104,20 @@ def stack(preps: list[Prepared], A: torch.Tensor) -> tuple[BatchScaled, torch.Te
 
 
 # ---- batched pieces of the dual Newton method ---------------------------------------------------
+def _rowsum64(x: torch.Tensor) -> torch.Tensor:
+    """Each row's sum, accumulated in float64, (B,) on x's device.
+
+    On the CPU ``x.sum(1, dtype=float64)`` converts the whole (B, n) block first (46 ms for
+    8 x 602,112 on one thread, mostly page faults of the fresh copy) while row by row it takes
+    12 ms; on a GPU it is one kernel."""
+    if x.device.type == "cpu" and x.dtype != torch.float64:
+        return torch.stack([r.sum(dtype=torch.float64) for r in x])
+    return x.sum(1, dtype=torch.float64)
+
+
 def _fvalues_dev(u: torch.Tensor, alpha: torch.Tensor, gamma: torch.Tensor) -> torch.Tensor:
     """f per image (B,), float64, left on the device."""
-    pos = u.clamp(min=0).mul_(alpha).sum(1, dtype=torch.float64)
-    return pos - u.clamp(max=0).mul_(gamma).sum(1, dtype=torch.float64)
+    return _rowsum64(u.clamp(min=0).mul_(alpha)) - _rowsum64(u.clamp(max=0).mul_(gamma))
 
 
 def newton_directions(g: np.ndarray, H: np.ndarray, beta: np.ndarray, lam: np.ndarray, rowmask: np.ndarray,
@@ -176,12 +186,12 @@ def line_search(u: torch.Tensor, v: torch.Tensor, alpha: torch.Tensor, gamma: to
         """sum_i c_i sign((u_i + t v_i) v_i) per image, left on the device."""
         tt = torch.as_tensor(t, dtype=u.dtype, device=dev)
         torch.addcmul(u, v, tt[:, None] if tt.dim() else tt, out=buf)
-        return buf.mul_(v).sign_().mul_(c).sum(1, dtype=torch.float64)
+        return _rowsum64(buf.mul_(v).sign_().mul_(c))
 
     # one sync for the sums, the slope at 0 and at the first trial step
     t_hi = np.minimum(t_max, 1.0)
-    first = torch.stack([shrink.sum(1, dtype=torch.float64), 0.5 * c.sum(1, dtype=torch.float64),
-                         0.5 * c.masked_fill(u != 0, 0).sum(1, dtype=torch.float64), raw(0.0), raw(t_hi)])
+    first = torch.stack([_rowsum64(shrink), 0.5 * _rowsum64(c), 0.5 * _rowsum64(c.masked_fill(u != 0, 0)),
+                         raw(0.0), raw(t_hi)])
     shrink_sum, half_sum, kink, r0, r1 = first.cpu().numpy()
     del shrink, vpos, av
 
