@@ -422,11 +422,13 @@ def _row_far_column(P: BatchScaled, coef: torch.Tensor, i: int) -> torch.Tensor:
 
 def search(P: BatchScaled, lam: np.ndarray, alpha: torch.Tensor, gamma: torch.Tensor, run: np.ndarray,
            cnt: _Counter, max_newton: int, band0: int, band_min: int, info: list[dict],
-           full_iterations: int | None = None, narrow: bool = True) -> tuple[np.ndarray, torch.Tensor, np.ndarray]:
+           full_iterations: int | None = None, narrow: bool = True,
+           row_passes: np.ndarray | None = None) -> tuple[np.ndarray, torch.Tensor, np.ndarray]:
     """:func:`.structured._search` on the running images: full Newton together, then the
     narrowed search, where each image has its own narrowed set (padded to the largest with
     dead columns) and its own rounds: when one image's round ends, it checks its signs and
-    starts its next round while the others' Newton iterations go on."""
+    starts its next round while the others' Newton iterations go on. ``cnt`` counts passes over
+    the whole stack, ``row_passes`` (B,) each image's passes over its own rows."""
     B, m, n = P.M.shape
     dev = P.M.device
     reduce = n >= structured._REDUCE_MIN_N
@@ -438,6 +440,7 @@ def search(P: BatchScaled, lam: np.ndarray, alpha: torch.Tensor, gamma: torch.Te
     if not nar.any():
         return lam, u, its
     lam = lam.copy()
+    own = row_passes if row_passes is not None else np.zeros(B, dtype=int)
     al, ga = alpha.double(), gamma.double()
     sdt = P.search_dtype
     a_s, g_s = alpha.to(sdt), gamma.to(sdt)
@@ -463,7 +466,7 @@ def search(P: BatchScaled, lam: np.ndarray, alpha: torch.Tensor, gamma: torch.Te
         ref[i] = torch.sign(u[i])
         coef = torch.where(ref[i] > 0, al[i], -ga[i]).masked_fill(inN[i], 0.0)
         col = _row_far_column(P, coef, i)
-        cnt.passes += 1
+        own[i] += 1
         N = inN[i].nonzero().squeeze(1)
         k = N.numel()
         if k > cap:
@@ -508,7 +511,7 @@ def search(P: BatchScaled, lam: np.ndarray, alpha: torch.Tensor, gamma: torch.Te
         for i in np.flatnonzero(ended).tolist():
             lam_r = newton.lam
             u_r = _row_rmatvec(P, lam_r, i)
-            cnt.passes += 1
+            own[i] += 1
             flipped = (~inN[i]) & (torch.sign(u_r) * ref[i] < 0) & P.live[i]
             nflip = int(flipped.sum())
             if nflip == 0:  # the model was exact at its minimiser: that is f's minimiser
@@ -572,9 +575,10 @@ def solve_batch(preps: list[Prepared], A: torch.Tensor, tol: float = 1e-9, max_n
     every = np.ones(B, dtype=bool)
     iters = np.zeros(B, dtype=int)
     failed: dict[int, str] = {}
+    own = np.zeros(B, dtype=int)  # passes over one image's rows (the narrowed rounds)
     if lo is None or hi is None:
         w = P.live.to(A.dtype)
-        lam, u, its = search(P, lam, w, w, every, cnt, max_newton, band0, band_min, info)
+        lam, u, its = search(P, lam, w, w, every, cnt, max_newton, band0, band_min, info, row_passes=own)
         iters += its
         z_lb = _bounds(P, lam, None, None, every, cnt)
         for j in np.flatnonzero(z_lb > structured._Z_INFEASIBLE).tolist():
@@ -592,7 +596,7 @@ def solve_batch(preps: list[Prepared], A: torch.Tensor, tol: float = 1e-9, max_n
             partial = outer == 0 and n >= structured._REDUCE_MIN_N
             lam, u, its = search(P, lam, alpha, gamma, going, cnt, max_newton,
                                  band0 if outer == 0 else band_min * 4, band_min, info,
-                                 None if outer == 0 else 0, narrow=not partial)
+                                 None if outer == 0 else 0, narrow=not partial, row_passes=own)
             iters[going] += its[going]
             zl = _bounds(P, lam, lo, hi, going, cnt)
             z_lb[going] = zl[going]
@@ -612,7 +616,7 @@ def solve_batch(preps: list[Prepared], A: torch.Tensor, tol: float = 1e-9, max_n
         info[i].update(search_s=search_s, newton_iterations=int(iters[i]), search_bound=float(z_lb[i]),
                        batch=B, batch_passes=cnt.passes)
         ci = _Counter()
-        ci.passes = cnt.passes
+        ci.passes = cnt.passes + int(own[i])
         if i in failed:
             out.append(Solution(None, math.inf, lam_i, "infeasible", failed[i], int(iters[i]), ci.passes, info[i]))
             continue
