@@ -1,13 +1,15 @@
 """The one interface every attack implements, and the result every attack returns.
 
 ``Attack.__call__`` does the common work once (checks, eval mode, device, timing, the final
-re-check of success on a fresh forward pass, moving results to the CPU); each attack implements
-only ``_run``. Success is never taken on the attack's word: it is what the model says about the
+re-check of success on a fresh forward pass, moving results to the CPU; while it runs, the
+model's parameters frozen and freed memory kept for reuse); each attack implements only
+``_run``. Success is never taken on the attack's word: it is what the model says about the
 returned images at the attack's threshold.
 """
 
 from __future__ import annotations
 
+import contextlib
 import time
 from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
@@ -15,9 +17,10 @@ from typing import Any, ClassVar
 
 import torch
 
+from ..allocator import reuse_freed_memory
 from ..device import DeviceLike, resolve_device
 from ..errors import InvalidInputError
-from ..models.base import MultiLabelClassifier, check_image_batch
+from ..models.base import MultiLabelClassifier, check_image_batch, frozen_parameters
 from ..progress import ProgressFn
 from .schema import Schema, Setting
 
@@ -141,6 +144,10 @@ class Attack(ABC):
     authors_batch: ClassVar[int | None] = None
     #: the distance the attack minimises or bounds ("l2" or "linf"): Table III groups by it
     norm: ClassVar[str] = "l2"
+    #: run the model with its parameters not requiring grad (:func:`~..models.base.frozen_parameters`)
+    #: and freed memory kept for reuse (:func:`~..allocator.reuse_freed_memory`); False: as before both
+    frozen_model: ClassVar[bool] = True
+    keep_freed_memory: ClassVar[bool] = True
 
     @classmethod
     def target_problem(cls, target: torch.Tensor) -> str:
@@ -231,17 +238,19 @@ class Attack(ABC):
         model = self.model.to(self.device).eval()
         x_dev = x.detach().to(self.device, torch.float32).clamp(0.0, 1.0)
         t_dev = target.to(self.device)
-        t0 = time.perf_counter()
-        with torch.no_grad():
-            probs_clean = model.probabilities(x_dev)
-        self._stopped = False
-        run = self._run(x_dev, t_dev, progress)
-        x_adv = run.x_adv.detach().clamp(0.0, 1.0)
-        if self.device.type == "cuda":
-            torch.cuda.synchronize(self.device)
-        wall = time.perf_counter() - t0
-        with torch.no_grad():
-            probs_adv = model.probabilities(x_adv)
+        with (frozen_parameters(model) if self.frozen_model else contextlib.nullcontext(),
+              reuse_freed_memory(self.keep_freed_memory)):
+            t0 = time.perf_counter()
+            with torch.no_grad():
+                probs_clean = model.probabilities(x_dev)
+            self._stopped = False
+            run = self._run(x_dev, t_dev, progress)
+            x_adv = run.x_adv.detach().clamp(0.0, 1.0)
+            if self.device.type == "cuda":
+                torch.cuda.synchronize(self.device)
+            wall = time.perf_counter() - t0
+            with torch.no_grad():
+                probs_adv = model.probabilities(x_adv)
         b = x.shape[0]
         elapsed = run.elapsed_s if run.elapsed_s is not None else torch.full((b,), wall / max(b, 1))
         success = success_mask(probs_adv, t_dev, self.threshold).cpu()
