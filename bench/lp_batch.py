@@ -76,15 +76,40 @@ class SyncCounter:
             setattr(torch.Tensor, name, orig)
 
 
-def _syncs(fn) -> int:
-    with SyncCounter() as sc:
-        fn()
-    return sc.n
+class OpCounter(torch.overrides.TorchFunctionMode):
+    """Counts torch operations (each launches one or more kernels on a GPU): with launch-bound
+    kernels their number, with the syncs, sets the time. A proxy, counted on any device."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.n = 0
+
+    def __torch_function__(self, func, types, args=(), kwargs=None):
+        self.n += 1
+        return func(*args, **(kwargs or {}))
+
+
+def _syncs(fn) -> tuple[int, int]:
+    """(host syncs, torch operations) of one call of fn, on the code paths a GPU takes (row sums
+    in one kernel, dual bounds by a sort) whatever the device here."""
+    import mlalp_core.lp.batched as batched
+    import mlalp_core.lp.problem as problem
+
+    rowsum, defaults = batched._rowsum64, problem.dual_bound.__defaults__
+    batched._rowsum64 = lambda x: x.sum(1, dtype=torch.float64)
+    problem.dual_bound.__defaults__ = (True,)
+    try:
+        with SyncCounter() as sc, OpCounter() as oc:
+            fn()
+    finally:
+        batched._rowsum64, problem.dual_bound.__defaults__ = rowsum, defaults
+    return sc.n, oc.n
 
 
 def regimes(args: argparse.Namespace, dev: torch.device) -> None:
     print(f"{'regime':36} {'l':>3} {'d':>7} {'B':>3} | {'one (s/img)':>11} {'batch (s/img)':>13} {'ratio':>6} "
-          f"| {'syncs/img one':>13} {'batch':>6} | {'max rel dz':>10} {'worst gap':>9} {'passes':>6}", flush=True)
+          f"| {'syncs/img one':>13} {'batch':>6} | {'ops/img one':>11} {'batch':>6} "
+          f"| {'max rel dz':>10} {'worst gap':>9} {'passes':>6}", flush=True)
     warm = [sweep_instance(0, args.labels, 3000, seed=0, dtype=torch.float32) for _ in range(2)]
     solve_linf_batch(torch.stack([w[0] for w in warm]).to(dev), torch.stack([w[1] for w in warm]).to(dev))
     solve_linf(warm[0][0].to(dev), warm[0][1].to(dev))  # warm-up: kernels, allocator, HiGHS
@@ -101,14 +126,15 @@ def regimes(args: argparse.Namespace, dev: torch.device) -> None:
                 t1, one = _timed(lambda: [solve_linf(A[i], b[i], None if lo is None else lo[i],
                                                      None if hi is None else hi[i]) for i in range(B)], dev, args.repeat)
                 t2, many = _timed(lambda: solve_linf_batch(A, b, lo, hi), dev, args.repeat)
-                s1 = _syncs(lambda: [solve_linf(A[i], b[i], None if lo is None else lo[i],
-                                                None if hi is None else hi[i]) for i in range(B)]) / B
-                s2 = _syncs(lambda: solve_linf_batch(A, b, lo, hi)) / B
+                s1, o1 = _syncs(lambda: [solve_linf(A[i], b[i], None if lo is None else lo[i],
+                                                    None if hi is None else hi[i]) for i in range(B)])
+                s2, o2 = _syncs(lambda: solve_linf_batch(A, b, lo, hi))
                 dz = max(abs(o.z - m.z) / max(o.z, 1e-300) for o, m in zip(one, many))
                 gap = max(m.gap for m in many)
                 passes = max(m.passes for m in many)
                 print(f"{SWEEP[k][0][:36]:36} {args.labels:3d} {d:7d} {B:3d} | {t1 / B:11.4f} {t2 / B:13.4f} "
-                      f"{t1 / t2:5.2f}x | {s1:13.0f} {s2:6.0f} | {dz:10.1e} {gap:9.1e} {passes:6d}", flush=True)
+                      f"{t1 / t2:5.2f}x | {s1 / B:13.0f} {s2 / B:6.0f} | {o1 / B:11.0f} {o2 / B:6.0f} "
+                      f"| {dz:10.1e} {gap:9.1e} {passes:6d}", flush=True)
 
 
 def mlalp_share(args: argparse.Namespace, dev: torch.device) -> None:

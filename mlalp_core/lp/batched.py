@@ -182,34 +182,47 @@ def line_search(u: torch.Tensor, v: torch.Tensor, alpha: torch.Tensor, gamma: to
     c = torch.where(vpos, alpha, gamma).mul_(av).add_(shrink)
     buf = torch.empty_like(u)
 
-    def raw(t: np.ndarray | float) -> torch.Tensor:
-        """sum_i c_i sign((u_i + t v_i) v_i) per image, left on the device."""
-        tt = torch.as_tensor(t, dtype=u.dtype, device=dev)
-        torch.addcmul(u, v, tt[:, None] if tt.dim() else tt, out=buf)
-        return _rowsum64(buf.mul_(v).sign_().mul_(c))
+    def raw(T: np.ndarray) -> torch.Tensor:
+        """sum_i c_i sign((u_i + t v_i) v_i) for every image and each of its K trial steps
+        T (B, K): a handful of broadcast operations for all of them, left on the device."""
+        tt = torch.as_tensor(T, dtype=u.dtype, device=dev)
+        probe = torch.addcmul(u[:, None, :], v[:, None, :], tt[:, :, None])
+        probe.mul_(v[:, None, :]).sign_().mul_(c[:, None, :])
+        return _rowsum64(probe.reshape(-1, u.shape[1])).reshape(T.shape)
 
-    # one sync for the sums, the slope at 0 and at the first trial step
-    t_hi = np.minimum(t_max, 1.0)
-    first = torch.stack([_rowsum64(shrink), 0.5 * _rowsum64(c), 0.5 * _rowsum64(c.masked_fill(u != 0, 0)),
-                         raw(0.0), raw(t_hi)])
-    shrink_sum, half_sum, kink, r0, r1 = first.cpu().numpy()
+    def slopes(r: np.ndarray) -> np.ndarray:
+        # slope = sum c (sign + 1) / 2 - shrink
+        return 0.5 * r + (half_sum - shrink_sum)[:, None]
+
+    # One sync for the sums and the slopes at 0 and at four trial steps 1, 16, 256, 4096 (capped at
+    # t_max): the one-image search probes them one sync each.
+    tau = np.minimum(t_max, 1.0)
+    T0 = np.minimum(tau[:, None] * (16.0 ** np.arange(4))[None], t_max[:, None])
+    T0 = np.concatenate([np.zeros((B, 1)), T0], 1)
+    first = torch.cat([torch.stack([_rowsum64(shrink), 0.5 * _rowsum64(c), 0.5 * _rowsum64(c.masked_fill(u != 0, 0))], 1),
+                       raw(T0)], 1).cpu().numpy()
+    shrink_sum, half_sum, kink = first[:, 0], first[:, 1], first[:, 2]
+    S0 = slopes(first[:, 3:])
     del shrink, vpos, av
-
-    def slope(t: np.ndarray) -> np.ndarray:
-        return 0.5 * raw(t).cpu().numpy() + half_sum - shrink_sum
-
-    # slope = sum c (sign + 1) / 2 - shrink; at a kink the step moves away from 0 either way: count it whole
-    s0 = 0.5 * r0 + half_sum - shrink_sum + kink
+    S0[:, 0] += kink  # at a kink the step moves away from 0 whichever way it goes: count it whole
     t = np.zeros(B)
-    go = run & (s0 < 0.0)
-    t_lo, s_lo = np.zeros(B), s0.copy()
+    go = run & (S0[:, 0] < 0.0)
+    t_lo, s_lo = np.zeros(B), S0[:, 0].copy()
+    t_hi = np.full(B, math.inf)
     open_ = go.copy()  # not bracketed yet
-    s_hi = 0.5 * r1 + half_sum - shrink_sum
-    for rnd in range(8):
+    for j in range(1, 5):
+        closed = open_ & (S0[:, j] >= 0.0)
+        t_hi[closed] = T0[closed, j]
+        capped = open_ & ~closed & (T0[:, j] >= t_max)
+        t[capped] = t_max[capped]
+        go &= ~capped
+        open_ &= ~closed & ~capped
+        t_lo[open_], s_lo[open_] = T0[open_, j], S0[open_, j]
+    t_hi[open_] = np.minimum(t_max[open_], t_lo[open_] * 16.0)
+    for _ in range(4):  # rarely: further out, one probe per sync
         if not open_.any():
             break
-        if rnd:
-            s_hi = slope(np.where(open_, t_hi, 0.0))
+        s_hi = slopes(raw(np.where(open_, t_hi, 0.0)[:, None]).cpu().numpy())[:, 0]
         closed = open_ & (s_hi >= 0.0)
         capped = open_ & ~closed & (t_hi >= t_max)
         t[capped] = t_max[capped]
@@ -221,20 +234,18 @@ def line_search(u: torch.Tensor, v: torch.Tensor, alpha: torch.Tensor, gamma: to
     t_hi[open_] = math.inf
     fin = go & np.isfinite(t_hi)
     if fin.any():
-        # narrow each bracket on a geometric grid of 7 interior points, all probed before one sync
+        # narrow each bracket on a geometric grid of 8 points, all probed at once before one sync
         # (the one-image search bisects three times, one sync each)
         bottom = np.where(t_lo > 0, t_lo, t_hi / 4096.0)
         ratio = np.where(fin, t_hi / np.where(fin, bottom, 1.0), 1.0)
-        grid = [np.where(fin, bottom * ratio ** (j / 8.0), 0.0) for j in range(8)]
-        probes = torch.stack([raw(g) for g in grid]).cpu().numpy()
-        for g, r in zip(grid, probes):
-            sg = 0.5 * r + half_sum - shrink_sum
-            up = fin & (sg >= 0.0) & (g < t_hi) & (g > t_lo)
-            t_hi[up] = g[up]
-        for g, r in zip(grid, probes):
-            sg = 0.5 * r + half_sum - shrink_sum
-            dn = fin & (sg < 0.0) & (g > t_lo) & (g < t_hi)
-            t_lo[dn], s_lo[dn] = g[dn], sg[dn]
+        grid = np.where(fin[:, None], bottom[:, None] * ratio[:, None] ** (np.arange(8)[None] / 8.0), 0.0)
+        sg = slopes(raw(grid).cpu().numpy())
+        for j in range(8):  # the bracket's new ends: the first grid point at slope >= 0, the last below
+            up = fin & (sg[:, j] >= 0.0) & (grid[:, j] < t_hi) & (grid[:, j] > t_lo)
+            t_hi[up] = grid[up, j]
+        for j in range(8):
+            dn = fin & (sg[:, j] < 0.0) & (grid[:, j] > t_lo) & (grid[:, j] < t_hi)
+            t_lo[dn], s_lo[dn] = grid[dn, j], sg[dn, j]
     if not go.any():
         return t
     torch.div(u, v, out=buf).neg_()  # the breakpoints -u/v
