@@ -48,44 +48,24 @@ def _timed(fn, dev: torch.device, repeat: int):
     return best, out
 
 
-class SyncCounter:
-    """Counts the calls that make the host wait for the device (``.cpu()``, ``float()``, ``bool()``,
-    ``int()``, ``.item()``, ``.tolist()``): on a GPU each is a synchronisation, and with tiny
-    kernels they, not the arithmetic, set the time. Counted on any device (a proxy on the CPU)."""
-
-    NAMES = ("cpu", "__float__", "__bool__", "__int__", "item", "tolist")
-
-    def __init__(self) -> None:
-        self.n = 0
-        self._orig: dict = {}
-
-    def __enter__(self) -> SyncCounter:
-        for name in self.NAMES:
-            orig = getattr(torch.Tensor, name)
-            self._orig[name] = orig
-
-            def counted(t, *a, _orig=orig, **k):
-                self.n += 1
-                return _orig(t, *a, **k)
-
-            setattr(torch.Tensor, name, counted)
-        return self
-
-    def __exit__(self, *exc) -> None:
-        for name, orig in self._orig.items():
-            setattr(torch.Tensor, name, orig)
-
-
 class OpCounter(torch.overrides.TorchFunctionMode):
-    """Counts torch operations (each launches one or more kernels on a GPU): with launch-bound
-    kernels their number, with the syncs, sets the time. A proxy, counted on any device."""
+    """Counts torch operations (each launches one or more kernels on a GPU) and among them the
+    ones that make the host wait for the device (``.cpu()``, ``float()``, ``bool()``, ``int()``,
+    ``.item()``, ``.tolist()``: on a GPU each is a synchronisation). With tiny, launch-bound
+    kernels these two numbers, not the arithmetic, set the time. Counted on any device (a proxy
+    here on the CPU)."""
+
+    SYNCS = {"cpu", "__float__", "__bool__", "__int__", "item", "tolist"}
 
     def __init__(self) -> None:
         super().__init__()
-        self.n = 0
+        self.ops = 0
+        self.syncs = 0
 
     def __torch_function__(self, func, types, args=(), kwargs=None):
-        self.n += 1
+        self.ops += 1
+        if getattr(func, "__name__", "") in self.SYNCS:
+            self.syncs += 1
         return func(*args, **(kwargs or {}))
 
 
@@ -99,11 +79,11 @@ def _syncs(fn) -> tuple[int, int]:
     batched._rowsum64 = lambda x: x.sum(1, dtype=torch.float64)
     problem.dual_bound.__defaults__ = (True,)
     try:
-        with SyncCounter() as sc, OpCounter() as oc:
+        with OpCounter() as oc:
             fn()
     finally:
         batched._rowsum64, problem.dual_bound.__defaults__ = rowsum, defaults
-    return sc.n, oc.n
+    return oc.syncs, oc.ops
 
 
 def regimes(args: argparse.Namespace, dev: torch.device) -> None:
