@@ -23,8 +23,8 @@ import numpy as np
 import torch
 
 from . import structured
-from .problem import Prepared, dual_bounds
-from .structured import Scaled, Solution, _Counter, finish
+from .problem import Prepared, dual_bounds, matvec64
+from .structured import Solution, _Counter, finish
 
 _CHUNK = 1 << 15
 
@@ -420,17 +420,6 @@ def _row_rmatvec(P: BatchScaled, lam: np.ndarray, i: int) -> torch.Tensor:
     return w.to(P.M.dtype) @ P.M[i]
 
 
-def _row_far_column(P: BatchScaled, coef: torch.Tensor, i: int) -> torch.Tensor:
-    """M_i coef in float64 (the narrowed problem's aggregated column, unscaled)."""
-    M = P.M[i]
-    if M.dtype == torch.float64:
-        return M @ coef
-    out = torch.zeros(M.shape[0], dtype=torch.float64, device=M.device)
-    for a in range(0, M.shape[1], _CHUNK):
-        out += M[:, a:a + _CHUNK].double() @ coef[a:a + _CHUNK]
-    return out
-
-
 def search(P: BatchScaled, lam: np.ndarray, alpha: torch.Tensor, gamma: torch.Tensor, run: np.ndarray,
            cnt: _Counter, max_newton: int, band0: int, band_min: int, info: list[dict],
            full_iterations: int | None = None, narrow: bool = True,
@@ -466,32 +455,25 @@ def search(P: BatchScaled, lam: np.ndarray, alpha: torch.Tensor, gamma: torch.Te
     # image's narrowed set, then dead padding.
     Pr = BatchScaled(M=torch.zeros(B, m, cap + 1, dtype=torch.float64, device=dev), inv_norm=P.inv_norm,
                      beta=P.beta, live=torch.zeros(B, cap + 1, dtype=torch.bool, device=dev), rowmask=P.rowmask)
-    ar = torch.zeros(B, cap + 1, dtype=torch.float64, device=dev)
-    gr = torch.zeros(B, cap + 1, dtype=torch.float64, device=dev)
-    newton: _Newton | None = None
+    zero = torch.zeros(B, cap + 1, dtype=torch.float64, device=dev)
+    newton = _Newton(Pr, lam, zero, zero.clone(), np.zeros(B, dtype=bool), _Counter(), 4 * max_newton, band_min,
+                     band_min)
     band_r = np.zeros(B, dtype=int)
 
     def build(i: int) -> None:
         """Image i's narrowed problem around its current point (one pass over its rows)."""
-        nonlocal cap, ar, gr
+        nonlocal cap
         ref[i] = torch.sign(u[i])
         coef = torch.where(ref[i] > 0, al[i], -ga[i]).masked_fill(inN[i], 0.0)
-        col = _row_far_column(P, coef, i)
+        col = matvec64(P.M[i], coef)  # the far coordinates' linear part, unscaled
         own[i] += 1
         N = inN[i].nonzero().squeeze(1)
         k = N.numel()
         if k > cap:
             extra = k - cap + cap // 4
             cap += extra
-            if newton is None:
-                Pr.M = torch.cat([Pr.M, Pr.M.new_zeros(B, m, extra)], 2)
-                Pr.live = torch.cat([Pr.live, Pr.live.new_zeros(B, extra)], 1)
-                ar = torch.cat([ar, ar.new_zeros(B, extra)], 1)
-                gr = torch.cat([gr, gr.new_zeros(B, extra)], 1)
-            else:
-                newton.grow(extra)
-        M_r, al_r, ga_r, live_r = (Pr.M, ar, gr, Pr.live) if newton is None else (
-            newton.P.M, newton.alpha, newton.gamma, newton.P.live)
+            newton.grow(extra)
+        M_r, al_r, ga_r, live_r = newton.P.M, newton.alpha, newton.gamma, newton.P.live
         M_r[i].zero_()
         M_r[i, :, 0] = col
         M_r[i, :, 1:k + 1] = P.M[i][:, N].double()
@@ -507,8 +489,7 @@ def search(P: BatchScaled, lam: np.ndarray, alpha: torch.Tensor, gamma: torch.Te
     for i in np.flatnonzero(nar).tolist():
         build(i)
     rounds[nar] = 1
-    cr = _Counter()
-    newton = _Newton(Pr, lam, ar, gr, nar, cr, 4 * max_newton, band_r.copy(), band_min)
+    newton.restart(nar, lam, band_r)
     active = nar.copy()
     fallback = np.zeros(B, dtype=bool)
     while active.any():
@@ -559,12 +540,12 @@ def search(P: BatchScaled, lam: np.ndarray, alpha: torch.Tensor, gamma: torch.Te
     return lam, u, its + red_iters
 
 
-def _bounds(P: BatchScaled, lam: np.ndarray, lo: torch.Tensor | None, hi: torch.Tensor | None, which: np.ndarray,
-            cnt: _Counter) -> np.ndarray:
+def _bounds(P: BatchScaled, beta: np.ndarray, lam: np.ndarray, lo: torch.Tensor | None, hi: torch.Tensor | None,
+            which: np.ndarray, cnt: _Counter) -> np.ndarray:
     """The float64 lower bound each image's dual point proves (as the one-image search's)."""
     u = P.rmatvec(torch.from_numpy(lam).to(P.M.device), exact=True)
     cnt.passes += 1
-    c = -(lam * P.beta.cpu().numpy()).sum(1)
+    c = -(lam * beta).sum(1)
     return np.where(which, dual_bounds(u, c, lo, hi), 0.0)
 
 
@@ -591,7 +572,7 @@ def solve_batch(preps: list[Prepared], A: torch.Tensor, tol: float = 1e-9, max_n
         w = P.live.to(A.dtype)
         lam, u, its = search(P, lam, w, w, every, cnt, max_newton, band0, band_min, info, row_passes=own)
         iters += its
-        z_lb = _bounds(P, lam, None, None, every, cnt)
+        z_lb = _bounds(P, beta_np, lam, None, None, every, cnt)
         for j in np.flatnonzero(z_lb > structured._Z_INFEASIBLE).tolist():
             failed[j] = ("the rows of A are (nearly) dependent in a way no r can satisfy: ||r||_inf would have to "
                          f"exceed {z_lb[j]:.3g} times the scale of the problem")
@@ -609,7 +590,7 @@ def solve_batch(preps: list[Prepared], A: torch.Tensor, tol: float = 1e-9, max_n
                                  band0 if outer == 0 else band_min * 4, band_min, info,
                                  None if outer == 0 else 0, narrow=not partial, row_passes=own)
             iters[going] += its[going]
-            zl = _bounds(P, lam, lo, hi, going, cnt)
+            zl = _bounds(P, beta_np, lam, lo, hi, going, cnt)
             z_lb[going] = zl[going]
             for j in np.flatnonzero(going & np.isinf(zl)).tolist():
                 failed[j] = "the box [lo, hi] leaves too little room: no r satisfies A r <= b"
@@ -637,4 +618,4 @@ def solve_batch(preps: list[Prepared], A: torch.Tensor, tol: float = 1e-9, max_n
     return out
 
 
-__all__ = ["BatchScaled", "Scaled", "solve_batch", "stack"]
+__all__ = ["BatchScaled", "solve_batch", "stack"]

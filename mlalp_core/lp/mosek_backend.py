@@ -9,6 +9,7 @@ from __future__ import annotations
 import math
 import os
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -38,10 +39,17 @@ def find_licence() -> Path | None:
     return None
 
 
-def mosek_available() -> tuple[bool, str]:
+def _mosek() -> Any:
+    """The mosek module, or None: an optional extra (``pip install .[mosek]``), never a requirement."""
     try:
-        import mosek  # noqa: F401
+        import mosek
     except ImportError:
+        return None
+    return mosek
+
+
+def mosek_available() -> tuple[bool, str]:
+    if _mosek() is None:
         return False, "the mosek package is not installed (pip install mosek)"
     lic = find_licence()
     if lic is None:
@@ -54,7 +62,7 @@ def solve_mosek(P: Scaled) -> Solution:
     ok, why = mosek_available()
     if not ok:
         raise SolverError(f"MOSEK backend unavailable: {why}")
-    import mosek
+    mosek = _mosek()
 
     A = P.dense64().cpu().numpy()
     m, n = A.shape

@@ -68,13 +68,7 @@ class Scaled:
 
     def matvec(self, v: torch.Tensor, exact: bool = False) -> torch.Tensor:
         """Ah v for v of shape (n,) or (n, k)."""
-        if not exact or self.M.dtype == torch.float64:
-            out = self.M @ v.to(self.M.dtype)
-        else:
-            v = v.double()
-            out = torch.zeros((self.M.shape[0],) + tuple(v.shape[1:]), dtype=torch.float64, device=self.M.device)
-            for a in range(0, self.M.shape[1], _CHUNK):
-                out += self.M[:, a:a + _CHUNK].double() @ v[a:a + _CHUNK]
+        out = matvec64(self.M, v) if exact else self.M @ v.to(self.M.dtype)
         scale = self.inv_norm if out.dim() == 1 else self.inv_norm[:, None]
         return out.double() * scale if exact else out * scale.to(out.dtype)
 
@@ -93,6 +87,18 @@ class Scaled:
     def dense64(self) -> torch.Tensor:
         """Ah materialised in float64 (for the full-LP reference backends only)."""
         return self.M.double() * self.inv_norm[:, None]
+
+
+def matvec64(M: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
+    """M v in float64 for a matrix M (m, n) of any float dtype, v (n,) or (n, k); a float32 M is
+    converted in column chunks (bounded temporary memory, never a float64 copy of M)."""
+    if M.dtype == torch.float64:
+        return M @ v.double()
+    v = v.double()
+    out = torch.zeros((M.shape[0],) + tuple(v.shape[1:]), dtype=torch.float64, device=M.device)
+    for a in range(0, M.shape[1], _CHUNK):
+        out += M[:, a:a + _CHUNK].double() @ v[a:a + _CHUNK]
+    return out
 
 
 @dataclass
@@ -229,7 +235,7 @@ def dual_bound(u: torch.Tensor, c: float, lo: torch.Tensor | None, hi: torch.Ten
     if lo is None or hi is None:
         total = float(a.sum(dtype=torch.float64))
         return c / total if total > 0 else float("inf")
-    if sort if sort is not None else u.device.type == "cuda":
+    if u.device.type == "cuda" if sort is None else sort:
         z = float(dual_bounds(u[None], np.array([c]), lo[None], hi[None])[0])
         if math.isinf(z):
             return smallest_crossing(room(u, lo, hi), None, a, c)  # the search proves infeasibility
