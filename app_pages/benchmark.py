@@ -1,7 +1,8 @@
 """Benchmark: the batch runner's results store as the paper's tables.
 
 Table II (test examples and examples to be attacked) and Table III (success rate and mean
-distortions of the successful examples) per model, data set and attack, with filters and the
+distortions of the successful examples) with one row per run (an attack with other settings, mode,
+seed or numerics is a row of its own, labelled by what differs), with filters and the
 paper's numbers beside ours; success rate against an l_inf and an l_2 budget; a new batch run
 on N examples with live progress; a drill-down from a Table III row to its examples, each of
 which opens in Explore from its stored perturbation (no re-run); CSV, Markdown and LaTeX.
@@ -22,6 +23,7 @@ from mlalp_core.errors import MlalpError
 from mlalp_core.experiments.reporting import (
     PAPER_TABLE2,
     budget_curves,
+    run_notes,
     table2,
     table3,
     to_csv,
@@ -126,6 +128,12 @@ f_data = c2.multiselect("Data set", opts["dataset"], default=opts["dataset"], ke
 f_attack = c3.multiselect("Attack", opts["attack"], default=opts["attack"], key=f"{PAGE}_f_attack",
                           format_func=lambda a: DISPLAY_NAMES.get(a, a))
 chosen = [r for r in rows if r["model"] in f_model and r["dataset"] in f_data and r["attack"] in f_attack]
+run_labels = {r["run_key"]: f"{r['model']} / {r['dataset']} / {r['label']}" for r in table3(chosen)}
+f_run = st.multiselect("Runs", list(run_labels), default=list(run_labels), key=f"{PAGE}_f_run",
+                       format_func=lambda k: f"{run_labels.get(k, k)} (run {k[:8]})",
+                       help="Each run is one attack with one set of settings, seed and numerics: one row of "
+                            "Table III.")
+chosen = [r for r in chosen if r["run_key"] in f_run]
 if not chosen:
     st.warning("No stored example matches the filters: widen them.")
     st.stop()
@@ -140,7 +148,11 @@ if t2:
 
 st.subheader("Table III: attacks")
 t3 = table3(chosen)
-show = pd.DataFrame([{**r, "attack": DISPLAY_NAMES.get(r["attack"], r["attack"])} for r in with_paper(t3)])
+hidden = ("attack", "label", "run_key", "settings", "numerics", "seed")
+show = pd.DataFrame([{**{k: v for k, v in r.items() if k not in hidden}, "attack": r["label"],
+                      "run": r["run_key"][:8]} for r in with_paper(t3)])
+lead = [c for c in ("model", "dataset", "objective", "norm", "attack") if c in show.columns]
+show = show[lead + [c for c in show.columns if c not in lead]]
 paper_cols = [c for c in show.columns if c.startswith("paper_")]
 no_paper = bool(paper_cols) and bool(show[paper_cols].isna().all().all())
 if no_paper:  # the paper has numbers for ML-GCN / ML-LIW on VOC only
@@ -150,6 +162,7 @@ st.dataframe(show, hide_index=True, width="stretch",
              column_config={k: st.column_config.NumberColumn(format="%.4f")
                             for k in ("success_rate", "rmsd", "rmsd_paper", "l2", "linf", "paper_success_rate",
                                       "paper_rmsd", "paper_l2", "paper_linf")})
+st.caption("One row per run: " + " · ".join(run_notes(t3)))
 st.caption("Rows in the paper's order. Success rate over all attacked examples; RMSD, l_2 and l_inf averaged over "
            "the successful ones (l_2, l_inf in [0,1] units; RMSD on 0..255, and 'rmsd_paper' on the paper's printed "
            "scale). Time per example: MLA-LP times each example; the others divide their batch's wall time by its "
@@ -176,10 +189,13 @@ except MlalpError as exc:
 # Drill-down
 # ---------------------------------------------------------------------------------------------
 st.header("Examples")
-groups = [(r["model"], r["dataset"], r["attack"]) for r in t3]
-group = st.selectbox("Table III row", groups, key=f"{PAGE}_group",
-                     format_func=lambda k: f"{k[0]} / {k[1]} / {DISPLAY_NAMES.get(k[2], k[2])}")
-members = [r for r in chosen if (r["model"], r["dataset"], r["attack"]) == group]
+by_run = {r["run_key"]: r for r in t3}
+group = st.selectbox("Table III row", list(by_run), key=f"{PAGE}_group",
+                     format_func=lambda k: f"{by_run[k]['model']} / {by_run[k]['dataset']} / {by_run[k]['label']}")
+members = [r for r in chosen if r["run_key"] == group]
+run = by_run[group]
+st.caption(f"Run {group}: {run['label']}, seed {run['seed']}, {run['numerics']}; "
+           + (run["settings"] or "the paper's settings") + ".")
 st.dataframe(pd.DataFrame([{k: r[k] for k in ("example_id", "success", "l2", "linf", "rmsd", "rmsd_paper",
                                               "iterations", "time_s", "labels_wrong", "run_key")}
                            for r in members]), hide_index=True, width="stretch")

@@ -205,7 +205,9 @@ def test_benchmark_page_tables_drill_down_and_open_in_explore(tmp_path):
     assert not at.error
     frames = [d.value for d in at.dataframe]
     t3 = next(f for f in frames if "success_rate" in f.columns)
-    assert list(t3["attack"]) == ["ML-DeepFool", "MLA-LP"] and set(t3["attacked"]) == {2}  # the paper's order
+    # the paper's order, each run labelled by what differs from the paper's settings
+    assert list(t3["attack"]) == ["ML-DeepFool (max iterations 2)", "MLA-LP (max iterations 2)"]
+    assert set(t3["attacked"]) == {2}
     assert not [c for c in t3.columns if c.startswith("paper_")]  # no paper numbers for the demo: hidden
     assert any("paper's columns are hidden" in c.value for c in at.caption)
     assert any("to_attack" in f.columns for f in frames)  # Table II
@@ -213,7 +215,9 @@ def test_benchmark_page_tables_drill_down_and_open_in_explore(tmp_path):
     assert "Table III as CSV" in labels and "Table III as LaTeX" in labels
     assert any(len(s["data"]) == 4 for s in _charts(at))  # budget curves: 2 attacks x (l_inf, l_2)
 
-    at.selectbox(key="bench_group").set_value(("demo-gcn", "demo", "mla-lp")).run()
+    mla_run = next(r["run_key"] for r in t3_rows(store) if r["attack"] == "mla-lp")
+    at.selectbox(key="bench_group").set_value(mla_run).run()
+    assert any(f"Run {mla_run}: MLA-LP (max iterations 2)" in c.value for c in at.caption)
     at.button(key="bench_open").click().run()
     _no_exception(at)
     assert "stored_example" in at.session_state
@@ -222,6 +226,13 @@ def test_benchmark_page_tables_drill_down_and_open_in_explore(tmp_path):
     assert "_results" not in at.session_state or not at.session_state["_results"]
     assert {m.label for m in at.metric} >= {"success", "l_2", "l_inf", "RMSD (0..255)"}
     assert any(s["data"][0]["type"] == "surface" for s in _charts(at))
+
+
+def t3_rows(store):
+    from mlalp_core.experiments.reporting import table3
+    from mlalp_core.experiments.store import ResultsStore
+
+    return table3(ResultsStore(store).rows())
 
 
 def test_benchmark_page_launches_a_batch_run():

@@ -212,7 +212,8 @@ def test_budget_curves_count_successes_within_the_budget():
 def test_exports():
     rows = table3([_row("mla-lp", True, 0.01, 1.0, 0.4), _row("ml-cw", True, 0.05, 2.0, 1.0)])
     csv_text = to_csv(rows)
-    assert csv_text.splitlines()[0].startswith("model,dataset,norm,attack,attacked,success_rate")
+    assert csv_text.splitlines()[0].startswith("model,dataset,norm,attack,label,attacked,success_rate")
+    assert csv_text.splitlines()[0].endswith(",run_key,seed,settings,numerics")
     md = to_markdown(rows)
     assert "| MLA-LP |" in md or "| MLA-LP" in md
     tex = to_latex(rows, caption="Table III")

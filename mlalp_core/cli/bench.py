@@ -48,10 +48,10 @@ def _cmd_bench(args: argparse.Namespace) -> int:
     groups = {"all": list(ATTACKS), "paper": list(PAPER_ATTACKS),
               "linf": [a for a, c in ATTACKS.items() if c.norm == "linf"]}
     attacks = [a for name in args.attacks for a in groups.get(name.lower(), [name])]
-    cfg = BenchConfig(models=args.models, dataset=args.data, split=args.split, attacks=attacks, n=args.n,
+    cfg = BenchConfig(models=args.models, dataset=args.data, split=args.split, attacks=attacks, n=args.limit,
                       seed=args.seed, batch_size=args.batch, device=dist_dev or args.device,
                       attack_settings=parse_sets(args.set, load_settings().attacks), store=args.store, precision=args.precision,
-                      objective=args.objective)
+                      objective=args.objective, threads=args.threads)
     bars: dict[str, tqdm] = {}
 
     def progress(done: int, total: int, message: str) -> None:
@@ -64,7 +64,10 @@ def _cmd_bench(args: argparse.Namespace) -> int:
         bar.n = done
         bar.refresh()
 
-    t3 = run_benchmark(cfg, progress=progress)
+    def notice(line: str) -> None:
+        tqdm.write(f"note: {line}", file=sys.stderr)
+
+    t3 = run_benchmark(cfg, progress=progress, notice=notice)
     for bar in bars.values():
         bar.close()
     if rank != 0:
@@ -93,13 +96,17 @@ def _cmd_report(args: argparse.Namespace) -> int:
     from ..settings import load_settings
 
     store = ResultsStore(Path(args.store or load_settings().results))  # read-only
-    rows = store.rows(model=args.model, dataset=args.data, attack=args.attack)
+    if args.runs:
+        sys.stdout.write(_runs_text(store))
+        return 0
+    run = store.resolve_run(args.run) if args.run else None
+    rows = store.rows(model=args.model, dataset=args.data, attack=args.attack, run_key=run)
     if args.budget:
         curves = budget_curves(rows, norm=args.budget)
         lines = [f"success rate within {args.budget} <= eps"]
-        for (m, d, a), (eps, rate) in curves.items():
+        for (m, d, _, label), (eps, rate) in curves.items():
             marks = [(e, r) for e, r in zip(eps, rate)][:: max(1, len(eps) // 12)]
-            lines.append(f"{m} {d} {a}: " + "  ".join(f"{e:.4g}:{r:.2f}" for e, r in marks))
+            lines.append(f"{m} {d} {label}: " + "  ".join(f"{e:.4g}:{r:.2f}" for e, r in marks))
         text = "\n".join(lines) + "\n"
     elif args.table == "2":
         text = export(table2(store), args.format)
@@ -115,6 +122,21 @@ def _cmd_report(args: argparse.Namespace) -> int:
     return 0
 
 
+def _runs_text(store) -> str:
+    """``mlalp report --runs``: one line per run (key, what it is, how far it got, its numerics)."""
+    from ..experiments.reporting import table3
+
+    labels = {r["run_key"]: r["label"] for r in table3(store.rows())}
+    lines = []
+    for r in store.runs():
+        label = labels.get(r["run_key"], r["attack"])
+        objective = r["settings"].get("objective", "hide-one")
+        numerics = next((t["numerics"] for t in table3(store.rows(run_key=r["run_key"]))), "no example finished")
+        lines.append(f"{r['run_key'][:12]}  {r['model']} / {r['dataset']} ({r['split']}) / {label} / {objective} / "
+                     f"seed {r['seed']}: {r['examples']} examples; {numerics}")
+    return ("\n".join(lines) + "\n") if lines else "no run in this store\n"
+
+
 def register(sub) -> None:
     p = sub.add_parser("bench", help="run or resume a batch experiment (Tables II and III)",
                        description="Select the examples the paper attacks, run attacks on them in batches and "
@@ -125,7 +147,13 @@ def register(sub) -> None:
     p.add_argument("--split", default=None, help="split (default: the data set's test split)")
     p.add_argument("--attacks", nargs="+", default=["paper"],
                    help="attack names, or groups: paper (the paper's five, the default), linf, all")
-    p.add_argument("--n", type=int, default=None, help="attack at most N selected examples per model")
+    p.add_argument("--limit", "--n", dest="limit", type=int, default=None, metavar="N",
+                   help="attack at most N selected examples per model (under torchrun write --limit: torchrun "
+                        "reads --n as its own --nnodes)")
+    p.add_argument("--threads", default=None, metavar="N",
+                   help="torch threads of every process (default: every usable core; part of the run's numerics, "
+                        "so a one-process run and a torchrun run of the same command store the same numbers; "
+                        "with torchrun on a CPU, --threads 1 per rank avoids oversubscription)")
     p.add_argument("--seed", type=int, default=0, help="seed of the hidden-label choice")
     p.add_argument("--objective", default="hide-one",
                    help="what y* asks: hide-one (the paper's), hide-all, hide:A,B, add:A,B, show-k:K, show-many")
@@ -149,6 +177,9 @@ def register(sub) -> None:
     p.add_argument("--model", default=None)
     p.add_argument("--data", default=None)
     p.add_argument("--attack", default=None)
+    p.add_argument("--run", default=None, metavar="KEY",
+                   help="only this run (a unique prefix of its key, as the tables' notes print it)")
+    p.add_argument("--runs", action="store_true", help="list the store's runs (key, settings, examples, numerics)")
     p.add_argument("--paper", action="store_true", help="CSV: add the paper's values beside ours")
     p.add_argument("--budget", choices=["linf", "l2"], default=None, help="success rate against a distortion budget")
     p.add_argument("--out", default=None)

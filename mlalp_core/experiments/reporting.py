@@ -4,12 +4,20 @@ and their export as CSV, Markdown and LaTeX.
 Conventions (the paper's): success rate over all attacked examples; distortions (RMSD, l_2,
 l_inf) averaged over the successful examples only; l_2 and l_inf in [0,1] pixel units; RMSD on
 the 0..255 scale (``rmsd``) and as printed in the paper (``rmsd_paper`` = 127.5 * RMS(r)).
+
+A table row is one run (:func:`table3` groups by run key): two runs of the same attack with other
+settings, another mode, seed, objective or numerics are two rows, each labelled by what differs
+from the paper's settings ("ML-CW (max iterations 100, binary search steps 3)", "MLA-LP
+(authors' mode)"), and every export lists the runs behind its rows (:func:`run_notes`). Nothing
+averages two runs.
 """
 
 from __future__ import annotations
 
 import csv
+import hashlib
 import io
+import json
 import math
 from collections import defaultdict
 from collections.abc import Mapping, Sequence
@@ -25,7 +33,7 @@ TABLE3_COLUMNS: dict[str, tuple[str, str, str | None]] = {
     "dataset": ("dataset", "{}", None),
     "objective": ("objective", "{}", None),
     "norm": ("norm", "{}", None),
-    "attack": ("attack", "{}", None),
+    "label": ("attack", "{}", None),
     "attacked": ("attacked", "{:d}", None),
     "success_rate": ("success rate", "{:.4f}", "max"),
     "rmsd": ("RMSD (0..255)", "{:.4f}", "min"),
@@ -40,6 +48,8 @@ TABLE3_COLUMNS: dict[str, tuple[str, str, str | None]] = {
     "success_at_2": ("success, >= 2 shown", "{:.4f}", "max"),
     "success_at_3": ("success, >= 3 shown", "{:.4f}", "max"),
 }
+#: Raw columns CSV adds to Table III (after the table's own): the run behind each row.
+TABLE3_CSV_EXTRA = ("attack", "run_key", "seed", "settings", "numerics")
 
 TABLE2_COLUMNS: dict[str, tuple[str, str, str | None]] = {
     "model": ("model", "{}", None),
@@ -94,24 +104,91 @@ def _norm(attack: str) -> str:
     return "l_inf" if cls is not None and cls.norm == "linf" else "l_2"
 
 
+def _objective(r: Mapping[str, Any]) -> str:
+    return (r.get("settings") or {}).get("objective", "hide-one")
+
+
+def _run_of(r: Mapping[str, Any]) -> str:
+    """The run a stored row belongs to (rows made by hand without a key: their identity's hash)."""
+    if r.get("run_key"):
+        return str(r["run_key"])
+    ident = [r.get("model"), r.get("dataset"), r.get("attack"), r.get("settings"), r.get("seed"), r.get("numerics")]
+    return "~" + hashlib.sha256(json.dumps(ident, sort_keys=True, default=str).encode()).hexdigest()[:19]
+
+
+def _value_text(value: Any) -> str:
+    if isinstance(value, bool):
+        return "on" if value else "off"
+    if value is None:
+        return "auto"
+    return f"{value:g}" if isinstance(value, float) else str(value)
+
+
+def setting_differences(attack: str, settings: Mapping[str, Any] | None) -> list[tuple[str, str]]:
+    """(short text, text with the paper's value) for each recorded setting of a run that differs
+    from the paper's: the attack's schema defaults, threshold 0.5, and in the authors' mode their
+    own batch size. The objective is a column of its own."""
+    from ..attacks import ATTACKS
+
+    settings = dict(settings or {})
+    cls = ATTACKS.get(attack)
+    out: list[tuple[str, str]] = []
+    threshold = settings.pop("threshold", 0.5)
+    settings.pop("objective", None)
+    batch = settings.pop("batch_size", None)
+    if cls is not None:
+        for name, (value, paper) in cls.schema.differences(settings).items():
+            title = cls.schema.settings[name].title
+            if name == "mode" and value == "authors":
+                out.append(("authors' mode", "authors' mode (the authors' code, quirks included)"))
+            else:
+                out.append((f"{title} {_value_text(value)}", f"{title} {_value_text(value)} (paper: "
+                                                             f"{_value_text(paper)})"))
+        unknown = sorted(k for k in settings if k not in cls.schema)
+        out += [(f"{k} {_value_text(settings[k])}", f"{k} {_value_text(settings[k])}") for k in unknown]
+        paper_batch = getattr(cls, "authors_batch", None)
+        if batch is not None and batch != paper_batch:
+            out.append((f"batch {batch}", f"batch {batch} (the authors': {paper_batch})"))
+    if threshold != 0.5:
+        out.append((f"threshold {_value_text(threshold)}", f"threshold {_value_text(threshold)} (paper: 0.5)"))
+    return out
+
+
+def _numerics_text(numerics: Mapping[str, Any] | None) -> str:
+    from ..numerics import Numerics
+
+    if not numerics:
+        return "numerics not recorded"
+    try:
+        return Numerics(**numerics).describe()
+    except TypeError:
+        return ", ".join(f"{k} {v}" for k, v in sorted(numerics.items()))
+
+
 def table3(rows: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
-    """Table III from :meth:`ResultsStore.rows` output: one row per (model, data set, objective,
-    attack), grouped by the attack's norm. Objectives other than the paper's hide-one get an
+    """Table III from :meth:`ResultsStore.rows` output: one row per run, grouped by the attack's
+    norm. ``label`` names the attack and what differs from the paper's settings; runs of one
+    (model, data set, objective) whose labels would be equal (another seed, other numerics) are
+    told apart by that difference. Objectives other than the paper's hide-one get an
     ``objective`` column; the show objectives also the labels shown (of those asked for) and the
     success at k = 1, 2, 3 labels shown."""
-    groups: dict[tuple[str, str, str, str], list[dict]] = defaultdict(list)
+    groups: dict[str, list[dict]] = defaultdict(list)
     for r in rows:
-        objective = (r.get("settings") or {}).get("objective", "hide-one")
-        groups[(r["model"], r["dataset"], objective, r["attack"])].append(r)
-    objectives = {k[2] for k in groups}
+        groups[_run_of(r)].append(r)
+    objectives = {_objective(rs[0]) for rs in groups.values()}
     out = []
-    for (model, dataset, objective, attack), rs in groups.items():
+    for key, rs in groups.items():
+        first = rs[0]
+        model, dataset, attack, objective = first["model"], first["dataset"], first["attack"], _objective(first)
         ok = [r for r in rs if r["success"]]
+        diffs = setting_differences(attack, first.get("settings"))
         row: dict[str, Any] = {"model": model, "dataset": dataset}
         if objectives != {"hide-one"}:
             row["objective"] = objective
         row.update({
-            "norm": _norm(attack), "attack": attack, "attacked": len(rs),
+            "norm": _norm(attack), "attack": attack,
+            "label": DISPLAY_NAMES.get(attack, attack) + (f" ({', '.join(d[0] for d in diffs)})" if diffs else ""),
+            "attacked": len(rs),
             "success_rate": len(ok) / len(rs) if rs else float("nan"),
             "rmsd": _mean([r["rmsd"] for r in ok]),
             "rmsd_paper": _mean([r["rmsd_paper"] for r in ok]),
@@ -124,11 +201,58 @@ def table3(rows: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
             row["labels_shown"] = _mean([r["attacked_reached"] for r in rs])
             for k in SHOW_K:
                 row[f"success_at_{k}"] = _mean([float(r["attacked_reached"] >= k) for r in rs])
+        row.update({"run_key": key, "seed": first.get("seed"), "settings": "; ".join(d[1] for d in diffs),
+                    "numerics": _numerics_text(first.get("numerics")), "_numerics": first.get("numerics") or {}})
         out.append(row)
+    _tell_apart(out)
+    for r in out:
+        r.pop("_numerics")
     order = {a: i for i, a in enumerate(_ATTACK_ORDER)}
     out.sort(key=lambda r: (r["model"], r["dataset"], r.get("objective", ""), r["norm"] != "l_2",
-                            order.get(r["attack"], 99), r["attack"]))
+                            order.get(r["attack"], 99), r["attack"], r["label"], r["run_key"]))
     return out
+
+
+def _tell_apart(table: list[dict[str, Any]]) -> None:
+    """Append to equal labels (same model, data set, objective) what differs between their runs:
+    the seed, then the numerics ("threads 1"), then the run key."""
+    clash: dict[tuple, list[dict]] = defaultdict(list)
+    for r in table:
+        clash[(r["model"], r["dataset"], r.get("objective"), r["label"])].append(r)
+    for same in clash.values():
+        if len(same) < 2:
+            continue
+        extra: dict[int, list[str]] = {id(r): [] for r in same}
+        if len({r["seed"] for r in same}) > 1:
+            for r in same:
+                extra[id(r)].append(f"seed {r['seed']}")
+        names = sorted({k for r in same for k in r["_numerics"]})
+        for k in names:
+            if len({json.dumps(r["_numerics"].get(k)) for r in same}) > 1:
+                for r in same:
+                    extra[id(r)].append(f"{k.replace('_', ' ')} {_value_text(r['_numerics'].get(k))}")
+        if len({tuple(extra[id(r)]) for r in same}) < len(same):
+            for r in same:
+                extra[id(r)].append(f"run {r['run_key'][:8]}")
+        for r in same:
+            base, _, inner = r["label"].partition(" (")
+            parts = ([inner.rstrip(")")] if inner else []) + extra[id(r)]
+            r["label"] = f"{base} ({', '.join(parts)})"
+
+
+def run_notes(table: Sequence[dict[str, Any]]) -> list[str]:
+    """One line per row of a Table III: its run, seed, numerics and the settings that differ from
+    the paper's (with the paper's values), for a caption or footnote."""
+    notes = []
+    for r in table:
+        if "run_key" not in r:
+            continue
+        text = f"{r['label']}: run {str(r['run_key'])[:8]}, seed {r.get('seed')}, {r.get('numerics')}"
+        if r.get("objective"):
+            text += f", objective {r['objective']}"
+        text += f"; {r['settings']}" if r.get("settings") else "; the paper's settings"
+        notes.append(text)
+    return notes
 
 
 def table2(store) -> list[dict[str, Any]]:
@@ -142,25 +266,38 @@ def curve_groups(panels: Mapping[str, Mapping[Any, Any]]) -> list[tuple]:
     groups: list[tuple] = []
     for curves in panels.values():
         for key in curves:
-            g = tuple(key[:-1]) if isinstance(key, tuple) else ()
+            g = tuple(key[:2]) if isinstance(key, tuple) else ()
             if g not in groups:
                 groups.append(g)
     return groups
 
 
-def budget_curves(rows: Sequence[dict[str, Any]], norm: str = "linf",
-                  grid: Sequence[float] | None = None, points: int = 60) -> dict[tuple[str, str, str], tuple[np.ndarray, np.ndarray]]:
-    """Success rate within a budget: for each (model, data set, attack), the fraction of attacked
-    examples whose attack succeeded with ``norm`` (``linf`` or ``l2``, [0,1] units) <= eps.
+def curve_names(key: Any) -> tuple[str, str]:
+    """(attack, legend name) of a curve key: (model, data set, attack, run label) as
+    :func:`budget_curves` makes them, or a bare attack name."""
+    if isinstance(key, tuple) and len(key) >= 4:
+        return str(key[2]), str(key[3])
+    attack = str(key[-1]) if isinstance(key, tuple) else str(key)
+    return attack, DISPLAY_NAMES.get(attack, attack)
+
+
+def budget_curves(rows: Sequence[dict[str, Any]], norm: str = "linf", grid: Sequence[float] | None = None,
+                  points: int = 60) -> dict[tuple[str, str, str, str], tuple[np.ndarray, np.ndarray]]:
+    """Success rate within a budget: for each run, keyed (model, data set, attack, its Table III
+    label), the fraction of attacked examples whose attack succeeded with ``norm`` (``linf`` or
+    ``l2``, [0,1] units) <= eps. (With several objectives the label names the objective.)
 
     The default grid is log-spaced over the observed successful distortions, shared by all
     groups so that curves are comparable at equal budget.
     """
     if norm not in ("linf", "l2", "rmsd"):
         raise ValueError(f"norm must be 'linf', 'l2' or 'rmsd', got {norm!r}")
-    groups: dict[tuple[str, str, str], list[dict]] = defaultdict(list)
+    labels = {r["run_key"]: r["label"] for r in table3(rows)}
+    several = len({_objective(r) for r in rows}) > 1
+    groups: dict[tuple[str, str, str, str], list[dict]] = defaultdict(list)
     for r in rows:
-        groups[(r["model"], r["dataset"], r["attack"])].append(r)
+        label = labels[_run_of(r)] + (f" [{_objective(r)}]" if several else "")
+        groups[(r["model"], r["dataset"], r["attack"], label)].append(r)
     if grid is None:
         vals = np.array([r[norm] for r in rows if r["success"] and r[norm] > 0])
         if vals.size == 0:
@@ -211,9 +348,17 @@ def _fmt(value: Any, fmt: str) -> str:
         return str(value)
 
 
+def _is_table3(table: Sequence[dict[str, Any]], columns: dict | None) -> bool:
+    return columns is None and bool(table) and "run_key" in table[0]
+
+
 def to_csv(table: Sequence[dict[str, Any]], columns: dict | None = None) -> str:
-    """CSV with raw (unformatted) values, one header row."""
+    """CSV with raw (unformatted) values, one header row; Table III also gets the run behind each
+    row (its key, seed, the settings that differ from the paper's, its numerics)."""
     keys, _ = _columns(table, columns)
+    if _is_table3(table, columns):
+        keys = keys[:keys.index("label")] + ["attack"] + keys[keys.index("label"):]
+        keys += [k for k in TABLE3_CSV_EXTRA if k not in keys]
     buf = io.StringIO()
     w = csv.writer(buf)
     w.writerow(keys)
@@ -228,6 +373,8 @@ def to_markdown(table: Sequence[dict[str, Any]], columns: dict | None = None) ->
              "|" + "|".join("---" if cols[k][2] is None and cols[k][1] == "{}" else "---:" for k in keys) + "|"]
     for r in table:
         lines.append("| " + " | ".join(_fmt(r.get(k), cols[k][1]) for k in keys) + " |")
+    if _is_table3(table, columns):
+        lines += ["", "Runs (one row each):"] + [f"- {n}" for n in run_notes(table)]
     return "\n".join(lines) + "\n"
 
 
@@ -274,6 +421,11 @@ def to_latex(table: Sequence[dict[str, Any]], columns: dict | None = None, capti
     body = styler.to_latex(hrules=True, column_format="".join("l" if cols[k][1] == "{}" else "r" for k in keys),
                            caption=_latex_text(caption) or None, label=label or None, position="t", environment="table",
                            position_float="centering", convert_css=True)
+    if _is_table3(table, columns):  # the runs behind the rows, under the tabular
+        notes = "\\par\\smallskip{\\footnotesize Runs (one row each): " + "; ".join(
+            _latex_text(n) for n in run_notes(table)) + ".}\n"
+        head, sep, tail = body.rpartition("\\end{table}")
+        body = head + notes + sep + tail
     return "% needs \\usepackage{booktabs} (\\toprule, \\midrule, \\bottomrule); the best values are in bold\n" + body
 
 

@@ -6,10 +6,16 @@ equals the ground truth on every label and the ground truth has at least two pos
 (the authors' code uses >= 2). Targets: one positive label hidden at random, seeded per example
 (:func:`mlalp_core.attacks.targets.hide_one`), so any split of the work gets the same targets.
 
-Sharding: under ``torchrun`` (or any initialised ``torch.distributed`` group) the selection's
-forward passes are split across ranks and gathered, and the attack batches (fixed by the batch
-size, the same as in a one-process run) go round-robin to the ranks; each example is attacked
-exactly once, in the same batch as in a one-process run, so the results are identical.
+Reproducible numbers: every process sets the run's numerics (:mod:`mlalp_core.numerics`: torch
+threads, TF32, cuDNN determinism) before any model work, and they are part of the run's identity.
+The examples are cut into fixed batches (by the batch size, the same in every process), both for
+the selection's forward passes and for the attacks, so an example is always computed in the same
+company: sharded over ranks, resumed after a kill (a batch with a missing example is attacked
+whole again and only the missing ones are stored) or not, the store holds the same numbers.
+
+Sharding: under ``torchrun`` (or any initialised ``torch.distributed`` group) the fixed batches go
+round-robin to the ranks; each example is attacked exactly once, in the same batch as in a
+one-process run, so the results are identical (tested bit for bit on the CPU with 2 gloo ranks).
 """
 
 from __future__ import annotations
@@ -28,6 +34,8 @@ from ..data.base import MultiLabelDataset, check_labels_match, stack_images
 from ..device import DeviceLike, resolve_device
 from ..errors import ConfigurationError, InvalidInputError
 from ..models.base import MultiLabelClassifier
+from ..numerics import Numerics, check_threads
+from ..numerics import apply as apply_numerics
 from ..progress import ProgressFn
 from .metrics import attack_metrics
 from .reporting import table3
@@ -54,6 +62,8 @@ class BenchConfig:
     objective: str = "hide-one"
     store: str | Path | None = None  # default: the settings' results path
     precision: str = "float16"  # how perturbations are stored: float16 or float32
+    #: torch threads of every process (part of the run's numerics); None: every usable core
+    threads: int | None = None
 
     def check(self) -> None:
         unknown = [a for a in self.attacks if a not in ATTACKS]
@@ -67,6 +77,8 @@ class BenchConfig:
             raise InvalidInputError(f"batch size must be >= 1, got {self.batch_size}")
         if self.n is not None and self.n < 1:
             raise InvalidInputError(f"n must be >= 1, got {self.n}")
+        if self.threads is not None:
+            self.threads = check_threads(self.threads, "threads")
         if self.precision not in ("float16", "float32"):
             raise InvalidInputError(f"precision must be float16 or float32, got {self.precision!r}")
         bad = [a for a in self.attack_settings if a not in ATTACKS]
@@ -167,17 +179,18 @@ def select_examples(model: MultiLabelClassifier, dataset: MultiLabelDataset, *, 
         correct = torch.tensor([r["correct"] for r in cached])
     else:
         rank, world = dist_rank_world()
-        mine = list(range(rank, len(ids), world))
+        # the same fixed chunks in every process: a prediction never depends on the rank count
+        mine = attack_batches(len(ids), batch_size)[rank::world]
+        total = sum(len(c) for c in mine)
         model = model.to(dev).eval()
         ok_mine: dict[int, bool] = {}
-        for a in range(0, len(mine), batch_size):
-            chunk = mine[a:a + batch_size]
+        for chunk in mine:
             x = stack_images(dataset, chunk, model.input_size).to(dev)
             pred = model.predict(x).cpu()
             for k, i in enumerate(chunk):
                 ok_mine[i] = bool((pred[k] == labels[i]).all())
             if progress is not None:
-                progress(min(a + batch_size, len(mine)), len(mine), f"{model_name}: checking predictions")
+                progress(len(ok_mine), total, f"{model_name}: checking predictions")
         merged: dict[int, bool] = {}
         for part in _all_gather(ok_mine):
             merged.update(part)
@@ -231,7 +244,10 @@ def run_attack_on_selection(model: MultiLabelClassifier, dataset: MultiLabelData
                             attack_name: str, settings: dict[str, Any], key: str, store: ResultsStore, seed: int,
                             batch_size: int, device: torch.device, precision: str = "float16",
                             progress: ProgressFn | None = None, objective: str = "hide-one") -> int:
-    """Attack the selected examples not yet in the store; returns how many this process finished."""
+    """Attack the selected examples not yet in the store; returns how many this process finished.
+
+    A batch with any example missing is attacked whole (its examples keep the company they had
+    in an uninterrupted run, so their numbers are the same) and only the missing ones are stored."""
     check_labels_match(getattr(model, "registry_name", "the model"), model.label_names,
                        getattr(dataset, "name", "the data set"), dataset.label_names)
     rank, world = dist_rank_world()
@@ -247,10 +263,12 @@ def run_attack_on_selection(model: MultiLabelClassifier, dataset: MultiLabelData
         todo = [p for p in batch if sel.ids[p] not in done]
         if not todo:
             continue
-        x = stack_images(dataset, [sel.indices[p] for p in todo], model.input_size)
-        res = attack(x, targets[todo])
+        x = stack_images(dataset, [sel.indices[p] for p in batch], model.input_size)
+        res = attack(x, targets[batch])
         metrics = attack_metrics(res)
-        for k, p in enumerate(todo):
+        for k, p in enumerate(batch):
+            if sel.ids[p] in done:
+                continue
             store.add_result(key, sel.ids[p], sel.indices[p], metrics[k], res.target[k], res.probs_clean[k],
                              res.probs_adv[k], res.perturbation[k], res.trace[k], worker=worker, precision=precision)
         finished += len(todo)
@@ -268,10 +286,44 @@ def _default_split(dataset: str) -> str:
     return "default"
 
 
+def same_numerics_everywhere(numerics: Numerics) -> None:
+    """Refuse a sharded run whose processes would compute with different numerics (e.g. nodes
+    with different instruction sets or torch versions)."""
+    seen = _all_gather(numerics.as_dict())
+    if any(n != seen[0] for n in seen):
+        diff = Numerics(**seen[0]).differences(Numerics(**next(n for n in seen if n != seen[0])))
+        raise ConfigurationError("the processes of this sharded run compute with different numerics ("
+                                 + "; ".join(diff) + "): run every rank with the same torch, threads and hardware")
+
+
+def numerics_note(store: ResultsStore, key: str, numerics: Numerics, *, model_id: str, data_id: str, attack: str,
+                  settings: dict[str, Any], seed: int) -> str:
+    """A line for a run that starts anew while the store holds the same run under other numerics
+    (another thread count, torch version, machine): it is a run of its own, never mixed in."""
+    if store.finished_ids(key):
+        return ""
+    for r in store.runs():
+        same = (r["model_id"], r["data_id"], r["attack"], r["settings"], r["seed"]) == (
+            model_id, data_id, attack, settings, seed)
+        if same and r["run_key"] != key and r["examples"]:
+            if r["numerics"] is None:
+                why = "numerics not recorded (an older mlalp)"
+            else:
+                why = "; ".join(numerics.differences(Numerics(**r["numerics"])))
+            return (f"{attack}: the store has this run under other numerics (run {r['run_key'][:8]}: {why}); a new "
+                    f"run {key[:8]} starts instead of mixing the two (pass --threads "
+                    f"{(r['numerics'] or {}).get('threads', '?')} to resume that one)")
+    return ""
+
+
 def run_benchmark(config: BenchConfig, progress: ProgressFn | None = None, *,
                   model_loader: Callable[..., MultiLabelClassifier] | None = None,
-                  dataset_loader: Callable[..., MultiLabelDataset] | None = None) -> list[dict[str, Any]]:
-    """Run (or resume) the experiment and return its Table III rows (all finished examples)."""
+                  dataset_loader: Callable[..., MultiLabelDataset] | None = None,
+                  notice: Callable[[str], None] | None = None) -> list[dict[str, Any]]:
+    """Run (or resume) the experiment and return its Table III rows (all finished examples).
+
+    ``notice`` receives one-line notes (e.g. a run that starts anew because the store holds it
+    under other numerics)."""
     from ..data.registry import load_dataset
     from ..models.registry import load_model
     from ..settings import load_settings
@@ -280,6 +332,8 @@ def run_benchmark(config: BenchConfig, progress: ProgressFn | None = None, *,
     model_loader = model_loader or load_model
     dataset_loader = dataset_loader or load_dataset
     dev = resolve_device(config.device)
+    numerics = apply_numerics(dev, config.threads)  # in every process, before any model work
+    same_numerics_everywhere(numerics)
     store_path = config.store or load_settings().results
     if dist_rank_world()[0] == 0:  # rank 0 creates a new store; the others open it once it exists
         store = ResultsStore(store_path, readonly=False)
@@ -311,8 +365,12 @@ def run_benchmark(config: BenchConfig, progress: ProgressFn | None = None, *,
             key = store.open_run(model=model_name, model_id=sel.model_id, dataset=config.dataset, split=split,
                                  data_id=sel.data_id, attack=attack_name, settings=recorded, seed=config.seed,
                                  threshold=probe.threshold, label_names=model.label_names,
-                                 input_size=model.input_size, device=str(dev))
+                                 input_size=model.input_size, device=str(dev), numerics=numerics.as_dict())
             keys.append(key)
+            note = numerics_note(store, key, numerics, model_id=sel.model_id, data_id=sel.data_id,
+                                 attack=attack_name, settings=recorded, seed=config.seed)
+            if note and notice is not None and dist_rank_world()[0] == 0:
+                notice(note)
             run_attack_on_selection(model, dataset, sel, attack_name=attack_name, settings=settings, key=key,
                                     store=store, seed=config.seed, batch_size=batch, device=dev,
                                     precision=config.precision, progress=progress, objective=config.objective)

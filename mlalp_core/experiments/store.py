@@ -4,7 +4,9 @@ Each finished (run, example) pair is written in its own transaction, so an inter
 loses nothing and a re-run skips what is already there. A *run* is one attack with fixed
 settings on one model and data split; its key is a hash of everything that determines its
 results (model weights, data identity, attack, settings, seed), so the same command resumes
-the same run and a changed setting starts a new one.
+the same run and a changed setting starts a new one. The run's numerics (threads, torch version,
+instruction set, TF32: :mod:`mlalp_core.numerics`) are part of that identity since store schema 2,
+so a resume under other numerics starts a run of its own instead of mixing two numerics in one.
 
 Stored per example: the target, success, the distortion metrics (units in their names), label
 bookkeeping, iterations, model calls, time, the probabilities before and after, the
@@ -31,7 +33,9 @@ import torch
 from .. import __version__
 from ..errors import ConfigurationError, exception_line
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
+#: Older schemas this code still reads (and upgrades in place when it opens one to write).
+READABLE_SCHEMAS = (1, 2)
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT);
@@ -39,7 +43,7 @@ CREATE TABLE IF NOT EXISTS runs (
     run_key TEXT PRIMARY KEY,
     created REAL, model TEXT, model_id TEXT, dataset TEXT, split TEXT, data_id TEXT,
     attack TEXT, settings TEXT, seed INTEGER, threshold REAL, label_names TEXT,
-    input_size TEXT, device TEXT, version TEXT
+    input_size TEXT, device TEXT, version TEXT, numerics TEXT
 );
 CREATE TABLE IF NOT EXISTS results (
     run_key TEXT NOT NULL, example_id TEXT NOT NULL, idx INTEGER,
@@ -101,8 +105,14 @@ def data_identity(name: str, split: str, ids: Sequence[str], labels: torch.Tenso
     return h.hexdigest()[:16]
 
 
-def run_key(model_id: str, data_id: str, attack: str, settings: dict, seed: int) -> str:
-    return hashlib.sha256(_json([model_id, data_id, attack, settings, seed]).encode()).hexdigest()[:20]
+def run_key(model_id: str, data_id: str, attack: str, settings: dict, seed: int,
+            numerics: dict | None = None) -> str:
+    """The identity of a run: everything that determines its numbers (``numerics`` None: the keys
+    of schema-1 runs, which did not record them)."""
+    parts: list[Any] = [model_id, data_id, attack, settings, seed]
+    if numerics is not None:
+        parts.append(numerics)
+    return hashlib.sha256(_json(parts).encode()).hexdigest()[:20]
 
 
 def pack_array(a: torch.Tensor | np.ndarray, dtype: str = "float16") -> tuple[bytes, str, str]:
@@ -187,9 +197,10 @@ class ResultsStore:
         if not schema.isdigit() or int(schema) > SCHEMA_VERSION:
             raise ConfigurationError(f"{self.path} was written by a newer mlalp (store schema {schema}; this mlalp "
                                      f"{__version__} reads schema {SCHEMA_VERSION}): upgrade mlalp to use it")
-        if int(schema) < SCHEMA_VERSION:
+        if int(schema) not in READABLE_SCHEMAS:
             raise ConfigurationError(f"{self.path} has the old store schema {schema} (this mlalp reads "
-                                     f"{SCHEMA_VERSION}): re-run the experiment into a new store")
+                                     f"{', '.join(map(str, READABLE_SCHEMAS))}): re-run the experiment into a new store")
+        self._schema = int(schema)
 
     def _create(self) -> None:
         # WAL is a property of the file, set once here; switching the journal mode takes an
@@ -202,6 +213,18 @@ class ResultsStore:
             # one transaction: another process sees no table or all of them with the schema mark
             conn.executescript(f"BEGIN IMMEDIATE;\n{_SCHEMA}\nINSERT OR IGNORE INTO meta VALUES ('schema', "
                                f"'{SCHEMA_VERSION}');\nCOMMIT;")
+            # schema 1 -> 2: the runs' numerics (NULL for the runs of schema 1: not recorded)
+            columns = {r[1] for r in conn.execute("PRAGMA table_info(runs)")}
+            if "numerics" not in columns:
+                try:
+                    conn.executescript("BEGIN IMMEDIATE;\nALTER TABLE runs ADD COLUMN numerics TEXT;\n"
+                                       f"UPDATE meta SET value = '{SCHEMA_VERSION}' WHERE key = 'schema';\nCOMMIT;")
+                except sqlite3.OperationalError as exc:  # another process upgraded it first
+                    if conn.in_transaction:
+                        conn.execute("ROLLBACK")
+                    if "duplicate column" not in str(exc):
+                        raise
+        self._schema = SCHEMA_VERSION
 
     @contextmanager
     def _connect(self, write: bool | None = None, translate: bool = True):
@@ -256,16 +279,53 @@ class ResultsStore:
     # ---- runs -----------------------------------------------------------------------------------
     def open_run(self, *, model: str, model_id: str, dataset: str, split: str, data_id: str, attack: str,
                  settings: dict, seed: int, threshold: float, label_names: Sequence[str],
-                 input_size: Sequence[int], device: str) -> str:
-        """The key of the run with this identity, created if new (existing runs are resumed)."""
-        key = run_key(model_id, data_id, attack, settings, seed)
+                 input_size: Sequence[int], device: str, numerics: dict[str, Any]) -> str:
+        """The key of the run with this identity, created if new (existing runs are resumed).
+        ``numerics``: :meth:`mlalp_core.numerics.Numerics.as_dict` of the processes that run it."""
+        key = run_key(model_id, data_id, attack, settings, seed, numerics)
         with self._connect() as conn:
             conn.execute(
-                "INSERT OR IGNORE INTO runs VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
+                "INSERT OR IGNORE INTO runs (run_key, created, model, model_id, dataset, split, data_id, attack, "
+                "settings, seed, threshold, label_names, input_size, device, version, numerics) "
+                "VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
                 (key, time.time(), model, model_id, dataset, split, data_id, attack, _json(settings), seed,
-                 threshold, _json(list(label_names)), _json(list(input_size)), device, __version__),
+                 threshold, _json(list(label_names)), _json(list(input_size)), device, __version__,
+                 _json(numerics)),
             )
         return key
+
+    def _numerics_column(self) -> str:
+        return "r.numerics" if getattr(self, "_schema", SCHEMA_VERSION) >= 2 else "NULL AS numerics"
+
+    def runs(self) -> list[dict[str, Any]]:
+        """Every run with its identity and how many examples it finished, oldest first."""
+        with self._connect() as conn:
+            rows = conn.execute(
+                "SELECT r.run_key, r.created, r.model, r.model_id, r.dataset, r.split, r.data_id, r.attack, r.settings, "
+                f"r.seed, r.threshold, r.device, r.version, {self._numerics_column()}, "
+                "(SELECT COUNT(*) FROM results x WHERE x.run_key = r.run_key) AS examples "
+                "FROM runs r ORDER BY r.created, r.run_key").fetchall()
+        out = []
+        for r in rows:
+            d = dict(r)
+            d["settings"] = json.loads(d["settings"])
+            d["numerics"] = json.loads(d["numerics"]) if d["numerics"] else None
+            out.append(d)
+        return out
+
+    def resolve_run(self, prefix: str) -> str:
+        """The full key of the one run whose key starts with ``prefix`` (as tables print them)."""
+        prefix = prefix.strip()
+        keys = [r["run_key"] for r in self.runs()]
+        hits = [k for k in keys if k.startswith(prefix)] if prefix else []
+        if len(hits) == 1:
+            return hits[0]
+        if not hits:
+            shown = ", ".join(k[:8] for k in keys[:12]) + (" ..." if len(keys) > 12 else "")
+            raise ConfigurationError(f"no run {prefix!r} in {self.path}; its runs: {shown or 'none'} "
+                                     "(`mlalp report --runs` lists them)")
+        raise ConfigurationError(f"run {prefix!r} is ambiguous in {self.path}: it starts "
+                                 f"{', '.join(h[:12] for h in hits)}; give more of the key")
 
     def finished_ids(self, key: str) -> set[str]:
         with self._connect() as conn:
@@ -299,12 +359,13 @@ class ResultsStore:
             if val is not None:
                 where.append(f"{col} = ?")
                 args.append(val)
-        sql = ("SELECT r.run_key, r.model, r.dataset, r.split, r.attack, r.seed, r.settings, x.example_id, x.idx, "
+        sql = ("SELECT r.run_key, r.model, r.dataset, r.split, r.attack, r.seed, r.settings, "
+               f"{self._numerics_column()}, x.example_id, x.idx, "
                f"x.target, {', '.join('x.' + c for c in _METRIC_COLUMNS)} "
                "FROM results x JOIN runs r ON r.run_key = x.run_key")
         if where:
             sql += " WHERE " + " AND ".join(where)
-        sql += " ORDER BY r.model, r.dataset, r.attack, x.idx"
+        sql += " ORDER BY r.model, r.dataset, r.attack, r.created, r.run_key, x.idx"
         with self._connect() as conn:
             rows = conn.execute(sql, args).fetchall()
         out = []
@@ -313,6 +374,7 @@ class ResultsStore:
             d["success"] = bool(d["success"])
             d["target"] = json.loads(d["target"])
             d["settings"] = json.loads(d["settings"])
+            d["numerics"] = json.loads(d["numerics"]) if d["numerics"] else None
             out.append(d)
         return out
 

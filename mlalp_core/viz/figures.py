@@ -32,7 +32,7 @@ import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 
 from ..errors import InvalidInputError
-from ..experiments.reporting import curve_groups
+from ..experiments.reporting import curve_groups, curve_names
 
 #: The z-range of the paper's Fig. 1 for every attack but ML-DeepFool, in [0,1] pixel units.
 PAPER_Z_RANGE = 0.03
@@ -604,7 +604,7 @@ _DASHES = ("solid", "dash", "dot", "dashdot", "longdash")
 def budget_curves_figure(panels: Mapping[str, Mapping[Any, tuple[Any, Any]]], *, log_x: bool = True,
                          style: PublicationStyle | None = None) -> go.Figure:
     """Success rate within a distortion budget, one panel per norm (keys of ``panels``: "linf",
-    "l2", "rmsd"), one curve per (model, data set, attack) as returned by
+    "l2", "rmsd"), one curve per run (model, data set, attack, label) as returned by
     :func:`mlalp_core.experiments.reporting.budget_curves`. Colour = attack, dash = (model, data set)."""
     if not panels:
         raise InvalidInputError("no curves to draw")
@@ -614,13 +614,13 @@ def budget_curves_figure(panels: Mapping[str, Mapping[Any, tuple[Any, Any]]], *,
     seen = set()
     for col, (norm, curves) in enumerate(panels.items(), start=1):
         for key, (eps, rate) in curves.items():
-            attack = key[-1] if isinstance(key, tuple) else str(key)
-            g = tuple(key[:-1]) if isinstance(key, tuple) else ()
+            attack, name = curve_names(key)
+            g = tuple(key[:2]) if isinstance(key, tuple) else ()
             e, s = np.asarray(eps, dtype=float), np.asarray(rate, dtype=float)
             if log_x:
                 keep = e > 0
                 e, s = e[keep], s[keep]
-            label = display_name(attack) + (f" ({'/'.join(map(str, g))})" if len(groups) > 1 else "")
+            label = name + (f" ({'/'.join(map(str, g))})" if len(groups) > 1 else "")
             fig.add_scatter(x=e, y=s, mode="lines", name=label, legendgroup=label, showlegend=label not in seen,
                             line=dict(color=ATTACK_COLORS.get(attack), dash=_DASHES[groups.index(g) % len(_DASHES)],
                                       shape="hv", width=2),

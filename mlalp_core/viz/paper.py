@@ -27,7 +27,7 @@ from matplotlib.figure import Figure
 from matplotlib.ticker import LogLocator, NullFormatter
 
 from ..errors import InvalidInputError
-from ..experiments.reporting import curve_groups
+from ..experiments.reporting import curve_groups, curve_names
 from .figures import (
     ATTACK_COLORS,
     CHANNELS,
@@ -36,7 +36,6 @@ from .figures import (
     _as_chw,
     _np,
     auto_z_range,
-    display_name,
     label_marks,
     perturbation_image,
     pool_perturbation,
@@ -287,8 +286,8 @@ _DASHES = ("-", "--", ":", "-.")
 
 
 def budget_curves(panels: Mapping[str, Mapping[Any, tuple[Any, Any]]], *, width: str | float = "page") -> Figure:
-    """Success rate within a distortion budget, a panel per norm, a curve per (model, data set,
-    attack): colour = attack, line style = (model, data set); log budget axes, labelled decades."""
+    """Success rate within a distortion budget, a panel per norm, a curve per run (model, data set,
+    attack, label): colour = attack, line style = (model, data set); log budget axes, labelled decades."""
     if not panels:
         raise InvalidInputError("no curves to draw")
     w = _width(width)
@@ -298,11 +297,11 @@ def budget_curves(panels: Mapping[str, Mapping[Any, tuple[Any, Any]]], *, width:
         axes = fig.subplots(1, len(panels), sharey=True, squeeze=False)[0]
         for ax, (norm, curves) in zip(axes, panels.items()):
             for key, (eps, rate) in curves.items():
-                attack = key[-1] if isinstance(key, tuple) else str(key)
-                g = tuple(key[:-1]) if isinstance(key, tuple) else ()
+                attack, name = curve_names(key)
+                g = tuple(key[:2]) if isinstance(key, tuple) else ()
                 e, s = np.asarray(eps, dtype=float), np.asarray(rate, dtype=float)
                 keep = e > 0
-                label = display_name(attack) + (f" ({'/'.join(map(str, g))})" if len(groups) > 1 else "")
+                label = name + (f" ({'/'.join(map(str, g))})" if len(groups) > 1 else "")
                 ax.step(e[keep], s[keep], where="post", color=ATTACK_COLORS.get(attack, "#333333"),
                         linestyle=_DASHES[groups.index(g) % len(_DASHES)], label=label)
             ax.set_xscale("log")
