@@ -499,23 +499,40 @@ def test_progress_is_reported_and_can_cancel(tiny):
 # ---------------------------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("cls, kwargs", [
-    (MLCW, dict(max_iterations=60, binary_search_steps=3)),
-    (MLRank2, dict(max_iterations=60, binary_search_steps=3)),
-    (MLDeepFool, {}),
+def _without_timings(trace):
+    return [{k: v for k, v in step.items() if not k.endswith("_s")} for step in trace]
+
+
+@pytest.mark.parametrize("name, kwargs", [
+    ("mla-lp", {}), ("ml-deepfool", {}), ("ml-cw", FAST_CW), ("ml-rank1", FAST_CW), ("ml-rank2", FAST_CW),
+    ("fgsm", {}), ("bim", {}), ("pgd", {"random_start": True, "restarts": 2}), ("mi-fgsm", {}),
+    ("pgd-l2", {"min_budget": True}),
 ])
-def test_batch_equals_one_at_a_time(tiny, cls, kwargs):
+def test_batch_equals_one_at_a_time_bit_for_bit(tiny, name, kwargs):
+    """No attack couples the examples of a batch (outside the authors' mode): on a model whose
+    outputs are those of a batch of one whatever the batch (:class:`tiny.OneAtATime`), a batch's
+    results equal one-at-a-time results exactly. (An ordinary model's kernels pick their blocking
+    by batch size, so its outputs differ in the last bits, ~1e-7 here, and an iterative attack
+    can grow those: ML-DeepFool turns them into another iterate on 1 of 8 of these images, l_inf
+    0.71 apart. The batch runner therefore fixes each example's batch: README, reproducibility.)"""
+    from tiny import OneAtATime
+
+    from mlalp_core.attacks import make_attack
+
     model, x, target = tiny
+    model = OneAtATime(model).eval()
     x, target = x[:3], target[:3]
-    attack = cls(model, device="cpu", **kwargs)
+    attack = make_attack(name, model, device="cpu", **kwargs)
     batch = attack(x, target)
     for e in range(3):
         alone = attack(x[e:e + 1], target[e:e + 1])
+        assert torch.equal(alone.x_adv[0], batch.x_adv[e]), (name, e)
+        assert torch.equal(alone.probs_adv[0], batch.probs_adv[e]), (name, e)
         assert bool(alone.success[0]) == bool(batch.success[e])
         assert int(alone.iterations[0]) == int(batch.iterations[e])
         assert int(alone.model_calls[0]) == int(batch.model_calls[e])
-        assert torch.allclose(alone.x_adv[0], batch.x_adv[e], atol=1e-5)
-        assert [s.get("c") for s in alone.trace[0]] == [s.get("c") for s in batch.trace[e]]
+        assert _without_timings(alone.trace[0]) == _without_timings(batch.trace[e]), (name, e)
+    assert bool((batch.x_adv != x).any())  # the attacks move something here
 
 
 def test_the_authors_abort_couples_the_examples(tiny):

@@ -96,3 +96,17 @@ class TinyScenes:
         if tuple(size) != tuple(x.shape[1:]):
             x = torch.nn.functional.interpolate(x[None], size=size, mode="bilinear", align_corners=False)[0]
         return x.clone()
+
+
+class OneAtATime(MultiLabelClassifier):
+    """``inner`` applied to one image at a time: each image's outputs (and gradients) are, bit for
+    bit, those of a batch of one, whatever batch it comes in. Kernels of an ordinary model pick
+    their blocking by batch size, so its last bits depend on the batch; with this model, any
+    difference between an attack's batch and one-at-a-time results is the attack's own coupling."""
+
+    def __init__(self, inner: MultiLabelClassifier) -> None:
+        super().__init__(inner.label_names, inner.input_size)
+        self.inner = inner
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.cat([self.inner(x[i:i + 1]) for i in range(x.shape[0])])

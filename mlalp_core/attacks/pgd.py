@@ -10,6 +10,7 @@ attacks in Table III need l_2 of about 1-3, so use the minimum-budget search), s
 
 from __future__ import annotations
 
+import hashlib
 from typing import Any, ClassVar
 
 import torch
@@ -42,18 +43,34 @@ class _PGDBase(IterativeGradient):
         return self.restarts
 
     def _start(self, x: torch.Tensor, eps: torch.Tensor, restart: int) -> torch.Tensor:
+        """A uniform random point of each image's eps-ball, drawn from a generator of its own
+        seeded by (seed, restart, the image's bytes): an image gets the same start whatever its
+        batch or its position in it, and two images do not share one noise pattern."""
         if not self.random_start:
             return torch.zeros_like(x)
-        g = torch.Generator(device="cpu").manual_seed(self.seed * 1000 + restart)
-        u = torch.rand(x.shape, generator=g).to(x.device, x.dtype)
+        u = torch.empty(x.shape, dtype=torch.float32)
+        n = torch.empty(x.shape, dtype=torch.float32) if self.norm != "linf" else None
+        for i in range(x.shape[0]):
+            g = torch.Generator(device="cpu").manual_seed(_example_seed(x[i], self.seed, restart))
+            torch.rand(x.shape[1:], generator=g, out=u[i])
+            if n is not None:
+                torch.randn(x.shape[1:], generator=g, out=n[i])
+        u = u.to(x.device, x.dtype)
         e = eps.view(-1, *([1] * (x.dim() - 1)))
-        if self.norm == "linf":
+        if n is None:
             return (2 * u - 1) * e
         # uniform in the l_2 ball: a Gaussian direction, radius eps * U^(1/d)
-        n = torch.randn(x.shape, generator=g).to(x.device, x.dtype)
-        n = n / n.flatten(1).norm(dim=1).clamp_min(1e-12).view_as(e)
         d = x[0].numel()
+        n = n.to(x.device, x.dtype)
+        n = n / n.flatten(1).norm(dim=1).clamp_min(1e-12).view_as(e)
         return n * e * u.flatten(1)[:, :1].view_as(e) ** (1.0 / d)
+
+
+def _example_seed(image: torch.Tensor, seed: int, restart: int) -> int:
+    """A 63-bit seed from (seed, restart, the image's float32 bytes)."""
+    h = hashlib.sha256(f"{seed}/{restart}/".encode())
+    h.update(image.detach().to("cpu", torch.float32).contiguous().numpy().tobytes())
+    return int.from_bytes(h.digest()[:8], "little") >> 1
 
 
 class PGD(_PGDBase):

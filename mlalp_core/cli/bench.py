@@ -124,16 +124,12 @@ def _cmd_report(args: argparse.Namespace) -> int:
 
 def _runs_text(store) -> str:
     """``mlalp report --runs``: one line per run (key, what it is, how far it got, its numerics)."""
-    from ..experiments.reporting import table3
+    from ..experiments.reporting import numerics_text, run_labels
 
-    labels = {r["run_key"]: r["label"] for r in table3(store.rows())}
-    lines = []
-    for r in store.runs():
-        label = labels.get(r["run_key"], r["attack"])
-        objective = r["settings"].get("objective", "hide-one")
-        numerics = next((t["numerics"] for t in table3(store.rows(run_key=r["run_key"]))), "no example finished")
-        lines.append(f"{r['run_key'][:12]}  {r['model']} / {r['dataset']} ({r['split']}) / {label} / {objective} / "
-                     f"seed {r['seed']}: {r['examples']} examples; {numerics}")
+    labels = run_labels(store.rows())
+    lines = [f"{r['run_key'][:12]}  {r['model']} / {r['dataset']} ({r['split']}) / {labels.get(r['run_key'], r['attack'])}"
+             f" / {r['settings'].get('objective', 'hide-one')} / seed {r['seed']}: {r['examples']} examples; "
+             f"{numerics_text(r['numerics'])}" for r in store.runs()]
     return ("\n".join(lines) + "\n") if lines else "no run in this store\n"
 
 

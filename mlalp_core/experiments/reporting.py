@@ -154,7 +154,8 @@ def setting_differences(attack: str, settings: Mapping[str, Any] | None) -> list
     return out
 
 
-def _numerics_text(numerics: Mapping[str, Any] | None) -> str:
+def numerics_text(numerics: Mapping[str, Any] | None) -> str:
+    """A run's numerics in words (:meth:`mlalp_core.numerics.Numerics.describe`)."""
     from ..numerics import Numerics
 
     if not numerics:
@@ -172,9 +173,8 @@ def table3(rows: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
     told apart by that difference. Objectives other than the paper's hide-one get an
     ``objective`` column; the show objectives also the labels shown (of those asked for) and the
     success at k = 1, 2, 3 labels shown."""
-    groups: dict[str, list[dict]] = defaultdict(list)
-    for r in rows:
-        groups[_run_of(r)].append(r)
+    groups = _runs(rows)
+    labels = run_labels(rows)
     objectives = {_objective(rs[0]) for rs in groups.values()}
     out = []
     for key, rs in groups.items():
@@ -187,7 +187,7 @@ def table3(rows: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
             row["objective"] = objective
         row.update({
             "norm": _norm(attack), "attack": attack,
-            "label": DISPLAY_NAMES.get(attack, attack) + (f" ({', '.join(d[0] for d in diffs)})" if diffs else ""),
+            "label": labels[key],
             "attacked": len(rs),
             "success_rate": len(ok) / len(rs) if rs else float("nan"),
             "rmsd": _mean([r["rmsd"] for r in ok]),
@@ -202,23 +202,42 @@ def table3(rows: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
             for k in SHOW_K:
                 row[f"success_at_{k}"] = _mean([float(r["attacked_reached"] >= k) for r in rs])
         row.update({"run_key": key, "seed": first.get("seed"), "settings": "; ".join(d[1] for d in diffs),
-                    "numerics": _numerics_text(first.get("numerics")), "_numerics": first.get("numerics") or {}})
+                    "numerics": numerics_text(first.get("numerics"))})
         out.append(row)
-    _tell_apart(out)
-    for r in out:
-        r.pop("_numerics")
     order = {a: i for i, a in enumerate(_ATTACK_ORDER)}
     out.sort(key=lambda r: (r["model"], r["dataset"], r.get("objective", ""), r["norm"] != "l_2",
                             order.get(r["attack"], 99), r["attack"], r["label"], r["run_key"]))
     return out
 
 
+def _runs(rows: Sequence[dict[str, Any]]) -> dict[str, list[dict[str, Any]]]:
+    groups: dict[str, list[dict]] = defaultdict(list)
+    for r in rows:
+        groups[_run_of(r)].append(r)
+    return groups
+
+
+def run_labels(rows: Sequence[dict[str, Any]]) -> dict[str, str]:
+    """Run -> its label: the attack and the settings that differ from the paper's; runs of one
+    (model, data set, objective) whose labels would be equal also get what differs between them
+    (the seed, then the numerics, e.g. "threads 1", then the run key)."""
+    table = []
+    for key, rs in _runs(rows).items():
+        r = rs[0]
+        diffs = setting_differences(r["attack"], r.get("settings"))
+        table.append({"run_key": key, "model": r["model"], "dataset": r["dataset"], "objective": _objective(r),
+                      "seed": r.get("seed"), "_numerics": r.get("numerics") or {},
+                      "label": DISPLAY_NAMES.get(r["attack"], r["attack"])
+                      + (f" ({', '.join(d[0] for d in diffs)})" if diffs else "")})
+    _tell_apart(table)
+    return {r["run_key"]: r["label"] for r in table}
+
+
 def _tell_apart(table: list[dict[str, Any]]) -> None:
-    """Append to equal labels (same model, data set, objective) what differs between their runs:
-    the seed, then the numerics ("threads 1"), then the run key."""
+    """Append to equal labels (same model, data set, objective) what differs between their runs."""
     clash: dict[tuple, list[dict]] = defaultdict(list)
     for r in table:
-        clash[(r["model"], r["dataset"], r.get("objective"), r["label"])].append(r)
+        clash[(r["model"], r["dataset"], r["objective"], r["label"])].append(r)
     for same in clash.values():
         if len(same) < 2:
             continue
@@ -292,7 +311,7 @@ def budget_curves(rows: Sequence[dict[str, Any]], norm: str = "linf", grid: Sequ
     """
     if norm not in ("linf", "l2", "rmsd"):
         raise ValueError(f"norm must be 'linf', 'l2' or 'rmsd', got {norm!r}")
-    labels = {r["run_key"]: r["label"] for r in table3(rows)}
+    labels = run_labels(rows)
     several = len({_objective(r) for r in rows}) > 1
     groups: dict[tuple[str, str, str, str], list[dict]] = defaultdict(list)
     for r in rows:
