@@ -136,6 +136,7 @@ def setting_differences(attack: str, settings: Mapping[str, Any] | None) -> list
     threshold = settings.pop("threshold", 0.5)
     settings.pop("objective", None)
     batch = settings.pop("batch_size", None)
+    precision = settings.pop("precision", None)
     if cls is not None:
         for name, (value, paper) in cls.schema.differences(settings).items():
             title = cls.schema.settings[name].title
@@ -149,6 +150,8 @@ def setting_differences(attack: str, settings: Mapping[str, Any] | None) -> list
         paper_batch = getattr(cls, "authors_batch", None)
         if batch is not None and batch != paper_batch:
             out.append((f"batch {batch}", f"batch {batch} (the authors': {paper_batch})"))
+    if precision is not None:
+        out.append((f"stored as {precision}", f"perturbations stored as {precision} (default float16)"))
     if threshold != 0.5:
         out.append((f"threshold {_value_text(threshold)}", f"threshold {_value_text(threshold)} (paper: 0.5)"))
     return out

@@ -362,6 +362,8 @@ def run_benchmark(config: BenchConfig, progress: ProgressFn | None = None, *,
             batch, recorded = batch_for(probe, config.batch_size)
             if config.objective != "hide-one":  # the paper's objective keeps the keys of earlier runs
                 recorded = {**recorded, "objective": config.objective}
+            if config.precision != "float16":  # how its perturbations are stored: a run of its own
+                recorded = {**recorded, "precision": config.precision}
             key = store.open_run(model=model_name, model_id=sel.model_id, dataset=config.dataset, split=split,
                                  data_id=sel.data_id, attack=attack_name, settings=recorded, seed=config.seed,
                                  threshold=probe.threshold, label_names=model.label_names,
