@@ -1,10 +1,11 @@
 """The one interface every attack implements, and the result every attack returns.
 
 ``Attack.__call__`` does the common work once (checks, eval mode, device, timing, the final
-re-check of success on a fresh forward pass, moving results to the CPU; while it runs, the
-model's parameters frozen and freed memory kept for reuse); each attack implements only
-``_run``. Success is never taken on the attack's word: it is what the model says about the
-returned images at the attack's threshold.
+re-check of success on a forward pass of the returned images, moving results to the CPU; while
+it runs, the model's parameters frozen and freed memory kept for reuse); each attack implements
+only ``_run``. Success is never taken on the attack's word: it is what the model says about the
+returned images at the attack's threshold (a no-grad pass the attack already made on exactly
+those images, as one whole batch, is that same pass: it is reused, not repeated).
 """
 
 from __future__ import annotations
@@ -43,6 +44,11 @@ class AttackRun:
     model_calls: torch.Tensor  # (B,) long: forward + backward passes spent on each example
     trace: list[list[dict[str, Any]]]  # per example, one dict per iteration
     elapsed_s: torch.Tensor | None = None  # (B,) seconds, when the attack measures per example
+    #: (B, l) the model's outputs on x, when the attack's first forward pass (the whole batch, on x) gave them
+    probs_clean: torch.Tensor | None = None
+    #: (images, probabilities) of a no-grad forward pass on a whole batch: the re-check reuses it when the
+    #: images are, bit for bit, the returned ones (the same pass on the same batch)
+    checked: tuple[torch.Tensor, torch.Tensor] | None = None
 
 
 @dataclass
@@ -241,16 +247,19 @@ class Attack(ABC):
         with (frozen_parameters(model) if self.frozen_model else contextlib.nullcontext(),
               reuse_freed_memory(self.keep_freed_memory)):
             t0 = time.perf_counter()
-            with torch.no_grad():
-                probs_clean = model.probabilities(x_dev)
             self._stopped = False
             run = self._run(x_dev, t_dev, progress)
+            with torch.no_grad():
+                probs_clean = run.probs_clean if run.probs_clean is not None else model.probabilities(x_dev)
             x_adv = run.x_adv.detach().clamp(0.0, 1.0)
             if self.device.type == "cuda":
                 torch.cuda.synchronize(self.device)
             wall = time.perf_counter() - t0
-            with torch.no_grad():
-                probs_adv = model.probabilities(x_adv)
+            if run.checked is not None and torch.equal(run.checked[0], x_adv):
+                probs_adv = run.checked[1]
+            else:
+                with torch.no_grad():
+                    probs_adv = model.probabilities(x_adv)
         b = x.shape[0]
         elapsed = run.elapsed_s if run.elapsed_s is not None else torch.full((b,), wall / max(b, 1))
         success = success_mask(probs_adv, t_dev, self.threshold).cpu()

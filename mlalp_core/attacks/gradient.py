@@ -16,16 +16,25 @@ l_inf (or l_2) next to MLA-LP's on the same examples.
 
 Every attack stops an example at its first iterate that reaches y* (``stop_on_success``): its
 distortion is what it needed, not what the budget allows.
+
+**One forward and one backward pass per step.** Iterate t's success is read from the forward
+pass that computes step t+1's gradient; only the last iterate has a pass of its own (no grad), and
+with a zero start the first pass is on the clean image, so it gives the clean outputs too. Model
+calls per example: 2k + 1 for k steps (FGSM: 3), plus 1 for a separate clean pass after a random
+start. The last pass covers every returned image of the batch (the last iterates' and those of
+the examples that stopped), so it is the base class's re-check as well; only when every example
+stops before the last step is the re-check a pass of its own.
 """
 
 from __future__ import annotations
 
 import math
-from typing import Any, ClassVar
+from typing import Any, ClassVar, NamedTuple
 
 import torch
 import torch.nn.functional as F
 
+from ..models.base import MultiLabelClassifier
 from ..progress import ProgressFn
 from .base import Attack, AttackRun
 from .losses import per_label_bce
@@ -108,63 +117,113 @@ class IterativeGradient(Attack):
         return ((probs >= self.threshold) == target.bool()).all(1)
 
     def _attack_at(self, x: torch.Tensor, target: torch.Tensor, eps: torch.Tensor, stats: dict[str, Any],
-                   progress: ProgressFn | None, label: str) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """One fixed-budget attack of the batch at per-example ``eps``: (x_adv, success, steps run)."""
+                   progress: ProgressFn | None, label: str, whole: bool = False) -> Fixed:
+        """One fixed-budget attack of the batch at per-example ``eps``.
+
+        One forward pass per iterate: the pass at iterate t gives the gradient of step t+1 and
+        iterate t's success, so an example that reaches y* at t returns t without a pass of its
+        own; only the last iterate (or the one a Stop leaves) needs a no-grad pass. The start
+        (iterate 0) is never returned. An example that stops is carried through the backward pass
+        of its batch with a zero gradient (batched kernels cannot skip a row); its count of model
+        calls is what it needs, the same alone or in any batch. ``whole``: ``x`` is the batch the
+        base class re-checks, so the last pass covers every returned image and is that re-check."""
         b = x.shape[0]
         best = x.clone()
         found = torch.zeros(b, dtype=torch.bool, device=x.device)
         ran = torch.zeros(b, dtype=torch.long)
         steps = self._steps()
-        for restart in range(self._restarts()):
+        clean: torch.Tensor | None = None
+        checked: tuple[torch.Tensor, torch.Tensor] | None = None
+        # the base class's passes are model.probabilities: the same as the sigmoid here unless a model redefines it
+        reuse = type(self.model).probabilities is MultiLabelClassifier.probabilities
+        restarts = self._restarts()
+        for restart in range(restarts):
             active = ~found
             if not bool(active.any()):
                 break
             delta = self._project(self._start(x, eps, restart), eps, x)
             state: dict[str, Any] = {}
-            for it in range(steps):
+            stopped = False
+            for it in range(steps + 1):
                 idx = active.nonzero().flatten()
                 if idx.numel() == 0:
                     break
-                d = delta[idx].requires_grad_(True)
+                last = it == steps or stopped
+                # a Stop checks the iterate it leaves when successes are taken as they come (or it was the last)
+                check = it > 0 and (self.stop_on_success or it == steps)
+                if last and not check:
+                    break
+                d = delta[idx]
+                if last and whole and reuse and not stopped and restart == restarts - 1:
+                    # one pass on every returned image: the last iterates' check, and for the
+                    # others (already final) the base class's re-check, which reuses it
+                    images = best.clone()
+                    images[idx] = x[idx] + d
+                    with torch.no_grad():
+                        every = torch.sigmoid(self.model(images))
+                    checked = (images, every)
+                    probs = every[idx]
+                elif last:
+                    with torch.no_grad():
+                        probs = torch.sigmoid(self.model(x[idx] + d))
+                else:
+                    d.requires_grad_(True)
+                    with torch.enable_grad():
+                        logits = self.model(x[idx] + d)
+                    probs = torch.sigmoid(logits.detach())
+                stats["calls"][idx.cpu()] += 1
+                if restart == 0 and it == 0 and idx.numel() == b and reuse and not bool(delta.any()):
+                    clean = probs  # the pass on x itself, the whole batch: the clean outputs
+                keep = torch.ones(idx.numel(), dtype=torch.bool, device=x.device)
+                if check:
+                    ok = self._success(probs, target[idx])
+                    take = ok & ~found[idx]
+                    best[idx[take]] = (x[idx] + d.detach())[take]
+                    found[idx[take]] = True
+                    if self.stop_on_success:
+                        active[idx[ok]] = False
+                        keep = ~ok
+                if last:
+                    break
+                kid = idx[keep]
+                if kid.numel() == 0:
+                    continue
                 with torch.enable_grad():
-                    logits = self.model(x[idx] + d)
-                    loss = self._loss(logits, target[idx])
+                    loss = self._loss(logits[keep], target[kid])
                     (grad,) = torch.autograd.grad(loss.sum(), d)
-                stats["calls"][idx.cpu()] += 2
-                ran[idx.cpu()] += 1
-                sub = {k: v[idx] for k, v in state.items()}
-                step = self._step_size(eps[idx]).view(-1, *([1] * (x.dim() - 1))) * self._direction(grad, sub)
+                stats["calls"][kid.cpu()] += 1
+                ran[kid.cpu()] += 1
+                sub = {k: v[kid] for k, v in state.items()}
+                step = self._step_size(eps[kid]).view(-1, *([1] * (x.dim() - 1))) * self._direction(grad[keep], sub)
                 for k, v in sub.items():
                     if k not in state:
                         state[k] = torch.zeros_like(delta)
-                    state[k][idx] = v
-                delta[idx] = self._project(d.detach() - step, eps[idx], x[idx])
-                with torch.no_grad():
-                    probs = torch.sigmoid(self.model(x[idx] + delta[idx]))
-                stats["calls"][idx.cpu()] += 1
-                ok = self._success(probs, target[idx])
-                if self.stop_on_success or it == steps - 1:
-                    take = ok & ~found[idx]
-                    best[idx[take]] = (x[idx] + delta[idx])[take]
-                    found[idx[take]] = True
-                if self.stop_on_success:
-                    active[idx[ok]] = False
+                    state[k][kid] = v
+                delta[kid] = self._project(delta[kid] - step, eps[kid], x[kid])
                 if not self._report(progress, it + 1, steps, f"{label}: step {it + 1}/{steps}"):
-                    return best, found, ran
+                    stopped = True
+            if stopped:
+                return Fixed(best, found, ran, clean, None)
             # an example that never reached y* returns its last iterate of the last restart
-            last = ~found
-            best[last] = (x + delta)[last]
-        return best, found, ran
+            never = ~found
+            best[never] = (x + delta)[never]
+        return Fixed(best, found, ran, clean, checked)
 
     def _run(self, x: torch.Tensor, target: torch.Tensor, progress: ProgressFn | None) -> AttackRun:
         b = x.shape[0]
-        stats = {"calls": torch.ones(b, dtype=torch.long)}  # the clean forward
+        stats = {"calls": torch.zeros(b, dtype=torch.long)}
         eps = torch.full((b,), float(self.eps), dtype=x.dtype, device=x.device)
-        if not self.min_budget:
-            x_adv, ok, ran = self._attack_at(x, target, eps, stats, progress, self.display_name)
-            trace = [[{"eps": float(self.eps), "success": bool(ok[i]), "iterations": int(ran[i])}] for i in range(b)]
-            return AttackRun(x_adv=x_adv, iterations=ran, model_calls=stats["calls"], trace=trace)
-        return self._search(x, target, stats, progress)
+        if self.min_budget:
+            run = self._search(x, target, stats, progress)
+        else:
+            out = self._attack_at(x, target, eps, stats, progress, self.display_name, whole=True)
+            trace = [[{"eps": float(self.eps), "success": bool(out.success[i]), "iterations": int(out.ran[i])}]
+                     for i in range(b)]
+            run = AttackRun(x_adv=out.x_adv, iterations=out.ran, model_calls=stats["calls"], trace=trace,
+                            probs_clean=out.clean, checked=out.checked)
+        if run.probs_clean is None:
+            stats["calls"] += 1  # the clean forward pass the base class makes
+        return run
 
     def _search(self, x: torch.Tensor, target: torch.Tensor, stats: dict[str, Any],
                 progress: ProgressFn | None) -> AttackRun:
@@ -176,6 +235,7 @@ class IterativeGradient(Attack):
         best = x.clone()
         iterations = torch.zeros(b, dtype=torch.long)
         trace: list[list[dict[str, Any]]] = [[] for _ in range(b)]
+        clean: torch.Tensor | None = None
         bracket_rounds = max(1, math.ceil(math.log2(self.max_eps / self.eps)) + 1) if self.max_eps > self.eps else 1
         rounds = bracket_rounds + self.budget_steps
         for r in range(rounds):
@@ -187,8 +247,10 @@ class IterativeGradient(Attack):
                 if r < bracket_rounds:
                     continue
                 break
-            x_adv, ok, ran = self._attack_at(x[idx], target[idx], eps[idx], _Sub(stats, idx), None,
-                                             self.display_name)
+            out = self._attack_at(x[idx], target[idx], eps[idx], _Sub(stats, idx), None, self.display_name)
+            x_adv, ok, ran = out.x_adv, out.success, out.ran
+            if r == 0 and idx.numel() == b:
+                clean = out.clean
             iterations[idx.cpu()] += ran
             for k, i in enumerate(idx.tolist()):
                 trace[i].append({"round": r, "eps": float(eps[i]), "success": bool(ok[k]), "iterations": int(ran[k]),
@@ -209,7 +271,18 @@ class IterativeGradient(Attack):
         for i in range(b):
             if trace[i]:
                 trace[i][-1]["budget"] = float(hi[i]) if math.isfinite(float(hi[i])) else None
-        return AttackRun(x_adv=best, iterations=iterations, model_calls=stats["calls"], trace=trace)
+        return AttackRun(x_adv=best, iterations=iterations, model_calls=stats["calls"], trace=trace,
+                         probs_clean=clean)
+
+
+class Fixed(NamedTuple):
+    """One fixed-budget attack of a batch (:meth:`IterativeGradient._attack_at`)."""
+
+    x_adv: torch.Tensor
+    success: torch.Tensor  # (B,) bool, as the attack's own forward passes saw it
+    ran: torch.Tensor  # (B,) long: gradient steps
+    clean: torch.Tensor | None  # (B, l) outputs on x from the first pass (a zero start), else None
+    checked: tuple[torch.Tensor, torch.Tensor] | None  # the last iterates' no-grad pass, when on the whole batch
 
 
 class _Sub(dict):
