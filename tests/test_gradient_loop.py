@@ -34,7 +34,8 @@ class _ExplicitCheck:
             active = ~found
             if not bool(active.any()):
                 break
-            delta = self._project(self._start(x, eps, restart), eps, x)
+            start = self._start(x, eps, restart)
+            delta = torch.zeros_like(x) if start is None else self._project(start, eps, x)
             state: dict[str, Any] = {}
             for it in range(steps):
                 idx = active.nonzero().flatten()

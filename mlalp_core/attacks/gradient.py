@@ -84,9 +84,9 @@ class IterativeGradient(Attack):
     def _step_size(self, eps: torch.Tensor) -> torch.Tensor:
         return eps * float(self.settings.get("step", 1.0))
 
-    def _start(self, x: torch.Tensor, eps: torch.Tensor, restart: int) -> torch.Tensor:
-        """The first delta (zero; PGD draws a random start)."""
-        return torch.zeros_like(x)
+    def _start(self, x: torch.Tensor, eps: torch.Tensor, restart: int) -> torch.Tensor | None:
+        """The first delta; None: zero (PGD draws a random start)."""
+        return None
 
     def _direction(self, grad: torch.Tensor, state: dict[str, Any]) -> torch.Tensor:
         """The step's direction from the loss gradient (descent: the step subtracts it)."""
@@ -107,11 +107,11 @@ class IterativeGradient(Attack):
         """delta within the budget and x + delta within [0,1]."""
         e = eps.view(-1, *([1] * (delta.dim() - 1)))
         if self.norm == "linf":
-            delta = torch.maximum(torch.minimum(delta, e), -e)
+            delta = delta.clamp(-e, e)
         else:
             n = delta.flatten(1).norm(dim=1).view_as(e).clamp_min(1e-12)
             delta = delta * torch.clamp(e / n, max=1.0)
-        return (x + delta).clamp(0.0, 1.0) - x
+        return (x + delta).clamp_(0.0, 1.0).sub_(x)
 
     def _success(self, probs: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
         return ((probs >= self.threshold) == target.bool()).all(1)
@@ -125,88 +125,110 @@ class IterativeGradient(Attack):
         own; only the last iterate (or the one a Stop leaves) needs a no-grad pass. The start
         (iterate 0) is never returned. An example that stops is carried through the backward pass
         of its batch with a zero gradient (batched kernels cannot skip a row); its count of model
-        calls is what it needs, the same alone or in any batch. ``whole``: ``x`` is the batch the
-        base class re-checks, so the last pass covers every returned image and is that re-check."""
+        calls is what it needs, the same alone or in any batch. The running images have tensors
+        of their own, compacted when some stop (not gathered at every step). ``whole``: ``x`` is
+        the batch the base class re-checks, so the last pass covers every returned image and is
+        that re-check."""
         b = x.shape[0]
         best = x.clone()
         found = torch.zeros(b, dtype=torch.bool, device=x.device)
         ran = torch.zeros(b, dtype=torch.long)
+        calls = stats["calls"]
         steps = self._steps()
         clean: torch.Tensor | None = None
         checked: tuple[torch.Tensor, torch.Tensor] | None = None
         # the base class's passes are model.probabilities: the same as the sigmoid here unless a model redefines it
         reuse = type(self.model).probabilities is MultiLabelClassifier.probabilities
         restarts = self._restarts()
+        shape = (-1,) + (1,) * (x.dim() - 1)
         for restart in range(restarts):
-            active = ~found
-            if not bool(active.any()):
+            if bool(found.all()):
                 break
-            delta = self._project(self._start(x, eps, restart), eps, x)
+            start = self._start(x, eps, restart)
+            zero = start is None  # x + 0 is x: x is in [0,1], so the projection of 0 is 0
+            delta = torch.zeros_like(x) if start is None else self._project(start, eps, x)
+            # the running images: their batch rows, images, deltas, targets, budgets and step state
+            if bool(found.any()):
+                rows = (~found).nonzero().flatten()
+                xr, dr, tr, er = x[rows], delta[rows], target[rows], eps[rows]
+            else:
+                rows = torch.arange(b, device=x.device)
+                xr, dr, tr, er = x, delta, target, eps
+            rows_cpu = rows.cpu()
             state: dict[str, Any] = {}
             stopped = False
             for it in range(steps + 1):
-                idx = active.nonzero().flatten()
-                if idx.numel() == 0:
+                n = rows.numel()
+                if n == 0:
                     break
                 last = it == steps or stopped
                 # a Stop checks the iterate it leaves when successes are taken as they come (or it was the last)
                 check = it > 0 and (self.stop_on_success or it == steps)
                 if last and not check:
                     break
-                d = delta[idx]
                 if last and whole and reuse and not stopped and restart == restarts - 1:
                     # one pass on every returned image: the last iterates' check, and for the
                     # others (already final) the base class's re-check, which reuses it
-                    images = best.clone()
-                    images[idx] = x[idx] + d
+                    images = xr + dr
+                    if n < b:
+                        images, running = best.clone(), images
+                        images[rows] = running
                     with torch.no_grad():
                         every = torch.sigmoid(self.model(images))
                     checked = (images, every)
-                    probs = every[idx]
+                    probs = every if n == b else every[rows]
+                    inputs = images if n == b else images[rows]
                 elif last:
+                    inputs = xr + dr
                     with torch.no_grad():
-                        probs = torch.sigmoid(self.model(x[idx] + d))
+                        probs = torch.sigmoid(self.model(inputs))
                 else:
-                    d.requires_grad_(True)
+                    d = dr.detach().requires_grad_(True)
                     with torch.enable_grad():
-                        logits = self.model(x[idx] + d)
+                        inputs = xr + d
+                        logits = self.model(inputs)
+                    inputs = inputs.detach()
                     probs = torch.sigmoid(logits.detach())
-                stats["calls"][idx.cpu()] += 1
-                if restart == 0 and it == 0 and idx.numel() == b and reuse and not bool(delta.any()):
+                calls[rows_cpu] += 1
+                if restart == 0 and it == 0 and n == b and reuse and zero:
                     clean = probs  # the pass on x itself, the whole batch: the clean outputs
-                keep = torch.ones(idx.numel(), dtype=torch.bool, device=x.device)
+                keep: torch.Tensor | None = None
                 if check:
-                    ok = self._success(probs, target[idx])
-                    take = ok & ~found[idx]
-                    best[idx[take]] = (x[idx] + d.detach())[take]
-                    found[idx[take]] = True
-                    if self.stop_on_success:
-                        active[idx[ok]] = False
-                        keep = ~ok
+                    ok = self._success(probs, tr)
+                    if bool(ok.any()):
+                        best[rows[ok]] = inputs[ok]
+                        found[rows[ok]] = True
+                        if self.stop_on_success:
+                            keep = ~ok
                 if last:
                     break
-                kid = idx[keep]
-                if kid.numel() == 0:
-                    continue
+                if keep is not None:  # some stopped: the running tensors lose their rows
+                    rows, rows_cpu = rows[keep], rows_cpu[keep.cpu()]
+                    if rows.numel() == 0:
+                        continue
+                    xr, dr, er = xr[keep], dr[keep], er[keep]
+                    state = {k: v[keep] for k, v in state.items()}
+                    logits, tr = logits[keep], tr[keep]
                 with torch.enable_grad():
-                    loss = self._loss(logits[keep], target[kid])
-                    (grad,) = torch.autograd.grad(loss.sum(), d)
-                stats["calls"][kid.cpu()] += 1
-                ran[kid.cpu()] += 1
-                sub = {k: v[kid] for k, v in state.items()}
-                step = self._step_size(eps[kid]).view(-1, *([1] * (x.dim() - 1))) * self._direction(grad[keep], sub)
-                for k, v in sub.items():
-                    if k not in state:
-                        state[k] = torch.zeros_like(delta)
-                    state[k][kid] = v
-                delta[kid] = self._project(delta[kid] - step, eps[kid], x[kid])
+                    (grad,) = torch.autograd.grad(self._loss(logits, tr).sum(), d)
+                if keep is not None:
+                    grad = grad[keep]
+                calls[rows_cpu] += 1
+                ran[rows_cpu] += 1
+                step = self._step_size(er).view(shape) * self._direction(grad, state)
+                dr = self._project(dr - step, er, xr)
                 if not self._report(progress, it + 1, steps, f"{label}: step {it + 1}/{steps}"):
                     stopped = True
             if stopped:
                 return Fixed(best, found, ran, clean, None)
-            # an example that never reached y* returns its last iterate of the last restart
-            never = ~found
-            best[never] = (x + delta)[never]
+            # an example that never reached y* returns its last iterate of the last restart: the
+            # inputs of the last pass (the loop ends on it unless every image has stopped)
+            if rows.numel() == b:  # none stopped early: every image returns its last iterate
+                best = inputs
+            else:
+                never = ~found[rows]
+                if bool(never.any()):
+                    best[rows[never]] = inputs[never]
         return Fixed(best, found, ran, clean, checked)
 
     def _run(self, x: torch.Tensor, target: torch.Tensor, progress: ProgressFn | None) -> AttackRun:

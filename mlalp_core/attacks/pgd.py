@@ -42,12 +42,12 @@ class _PGDBase(IterativeGradient):
     def _restarts(self) -> int:
         return self.restarts
 
-    def _start(self, x: torch.Tensor, eps: torch.Tensor, restart: int) -> torch.Tensor:
+    def _start(self, x: torch.Tensor, eps: torch.Tensor, restart: int) -> torch.Tensor | None:
         """A uniform random point of each image's eps-ball, drawn from a generator of its own
         seeded by (seed, restart, the image's bytes): an image gets the same start whatever its
         batch or its position in it, and two images do not share one noise pattern."""
         if not self.random_start:
-            return torch.zeros_like(x)
+            return None
         u = torch.empty(x.shape, dtype=torch.float32)
         n = torch.empty(x.shape, dtype=torch.float32) if self.norm != "linf" else None
         for i in range(x.shape[0]):

@@ -1,0 +1,304 @@
+"""Benchmark: mlalp's FGSM and PGD side by side with the peer libraries researchers use (ART and
+torchattacks), on the same images, targets and steps: time per image, success, l_inf, passes.
+
+Set-up (the same for every arm): the demo gallery's attackable scenes (predicted right, >= 2
+labels) on demo-gcn and demo-liw, hide-one targets (seed 0), l_inf budgets eps 0.01 0.02 0.03,
+PGD 10 steps of eps/4 from the clean image (no random start), batches of 32 (ART's default),
+the model in eval mode with its parameters frozen (mlalp freezes them itself; the peers get them
+frozen too, their best case), one torch thread. Arms are interleaved: each repeat runs every arm
+of a setting once, in an order rotated by the repeat; the table gives medians over repeats, and
+the ratios are taken within a repeat (the machine is shared: ratios in one run, not across runs).
+
+mlalp's arms run with early stop on (its default: an example returns its first iterate that
+reaches y*) and off (the last iterate, as the peers return). An mlalp call returns x_adv with
+each example's success and probabilities checked on a forward pass of the returned images; a
+peer's call returns x_adv only, so the peers' time is given bare and "+check": with one no-grad
+forward pass on their returned images (what a user needs to learn which examples succeeded).
+
+Neither peer pursues a multi-label target out of the box; what this script does about it:
+
+* torchattacks 3.5.1 hard-codes ``nn.CrossEntropyLoss`` over the model's outputs. Its FGSM and
+  PGD run unchanged in targeted-by-label mode (``set_mode_targeted_by_label``: the labels are the
+  targets, the loss is descended) on a model whose outputs are each label's logit z_j next to a
+  zero, shape (N, 2, l), with y* as the class per label: the K-dimensional cross-entropy of
+  [0, z_j] toward y*_j is the binary cross-entropy of z_j toward y*_j, averaged (mlalp sums it;
+  the sign of the gradient is the same). Defaults kept: eps 8/255 and alpha 2/255 (set here),
+  steps 10, random_start True (set False here).
+* ART 1.20.1's ``PyTorchClassifier`` reduces 2-D labels to one class index for any loss that is
+  a ``CrossEntropyLoss``, ``NLLLoss``, ``BCELoss`` or ``BCEWithLogitsLoss`` (argmax over labels:
+  ``BCEWithLogitsLoss`` then fails on the shapes), and its FGSM divides y* by its row sum before
+  the loss (a target of 1/|y*| per positive label). The loss here is an ``nn.Module`` of its own
+  (so ART leaves y* as it is) computing the summed BCE with logits toward ``y > 0`` (which undoes
+  the division). ``ProjectedGradientDescent`` (it runs its PyTorch implementation) with
+  ``targeted=True``, ``num_random_init=0``, ``max_iter=10``, ``eps_step=eps/4``,
+  ``verbose=False``; ``FastGradientMethod`` with ``targeted=True``; both ``batch_size=32`` (the
+  default); other defaults kept (norm inf, minimal False, random_eps False, the classifier's
+  preprocessing (0, 1), clip_values (0, 1) set). Each ART call also computes its own (multi-class)
+  success rate for a log line, one more forward pass on the returned images: part of its time.
+
+Passes per image are counted on the model itself (forward and backward passes times the images
+in them, over the images attacked), in one untimed run per arm; mlalp's own ``model_calls`` is
+given beside it. Successes are compared with mlalp's early-stop-off arm (same last iterates up to
+rounding: the libraries' steps round differently in the last bits).
+
+    pip install -e .[peers] && pip install --no-deps torchattacks==3.5.1   # see pyproject.toml
+    PYTHONPATH=$PWD python bench/peers.py --repeats 5
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import statistics
+import sys
+import time
+from collections import defaultdict
+from collections.abc import Callable
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+sys.path.insert(0, os.path.join(os.path.dirname(__file__), ".."))
+
+import mlalp_core  # noqa: E402
+from mlalp_core.attacks import make_attack  # noqa: E402
+from mlalp_core.attacks.targets import hide_one  # noqa: E402
+from mlalp_core.data.demo import load_gallery  # noqa: E402
+from mlalp_core.models.demo import load_demo_model  # noqa: E402
+
+
+# ---- the peers' multi-label set-up -------------------------------------------------------------
+class PairLogits(nn.Module):
+    """The model's per-label logits z as (N, 2, l) [0, z]: torchattacks' cross-entropy over that,
+    toward y* as a class per label, is the binary cross-entropy of z toward y*."""
+
+    def __init__(self, model: nn.Module) -> None:
+        super().__init__()
+        self.model = model
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        z = self.model(x)
+        return torch.stack([torch.zeros_like(z), z], dim=1)
+
+
+class MultiLabelBCE(nn.Module):
+    """ART's loss: summed BCE with logits toward y* (an nn.Module of its own, so ART does not
+    reduce y* to a class index; ``y > 0`` undoes its FGSM's division of y* by its row sum)."""
+
+    def forward(self, logits: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        return F.binary_cross_entropy_with_logits(logits, (y > 0).to(logits.dtype), reduction="sum")
+
+
+def torchattacks_arm(name: str, model: nn.Module, eps: float, steps: int) -> Callable:
+    import torchattacks
+
+    wrapped = PairLogits(model)
+    if name == "fgsm":
+        attack = torchattacks.FGSM(wrapped, eps=eps)
+    else:
+        attack = torchattacks.PGD(wrapped, eps=eps, alpha=eps / 4, steps=steps, random_start=False)
+    attack.set_mode_targeted_by_label(quiet=True)
+    return lambda x, y: attack(x, y.long())
+
+
+def art_arm(name: str, model: nn.Module, eps: float, steps: int, batch: int) -> Callable:
+    from art.attacks.evasion import FastGradientMethod, ProjectedGradientDescent
+    from art.estimators.classification import PyTorchClassifier
+
+    clf = PyTorchClassifier(model=model, loss=MultiLabelBCE(), input_shape=(3, *model.input_size),
+                            nb_classes=model.num_labels, clip_values=(0.0, 1.0), device_type="cpu")
+    if name == "fgsm":
+        attack: Any = FastGradientMethod(clf, norm=np.inf, eps=eps, targeted=True, batch_size=batch)
+    else:
+        attack = ProjectedGradientDescent(clf, norm=np.inf, eps=eps, eps_step=eps / 4, max_iter=steps,
+                                          targeted=True, num_random_init=0, batch_size=batch, verbose=False)
+    return lambda x, y: torch.from_numpy(attack.generate(x.numpy(), y.float().numpy()))
+
+
+def mlalp_arm(name: str, model: nn.Module, eps: float, steps: int, stop: bool) -> Callable:
+    settings: dict[str, Any] = {"eps": eps, "stop_on_success": stop}
+    if name == "pgd":
+        settings.update(iterations=steps, step=0.25, random_start=False)
+    attack = make_attack(name, model, device="cpu", **settings)
+    return attack
+
+
+# ---- measuring ---------------------------------------------------------------------------------
+class PassCounter:
+    """Images in forward and backward passes through the model, whoever makes them."""
+
+    def __init__(self, model: nn.Module) -> None:
+        self.model, self.inner = model, model.forward
+        self.forward_images = self.backward_images = 0
+        self.counting = False  # on while an attack runs (not during a peer's success check)
+
+    def __enter__(self) -> PassCounter:
+        def forward(x: torch.Tensor) -> torch.Tensor:
+            out = self.inner(x)
+            if self.counting:
+                self.forward_images += int(x.shape[0])
+                if out.requires_grad:
+                    out.register_hook(self._backward)
+            return out
+        self.model.forward = forward  # type: ignore[method-assign]
+        return self
+
+    def _backward(self, g: torch.Tensor) -> None:
+        self.backward_images += int(g.shape[0])
+
+    def __exit__(self, *exc: object) -> None:
+        del self.model.forward
+
+
+def run_arm(kind: str, fn: Callable, model, x: torch.Tensor, target: torch.Tensor, batch: int,
+            counter: PassCounter | None = None) -> dict[str, Any]:
+    """One arm over every image in batches: times (bare, with a success check), x_adv, success."""
+    bare = check = 0.0
+    advs, succ, calls = [], [], []
+    for a in range(0, len(x), batch):
+        xb, tb = x[a:a + batch], target[a:a + batch]
+        if counter is not None:
+            counter.counting = True
+        t0 = time.perf_counter()
+        out = fn(xb, tb)
+        t1 = time.perf_counter()
+        if counter is not None:
+            counter.counting = False
+        if kind == "mlalp":
+            adv, ok = out.x_adv, out.success
+            calls.append(out.model_calls)
+            t2 = t1
+        else:
+            adv = out
+            with torch.no_grad():
+                ok = ((model.probabilities(adv) >= model.threshold) == tb).all(1)
+            t2 = time.perf_counter()
+        bare += t1 - t0
+        check += t2 - t0
+        advs.append(adv)
+        succ.append(ok)
+    return {"bare": bare / len(x), "check": check / len(x), "x_adv": torch.cat(advs), "success": torch.cat(succ),
+            "model_calls": torch.cat(calls).double().mean().item() if calls else None}
+
+
+def _versions() -> str:
+    out = [f"torch {torch.__version__}", f"threads {torch.get_num_threads()}"]
+    for mod in ("torchattacks", "art"):
+        try:
+            out.append(f"{mod} {__import__(mod).__version__}")
+        except ImportError:
+            out.append(f"{mod} not installed")
+    return ", ".join(out)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--models", nargs="+", default=["demo-gcn", "demo-liw"])
+    ap.add_argument("--attacks", nargs="+", default=["fgsm", "pgd"], choices=["fgsm", "pgd"])
+    ap.add_argument("--eps", nargs="+", type=float, default=[0.01, 0.02, 0.03])
+    ap.add_argument("--steps", type=int, default=10)
+    ap.add_argument("--batch", type=int, default=32)
+    ap.add_argument("--repeats", type=int, default=5)
+    ap.add_argument("--limit", type=int, default=None, help="at most this many images per model")
+    ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument("--peers", nargs="+", default=["torchattacks", "art"], choices=["torchattacks", "art"])
+    args = ap.parse_args()
+    torch.set_num_threads(args.threads)
+    import logging
+
+    logging.getLogger("art").setLevel(logging.WARNING)
+    print(f"# {_versions()}; mlalp from {os.path.dirname(mlalp_core.__file__)}")
+    print(f"# eps {args.eps}, PGD {args.steps} steps of eps/4 without random start, batch {args.batch}, "
+          f"{args.repeats} interleaved repeats (medians; ratios within a repeat)", flush=True)
+    gallery = load_gallery()
+    times: dict[tuple, dict[str, list[float]]] = defaultdict(lambda: defaultdict(list))
+    info: dict[tuple, dict[str, dict[str, Any]]] = defaultdict(dict)
+    setups = []
+    for mname in args.models:
+        model = load_demo_model(mname, device="cpu").eval()
+        for p in model.parameters():
+            p.requires_grad_(False)
+        x_all = gallery.images(model.input_size)
+        y_all = gallery.labels()
+        with torch.no_grad():
+            pred = model.predict(x_all)
+        keep = ((pred == y_all).all(1) & (y_all.sum(1) >= 2)).nonzero().flatten()[:args.limit]
+        x, target = x_all[keep], hide_one(y_all[keep], seed=0, example_ids=keep.tolist())
+        print(f"# {mname}: {len(x)} attackable scenes", flush=True)
+        for aname in args.attacks:
+            for eps in args.eps:
+                arms: dict[str, tuple[str, Callable]] = {
+                    "mlalp": ("mlalp", mlalp_arm(aname, model, eps, args.steps, True)),
+                    "mlalp-nostop": ("mlalp", mlalp_arm(aname, model, eps, args.steps, False)),
+                }
+                if "torchattacks" in args.peers:
+                    arms["torchattacks"] = ("peer", torchattacks_arm(aname, model, eps, args.steps))
+                if "art" in args.peers:
+                    arms["art"] = ("peer", art_arm(aname, model, eps, args.steps, args.batch))
+                key = (mname, aname, eps)
+                for arm, (kind, fn) in arms.items():  # the untimed run: outcomes and passes
+                    with PassCounter(model) as pc:
+                        res = run_arm(kind, fn, model, x, target, args.batch, pc)
+                    res["passes"] = (pc.forward_images + pc.backward_images) / len(x)
+                    res["forwards"], res["backwards"] = pc.forward_images / len(x), pc.backward_images / len(x)
+                    info[key][arm] = res
+                setups.append((key, model, x, target, arms))
+    for rep in range(args.repeats):
+        for key, model, x, target, arms in setups:
+            names = list(arms)
+            order = names[rep % len(names):] + names[:rep % len(names)]
+            for arm in order:
+                kind, fn = arms[arm]
+                res = run_arm(kind, fn, model, x, target, args.batch)
+                times[key][arm + ":bare"].append(res["bare"])
+                times[key][arm + ":check"].append(res["check"])
+        print(f"# repeat {rep + 1}/{args.repeats} done", flush=True)
+
+    hdr = (f"{'model':9} {'attack':6} {'eps':>5} {'arm':13} | {'ms/img':>7} {'+check':>7} {'vs mlalp':>8} "
+           f"{'success':>8} {'same':>5} {'linf':>8} {'passes':>13} {'calls':>6} {'max|dx|':>8}")
+    print()
+    print(hdr)
+    print("-" * len(hdr))
+    summary = []
+    for key, model, x, target, arms in setups:
+        ref = info[key]["mlalp-nostop"]
+        t = times[key]
+        for arm in arms:
+            r = info[key][arm]
+            ok = r["success"]
+            linf = (r["x_adv"] - x).flatten(1).abs().amax(1)
+            mean_linf = float(linf[ok].mean()) if ok.any() else float("nan")
+            same = "yes" if torch.equal(ok, ref["success"]) else f"{int((ok != ref['success']).sum())} diff"
+            bare = statistics.median(t[arm + ":bare"]) * 1e3
+            chk = statistics.median(t[arm + ":check"]) * 1e3
+            # the peer's time (with its check) over mlalp's (early stop on), within each repeat
+            ratio = statistics.median(a / b for a, b in zip(t[arm + ":check"], t["mlalp:check"]))
+            dx = float((r["x_adv"] - ref["x_adv"]).abs().max())
+            passes = f"{r['forwards']:.1f}+{r['backwards']:.1f}={r['passes']:.1f}"
+            calls = f"{r['model_calls']:.1f}" if r["model_calls"] is not None else "-"
+            print(f"{key[0]:9} {key[1]:6} {key[2]:5.3f} {arm:13} | {bare:7.2f} {chk:7.2f} {ratio:8.2f} "
+                  f"{int(ok.sum()):3d}/{len(ok):<4d} {same:>5} {mean_linf:8.5f} "
+                  f"{passes:>13} {calls:>6} {dx:8.1e}")
+        peers = [a for a in arms if not a.startswith("mlalp")]
+        if peers:
+            def ratio_to_fastest(arm: str, col: str) -> float:
+                fastest = [min(t[p + ":" + col][i] for p in peers) for i in range(len(t[arm + ":" + col]))]
+                return statistics.median(a / b for a, b in zip(t[arm + ":" + col], fastest))
+            summary.append((key, ratio_to_fastest("mlalp", "check"), ratio_to_fastest("mlalp-nostop", "check"),
+                            ratio_to_fastest("mlalp", "bare"), ratio_to_fastest("mlalp-nostop", "bare")))
+    if summary:
+        print()
+        print("mlalp's time over the fastest peer's, per repeat, median (mlalp's call includes its success check;")
+        print("'+check': the peer's time with a forward pass on its returned images, 'bare': without)")
+        h2 = f"{'model':9} {'attack':6} {'eps':>5} | {'stop +check':>11} {'nostop +check':>13} {'stop bare':>9} {'nostop bare':>11}"
+        print(h2)
+        print("-" * len(h2))
+        for key, a, b, c, d in summary:
+            print(f"{key[0]:9} {key[1]:6} {key[2]:5.3f} | {a:11.3f} {b:13.3f} {c:9.3f} {d:11.3f}")
+
+
+if __name__ == "__main__":
+    main()
