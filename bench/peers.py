@@ -78,6 +78,9 @@ class PairLogits(nn.Module):
     def __init__(self, model: nn.Module) -> None:
         super().__init__()
         self.model = model
+        # in eval mode from the start: torchattacks puts a model it found in training mode back
+        # into training mode after each call (the demo models' batch norms would then update)
+        self.eval()
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         z = self.model(x)
@@ -155,33 +158,38 @@ class PassCounter:
 
 def run_arm(kind: str, fn: Callable, model, x: torch.Tensor, target: torch.Tensor, batch: int,
             counter: PassCounter | None = None) -> dict[str, Any]:
-    """One arm over every image in batches: times (bare, with a success check), x_adv, success."""
-    bare = check = 0.0
+    """One arm over every image in batches: per-image times (wall and this thread's CPU; the
+    attack alone, and with a success check for a peer), x_adv, success."""
+    times = dict.fromkeys(("wall", "wall+check", "cpu", "cpu+check"), 0.0)
     advs, succ, calls = [], [], []
     for a in range(0, len(x), batch):
         xb, tb = x[a:a + batch], target[a:a + batch]
         if counter is not None:
             counter.counting = True
-        t0 = time.perf_counter()
+        w0, c0 = time.perf_counter(), time.thread_time()
         out = fn(xb, tb)
-        t1 = time.perf_counter()
+        w1, c1 = time.perf_counter(), time.thread_time()
         if counter is not None:
             counter.counting = False
+        if model.training:
+            raise RuntimeError("an arm left the model in training mode")
         if kind == "mlalp":
             adv, ok = out.x_adv, out.success
             calls.append(out.model_calls)
-            t2 = t1
+            w2, c2 = w1, c1
         else:
             adv = out
             with torch.no_grad():
                 ok = ((model.probabilities(adv) >= model.threshold) == tb).all(1)
-            t2 = time.perf_counter()
-        bare += t1 - t0
-        check += t2 - t0
+            w2, c2 = time.perf_counter(), time.thread_time()
+        times["wall"] += w1 - w0
+        times["wall+check"] += w2 - w0
+        times["cpu"] += c1 - c0
+        times["cpu+check"] += c2 - c0
         advs.append(adv)
         succ.append(ok)
-    return {"bare": bare / len(x), "check": check / len(x), "x_adv": torch.cat(advs), "success": torch.cat(succ),
-            "model_calls": torch.cat(calls).double().mean().item() if calls else None}
+    return {"times": {k: v / len(x) for k, v in times.items()}, "x_adv": torch.cat(advs),
+            "success": torch.cat(succ), "model_calls": torch.cat(calls).double().mean().item() if calls else None}
 
 
 def _versions() -> str:
@@ -214,9 +222,10 @@ def main() -> None:
     print(f"# eps {args.eps}, PGD {args.steps} steps of eps/4 without random start, batch {args.batch}, "
           f"{args.repeats} interleaved repeats (medians; ratios within a repeat)", flush=True)
     gallery = load_gallery()
-    times: dict[tuple, dict[str, list[float]]] = defaultdict(lambda: defaultdict(list))
+    times: dict[tuple, dict[str, dict[str, list[float]]]] = defaultdict(lambda: defaultdict(lambda: defaultdict(list)))
     info: dict[tuple, dict[str, dict[str, Any]]] = defaultdict(dict)
     setups = []
+    states: dict[str, tuple[nn.Module, dict[str, torch.Tensor]]] = {}
     for mname in args.models:
         model = load_demo_model(mname, device="cpu").eval()
         for p in model.parameters():
@@ -228,6 +237,7 @@ def main() -> None:
         keep = ((pred == y_all).all(1) & (y_all.sum(1) >= 2)).nonzero().flatten()[:args.limit]
         x, target = x_all[keep], hide_one(y_all[keep], seed=0, example_ids=keep.tolist())
         print(f"# {mname}: {len(x)} attackable scenes", flush=True)
+        states[mname] = (model, {k: v.clone() for k, v in model.state_dict().items()})
         for aname in args.attacks:
             for eps in args.eps:
                 arms: dict[str, tuple[str, Callable]] = {
@@ -253,13 +263,30 @@ def main() -> None:
             for arm in order:
                 kind, fn = arms[arm]
                 res = run_arm(kind, fn, model, x, target, args.batch)
-                times[key][arm + ":bare"].append(res["bare"])
-                times[key][arm + ":check"].append(res["check"])
+                for col, v in res["times"].items():
+                    times[key][arm][col].append(v)
         print(f"# repeat {rep + 1}/{args.repeats} done", flush=True)
 
-    hdr = (f"{'model':9} {'attack':6} {'eps':>5} {'arm':13} | {'ms/img':>7} {'+check':>7} {'vs mlalp':>8} "
-           f"{'success':>8} {'same':>5} {'linf':>8} {'passes':>13} {'calls':>6} {'max|dx|':>8}")
+    for mname, (model, before) in states.items():  # no arm changed a weight or a batch-norm statistic
+        after = model.state_dict()
+        if not all(torch.equal(before[k], after[k]) for k in before):
+            raise RuntimeError(f"{mname}'s parameters or buffers changed during the benchmark")
+    def med(values: list[float]) -> float:
+        return statistics.median(values)
+
+    def ratio(a: list[float], b: list[float]) -> float:
+        """The median over repeats of a / b within each repeat."""
+        return statistics.median(x / y for x, y in zip(a, b))
+
     print()
+    print("ms per image, medians over repeats: wall and CPU (this thread's) time of the call; '+chk': with one")
+    print("no-grad forward pass on a peer's returned images (an mlalp call has checked them: the same figure);")
+    print("'cpu/mlalp': the arm's CPU time +chk over mlalp's (early stop), within each repeat.")
+    print("passes: forward + backward passes through the model per image, counted on the model, in the call")
+    print("(a peer's check not included); calls: mlalp's own count. same: the successes of mlalp-nostop.")
+    print("max|dx|: largest pixel difference of x_adv from mlalp-nostop's.")
+    hdr = (f"{'model':9} {'attack':6} {'eps':>5} {'arm':13} | {'wall':>6} {'+chk':>6} {'cpu':>6} {'+chk':>6} "
+           f"{'cpu/mlalp':>9} | {'success':>7} {'same':>6} {'mean linf':>9} {'passes':>14} {'calls':>5} {'max|dx|':>7}")
     print(hdr)
     print("-" * len(hdr))
     summary = []
@@ -267,37 +294,36 @@ def main() -> None:
         ref = info[key]["mlalp-nostop"]
         t = times[key]
         for arm in arms:
-            r = info[key][arm]
+            r, ta = info[key][arm], t[arm]
             ok = r["success"]
             linf = (r["x_adv"] - x).flatten(1).abs().amax(1)
             mean_linf = float(linf[ok].mean()) if ok.any() else float("nan")
             same = "yes" if torch.equal(ok, ref["success"]) else f"{int((ok != ref['success']).sum())} diff"
-            bare = statistics.median(t[arm + ":bare"]) * 1e3
-            chk = statistics.median(t[arm + ":check"]) * 1e3
-            # the peer's time (with its check) over mlalp's (early stop on), within each repeat
-            ratio = statistics.median(a / b for a, b in zip(t[arm + ":check"], t["mlalp:check"]))
-            dx = float((r["x_adv"] - ref["x_adv"]).abs().max())
             passes = f"{r['forwards']:.1f}+{r['backwards']:.1f}={r['passes']:.1f}"
             calls = f"{r['model_calls']:.1f}" if r["model_calls"] is not None else "-"
-            print(f"{key[0]:9} {key[1]:6} {key[2]:5.3f} {arm:13} | {bare:7.2f} {chk:7.2f} {ratio:8.2f} "
-                  f"{int(ok.sum()):3d}/{len(ok):<4d} {same:>5} {mean_linf:8.5f} "
-                  f"{passes:>13} {calls:>6} {dx:8.1e}")
+            dx = float((r["x_adv"] - ref["x_adv"]).abs().max())
+            print(f"{key[0]:9} {key[1]:6} {key[2]:5.3f} {arm:13} | {med(ta['wall']) * 1e3:6.2f} "
+                  f"{med(ta['wall+check']) * 1e3:6.2f} {med(ta['cpu']) * 1e3:6.2f} {med(ta['cpu+check']) * 1e3:6.2f} "
+                  f"{ratio(ta['cpu+check'], t['mlalp']['cpu+check']):9.3f} | {int(ok.sum()):3d}/{len(ok):<3d} "
+                  f"{same:>6} {mean_linf:9.5f} {passes:>14} {calls:>5} {dx:7.1e}")
         peers = [a for a in arms if not a.startswith("mlalp")]
         if peers:
-            def ratio_to_fastest(arm: str, col: str) -> float:
-                fastest = [min(t[p + ":" + col][i] for p in peers) for i in range(len(t[arm + ":" + col]))]
-                return statistics.median(a / b for a, b in zip(t[arm + ":" + col], fastest))
-            summary.append((key, ratio_to_fastest("mlalp", "check"), ratio_to_fastest("mlalp-nostop", "check"),
-                            ratio_to_fastest("mlalp", "bare"), ratio_to_fastest("mlalp-nostop", "bare")))
+            def to_fastest(arm: str, col: str) -> float:
+                fastest = [min(t[p][col][i] for p in peers) for i in range(len(t[arm][col]))]
+                return ratio(t[arm][col], fastest)
+            summary.append((key, [to_fastest(a, c) for c in ("cpu+check", "wall+check", "cpu")
+                                  for a in ("mlalp", "mlalp-nostop")]))
     if summary:
         print()
-        print("mlalp's time over the fastest peer's, per repeat, median (mlalp's call includes its success check;")
-        print("'+check': the peer's time with a forward pass on its returned images, 'bare': without)")
-        h2 = f"{'model':9} {'attack':6} {'eps':>5} | {'stop +check':>11} {'nostop +check':>13} {'stop bare':>9} {'nostop bare':>11}"
+        print("mlalp's time over the fastest peer's (the smaller of the peers' times in each repeat), median over")
+        print("repeats; an mlalp call includes its success check; '+chk': the peers' with theirs, 'bare': without")
+        h2 = (f"{'model':9} {'attack':6} {'eps':>5} | {'cpu +chk':>17} | {'wall +chk':>17} | {'cpu, peers bare':>17}")
         print(h2)
+        print(f"{'':22} | {'stop':>8} {'nostop':>8} | {'stop':>8} {'nostop':>8} | {'stop':>8} {'nostop':>8}")
         print("-" * len(h2))
-        for key, a, b, c, d in summary:
-            print(f"{key[0]:9} {key[1]:6} {key[2]:5.3f} | {a:11.3f} {b:13.3f} {c:9.3f} {d:11.3f}")
+        for key, v in summary:
+            print(f"{key[0]:9} {key[1]:6} {key[2]:5.3f} | {v[0]:8.3f} {v[1]:8.3f} | {v[2]:8.3f} {v[3]:8.3f} | "
+                  f"{v[4]:8.3f} {v[5]:8.3f}")
 
 
 if __name__ == "__main__":
