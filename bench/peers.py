@@ -129,6 +129,37 @@ def mlalp_arm(name: str, model: nn.Module, eps: float, steps: int, stop: bool) -
     return attack
 
 
+class _NoTrim:
+    """glibc as mlalp's allocator module calls it, less ``malloc_trim`` (the --diagnose arm)."""
+
+    def __init__(self, libc: Any) -> None:
+        self.libc = libc
+
+    def mallopt(self, *args: Any) -> Any:
+        return self.libc.mallopt(*args)
+
+    def malloc_trim(self, *args: Any) -> int:
+        return 0
+
+
+def without_trim(attack: Callable) -> Callable:
+    """A diagnostic, not mlalp's behaviour: the attack with freed memory kept after the call too
+    (mlalp_core.allocator gives it back to the system with malloc_trim at the end of every call,
+    and the next call takes it back page by page)."""
+    from mlalp_core import allocator
+
+    def call(x: torch.Tensor, y: torch.Tensor) -> Any:
+        libc = allocator._glibc()
+        if libc is None:
+            return attack(x, y)
+        allocator._libc = _NoTrim(libc)
+        try:
+            return attack(x, y)
+        finally:
+            allocator._libc = libc
+    return call
+
+
 # ---- measuring ---------------------------------------------------------------------------------
 class PassCounter:
     """Images in forward and backward passes through the model, whoever makes them."""
@@ -213,6 +244,8 @@ def main() -> None:
     ap.add_argument("--limit", type=int, default=None, help="at most this many images per model")
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--peers", nargs="+", default=["torchattacks", "art"], choices=["torchattacks", "art"])
+    ap.add_argument("--diagnose", action="store_true",
+                    help="add the arm mlalp-notrim: mlalp (early stop) without the allocator's malloc_trim after each call")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
     import logging
@@ -244,6 +277,8 @@ def main() -> None:
                     "mlalp": ("mlalp", mlalp_arm(aname, model, eps, args.steps, True)),
                     "mlalp-nostop": ("mlalp", mlalp_arm(aname, model, eps, args.steps, False)),
                 }
+                if args.diagnose:
+                    arms["mlalp-notrim"] = ("mlalp", without_trim(mlalp_arm(aname, model, eps, args.steps, True)))
                 if "torchattacks" in args.peers:
                     arms["torchattacks"] = ("peer", torchattacks_arm(aname, model, eps, args.steps))
                 if "art" in args.peers:
@@ -312,18 +347,22 @@ def main() -> None:
                 fastest = [min(t[p][col][i] for p in peers) for i in range(len(t[arm][col]))]
                 return ratio(t[arm][col], fastest)
             summary.append((key, [to_fastest(a, c) for c in ("cpu+check", "wall+check", "cpu")
-                                  for a in ("mlalp", "mlalp-nostop")]))
+                                  for a in ("mlalp", "mlalp-nostop")]
+                            + ([to_fastest("mlalp-notrim", "cpu+check")] if args.diagnose else [])))
     if summary:
         print()
         print("mlalp's time over the fastest peer's (the smaller of the peers' times in each repeat), median over")
         print("repeats; an mlalp call includes its success check; '+chk': the peers' with theirs, 'bare': without")
         h2 = (f"{'model':9} {'attack':6} {'eps':>5} | {'cpu +chk':>17} | {'wall +chk':>17} | {'cpu, peers bare':>17}")
+        if args.diagnose:
+            h2 += f" | {'notrim +chk':>11}"
         print(h2)
-        print(f"{'':22} | {'stop':>8} {'nostop':>8} | {'stop':>8} {'nostop':>8} | {'stop':>8} {'nostop':>8}")
+        print(f"{'':22} | {'stop':>8} {'nostop':>8} | {'stop':>8} {'nostop':>8} | {'stop':>8} {'nostop':>8}"
+              + (f" | {'cpu':>11}" if args.diagnose else ""))
         print("-" * len(h2))
         for key, v in summary:
             print(f"{key[0]:9} {key[1]:6} {key[2]:5.3f} | {v[0]:8.3f} {v[1]:8.3f} | {v[2]:8.3f} {v[3]:8.3f} | "
-                  f"{v[4]:8.3f} {v[5]:8.3f}")
+                  f"{v[4]:8.3f} {v[5]:8.3f}" + (f" | {v[6]:11.3f}" if args.diagnose else ""))
 
 
 if __name__ == "__main__":

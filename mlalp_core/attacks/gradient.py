@@ -203,9 +203,10 @@ class IterativeGradient(Attack):
                 if check:
                     ok = self._success(probs, tr)
                     if bool(ok.any()):
-                        if best is None:
-                            best = x.clone()
-                        best[rows[ok]] = inputs[ok]
+                        if not (last and n == b and not stopped):  # (else all return these inputs: below)
+                            if best is None:
+                                best = x.clone()
+                            best[rows[ok]] = inputs[ok]
                         found[rows[ok]] = True
                         if self.stop_on_success:
                             keep = ~ok
