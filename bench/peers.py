@@ -6,8 +6,13 @@ labels) on demo-gcn and demo-liw, hide-one targets (seed 0), l_inf budgets eps 0
 PGD 10 steps of eps/4 from the clean image (no random start), batches of 32 (ART's default),
 the model in eval mode with its parameters frozen (mlalp freezes them itself; the peers get them
 frozen too, their best case), one torch thread. Arms are interleaved: each repeat runs every arm
-of a setting once, in an order rotated by the repeat; the table gives medians over repeats, and
-the ratios are taken within a repeat (the machine is shared: ratios in one run, not across runs).
+of a setting once, in an order rotated by the repeat, each after one untimed call of its own on
+the first batch (an mlalp call ends by giving freed memory back to the system, mlalp_core.allocator,
+and the next call, whoever makes it, takes it back page by page: without the warm-up an arm's
+time depends on the arm before it); the table gives medians over repeats, and the ratios are
+taken within a repeat (the machine is shared: ratios in one run, not across runs). Times are
+wall and this thread's CPU time (user + system: page faults count); CPU time is the steadier on
+a shared machine.
 
 mlalp's arms run with early stop on (its default: an example returns its first iterate that
 reaches y*) and off (the last iterate, as the peers return). An mlalp call returns x_adv with
@@ -297,6 +302,7 @@ def main() -> None:
             order = names[rep % len(names):] + names[:rep % len(names)]
             for arm in order:
                 kind, fn = arms[arm]
+                fn(x[:args.batch], target[:args.batch])  # warm-up: the arm starts from its own state of the heap
                 res = run_arm(kind, fn, model, x, target, args.batch)
                 for col, v in res["times"].items():
                     times[key][arm][col].append(v)

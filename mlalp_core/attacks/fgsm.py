@@ -1,6 +1,9 @@
 """FGSM (Goodfellow, Shlens & Szegedy, ICLR 2015), multi-label: one step of size eps against the
 sign of the gradient of the per-label loss toward y*. Distance: l_inf.
 
+Cost: one forward and one backward pass on x (the forward also gives the clean outputs) and one
+forward pass on x_adv (its success, also the result's re-check): 3 model calls per image.
+
 Defaults: eps = 8/255 in [0,1] units (the budget most of the literature reports). With
 ``min_budget=true`` it returns, per example, the smallest eps that reaches y* (see
 :mod:`mlalp_core.attacks.gradient`).
