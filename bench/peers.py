@@ -47,7 +47,8 @@ given beside it. Successes are compared with mlalp's early-stop-off arm (same la
 rounding: the libraries' steps round differently in the last bits).
 
     pip install -e .[peers] && pip install --no-deps torchattacks==3.5.1   # see pyproject.toml
-    PYTHONPATH=$PWD python bench/peers.py --repeats 5
+    PYTHONPATH=$PWD python bench/peers.py --repeats 7 --diagnose
+    PYTHONPATH=$PWD python bench/peers.py --breakdown --eps 0.02 --repeats 15
 """
 
 from __future__ import annotations
@@ -228,6 +229,63 @@ def run_arm(kind: str, fn: Callable, model, x: torch.Tensor, target: torch.Tenso
             "success": torch.cat(succ), "model_calls": torch.cat(calls).double().mean().item() if calls else None}
 
 
+def breakdown(models: list[str], eps: float, batch: int, repeats: int) -> None:
+    """Where an mlalp FGSM call's CPU time goes against torchattacks' (steady state: each variant
+    run in a block, after warm-up calls, on one batch): the passes alone, the attack's loop
+    (``_run``), the whole call without the allocator's trim, the whole call."""
+    from mlalp_core.allocator import reuse_freed_memory
+
+    gallery = load_gallery()
+    print(f"# FGSM eps {eps}, one batch of {batch}, median of {repeats} calls, CPU ms per image")
+    for mname in models:
+        model = load_demo_model(mname, device="cpu").eval()
+        for p in model.parameters():
+            p.requires_grad_(False)
+        x_all, y_all = gallery.images(model.input_size), gallery.labels()
+        with torch.no_grad():
+            pred = model.predict(x_all)
+        keep = ((pred == y_all).all(1) & (y_all.sum(1) >= 2)).nonzero().flatten()[:batch]
+        x, t = x_all[keep], hide_one(y_all[keep], seed=0, example_ids=keep.tolist())
+        attack = mlalp_arm("fgsm", model, eps, 1, True)
+        peer = torchattacks_arm("fgsm", model, eps, 1)
+
+        def passes() -> None:  # what any FGSM with a success check computes: F + B on x, F on x_adv
+            d = x.detach().requires_grad_(True)
+            loss = F.binary_cross_entropy_with_logits(model(d), t.float(), reduction="sum")
+            (g,) = torch.autograd.grad(loss, d)
+            with torch.no_grad():
+                model.probabilities((x - eps * g.sign()).clamp(0, 1))
+
+        def peer_check() -> None:
+            adv = peer(x, t)
+            with torch.no_grad():
+                model.probabilities(adv)
+
+        def loop_only() -> None:
+            with reuse_freed_memory(True):
+                attack._run(x.clone(), t, None)
+
+        variants: dict[str, Callable[[], Any]] = {
+            "passes alone (F+B, then F)": passes, "torchattacks + check": peer_check,
+            "mlalp's loop (_run)": loop_only, "mlalp call without trim": lambda: without_trim(attack)(x, t),
+            "mlalp call": lambda: attack(x, t)}
+        res = {}
+        for name, fn in variants.items():
+            # one block around the others: no trim between their calls; the last runs as a user's call
+            with reuse_freed_memory(name != "mlalp call"):
+                for _ in range(3):
+                    fn()
+                ts = []
+                for _ in range(repeats):
+                    c0 = time.thread_time()
+                    fn()
+                    ts.append(time.thread_time() - c0)
+            res[name] = statistics.median(ts)
+        for name, v in res.items():
+            print(f"{mname:9} {name:28} {v * 1e3 / len(x):6.3f} ms/img  "
+                  f"{v / res['torchattacks + check']:.3f} x torchattacks + check", flush=True)
+
+
 def _versions() -> str:
     out = [f"torch {torch.__version__}", f"threads {torch.get_num_threads()}"]
     for mod in ("torchattacks", "art"):
@@ -251,8 +309,14 @@ def main() -> None:
     ap.add_argument("--peers", nargs="+", default=["torchattacks", "art"], choices=["torchattacks", "art"])
     ap.add_argument("--diagnose", action="store_true",
                     help="add the arm mlalp-notrim: mlalp (early stop) without the allocator's malloc_trim after each call")
+    ap.add_argument("--breakdown", action="store_true",
+                    help="only: where an mlalp FGSM call's time goes against torchattacks' (first --eps, --batch)")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
+    if args.breakdown:
+        print(f"# {_versions()}")
+        breakdown(args.models, args.eps[0], args.batch, max(args.repeats, 5))
+        return
     import logging
 
     logging.getLogger("art").setLevel(logging.WARNING)
