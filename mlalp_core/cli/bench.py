@@ -101,7 +101,13 @@ def _cmd_report(args: argparse.Namespace) -> int:
         return 0
     run = store.resolve_run(args.run) if args.run else None
     rows = store.rows(model=args.model, dataset=args.data, attack=args.attack, run_key=run)
-    if args.budget:
+    if args.efficiency:
+        return _efficiency(rows, args)
+    if args.pairwise:
+        from ..experiments.pairwise import PAIRWISE_COLUMNS, pairwise
+
+        text = export(pairwise(rows, *args.pairwise), args.format, columns=PAIRWISE_COLUMNS)
+    elif args.budget:
         curves = budget_curves(rows, norm=args.budget)
         lines = [f"success rate within {args.budget} <= eps"]
         for (m, d, _, label), (eps, rate) in curves.items():
@@ -119,6 +125,21 @@ def _cmd_report(args: argparse.Namespace) -> int:
         print(f"written to {out}")
     else:
         sys.stdout.write(text)
+    return 0
+
+
+def _efficiency(rows: list, args: argparse.Namespace) -> int:
+    """``mlalp report --efficiency FILE``: the efficiency figure, its format from the file's suffix."""
+    from ..experiments.pairwise import efficiency
+    from ..viz.efficiency import efficiency_paper
+    from ..viz.paper import FORMATS, figure_bytes
+
+    fmt = Path(args.efficiency).suffix.lower().lstrip(".")
+    if fmt not in FORMATS:
+        raise InvalidInputError(f"--efficiency {args.efficiency}: name a .pdf, .svg or .png file")
+    out = writable_output(args.efficiency, "--efficiency")
+    out.write_bytes(figure_bytes(efficiency_paper(efficiency(rows, args.eps), budget=args.eps), fmt))
+    print(f"written to {out}")
     return 0
 
 
@@ -178,5 +199,13 @@ def register(sub) -> None:
     p.add_argument("--runs", action="store_true", help="list the store's runs (key, settings, examples, numerics)")
     p.add_argument("--paper", action="store_true", help="CSV: add the paper's values beside ours")
     p.add_argument("--budget", choices=["linf", "l2"], default=None, help="success rate against a distortion budget")
+    p.add_argument("--pairwise", nargs=2, metavar=("A", "B"), default=None,
+                   help="compare two runs (attack names, or run keys) on the examples both attacked: per-example "
+                        "l_inf and l_2 ratios A/B (median, quartiles), wins, success on the union, model calls, time")
+    p.add_argument("--efficiency", default=None, metavar="FILE",
+                   help="write the efficiency figure (mean l_inf against mean model calls, per run and model) "
+                        "as FILE (.pdf, .svg or .png)")
+    p.add_argument("--eps", type=float, default=None,
+                   help="with --efficiency: also plot the success rate within this l_inf budget ([0,1] units)")
     p.add_argument("--out", default=None)
     p.set_defaults(func=_cmd_report)
