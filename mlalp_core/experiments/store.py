@@ -28,8 +28,8 @@ from typing import Any
 import numpy as np
 import torch
 
-from .. import __version__
 from ..errors import ConfigurationError, exception_line
+from ..version import __version__
 
 SCHEMA_VERSION = 1
 
