@@ -9,7 +9,7 @@ brackets of the exact line search) are batched arrays. Images differ in which ro
 matter; the stack keeps all of them and gives the ones that do not matter zero weight (a row
 outside the kept set has a zero scale and a zero beta, so its dual stays 0; a column outside
 has zero slopes and never enters a Newton band). Each image then goes through the same exact
-finish as the one-image solver (:func:`.structured.finish`), so answers are certified the same
+finish as the one-image solver (:func:`.finish.finish`), so answers are certified the same
 way.
 """
 
@@ -22,9 +22,10 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from . import structured
+from . import search as one_image
+from .finish import finish
 from .problem import Prepared, dual_bounds, matvec64
-from .structured import Solution, _Counter, finish
+from .solution import _Z_INFEASIBLE, Solution, _Counter
 
 _CHUNK = 1 << 15
 
@@ -122,7 +123,7 @@ def _fvalues_dev(u: torch.Tensor, alpha: torch.Tensor, gamma: torch.Tensor) -> t
 
 def newton_directions(g: np.ndarray, H: np.ndarray, beta: np.ndarray, lam: np.ndarray, rowmask: np.ndarray,
                       run: np.ndarray) -> np.ndarray:
-    """The one-image active-set Newton direction (:func:`.structured._newton_direction`) for
+    """The one-image active-set Newton direction (:func:`.one_image._newton_direction`) for
     every running image at once: a variable that is fixed (a dual at 0, or a row the image does
     not keep) gets an identity row, so all systems have one size and one batched solve serves
     each round of the active set."""
@@ -172,7 +173,7 @@ def newton_directions(g: np.ndarray, H: np.ndarray, beta: np.ndarray, lam: np.nd
 def line_search(u: torch.Tensor, v: torch.Tensor, alpha: torch.Tensor, gamma: torch.Tensor, t_max: np.ndarray,
                 run: np.ndarray) -> np.ndarray:
     """argmin over 0 <= t_b <= t_max_b of f_b(lam_b + t_b d_b) for every running image, exactly:
-    the one-image bracketing (:func:`.structured._line_search`) with all brackets probed in the
+    the one-image bracketing (:func:`.one_image._line_search`) with all brackets probed in the
     same pass, then the breakpoints inside each bracket in one batched top-k."""
     B = u.shape[0]
     dev = u.device
@@ -275,7 +276,7 @@ def line_search(u: torch.Tensor, v: torch.Tensor, alpha: torch.Tensor, gamma: to
 
 
 class _Newton:
-    """The batched dual Newton method (:func:`.structured._dual_newton`) as a stepper: each
+    """The batched dual Newton method (:func:`.one_image._dual_newton`) as a stepper: each
     :meth:`step` is one iteration of every running image, and :meth:`restart` puts some images
     on new rows of ``P`` while the others go on, so that in the narrowed search no image waits
     for another's round to end.
@@ -400,7 +401,7 @@ class _Newton:
 def dual_newton(P: BatchScaled, lam: np.ndarray, alpha: torch.Tensor, gamma: torch.Tensor, run: np.ndarray,
                 cnt: _Counter, max_iter: int, band0: int, band_min: int, ftol: float = 1e-12,
                 ) -> tuple[np.ndarray, torch.Tensor, np.ndarray]:
-    """:func:`.structured._dual_newton` on every running image at once; the others keep their
+    """:func:`.one_image._dual_newton` on every running image at once; the others keep their
     point. Returns (lam (B, l), u (B, n), iterations (B,))."""
     nt = _Newton(P, lam, alpha, gamma, run, cnt, max_iter, band0, band_min, ftol)
     while nt.running.any():
@@ -424,15 +425,15 @@ def search(P: BatchScaled, lam: np.ndarray, alpha: torch.Tensor, gamma: torch.Te
            cnt: _Counter, max_newton: int, band0: int, band_min: int, info: list[dict],
            full_iterations: int | None = None, narrow: bool = True,
            row_passes: np.ndarray | None = None) -> tuple[np.ndarray, torch.Tensor, np.ndarray]:
-    """:func:`.structured._search` on the running images: full Newton together, then the
+    """:func:`.one_image._search` on the running images: full Newton together, then the
     narrowed search, where each image has its own narrowed set (padded to the largest with
     dead columns) and its own rounds: when one image's round ends, it checks its signs and
     starts its next round while the others' Newton iterations go on. ``cnt`` counts passes over
     the whole stack, ``row_passes`` (B,) each image's passes over its own rows."""
     B, m, n = P.M.shape
     dev = P.M.device
-    reduce = n >= structured._REDUCE_MIN_N
-    first = min(max_newton, structured._FULL_NEWTON if full_iterations is None else full_iterations) if reduce else max_newton
+    reduce = n >= one_image._REDUCE_MIN_N
+    first = min(max_newton, one_image._FULL_NEWTON if full_iterations is None else full_iterations) if reduce else max_newton
     lam, u, its = dual_newton(P, lam, alpha, gamma, run, cnt, first, band0, band_min)
     if not reduce or not narrow:
         return lam, u, its
@@ -444,7 +445,7 @@ def search(P: BatchScaled, lam: np.ndarray, alpha: torch.Tensor, gamma: torch.Te
     al, ga = alpha.double(), gamma.double()
     sdt = P.search_dtype
     a_s, g_s = alpha.to(sdt), gamma.to(sdt)
-    size = min(max(n // structured._REDUCE_FRACTION, 2000), n)
+    size = min(max(n // one_image._REDUCE_FRACTION, 2000), n)
     inN = _narrowed_set(u.abs(), P.live, size)
     ref = torch.sign(u)
     rounds = np.zeros(B, dtype=int)
@@ -484,7 +485,7 @@ def search(P: BatchScaled, lam: np.ndarray, alpha: torch.Tensor, gamma: torch.Te
         ga_r[i, 1:k + 1] = ga[i, N]
         live_r[i].zero_()
         live_r[i, :k + 1] = True
-        band_r[i] = max(band_min, (k + 1) // structured._REDUCED_BAND)
+        band_r[i] = max(band_min, (k + 1) // one_image._REDUCED_BAND)
 
     for i in np.flatnonzero(nar).tolist():
         build(i)
@@ -520,7 +521,7 @@ def search(P: BatchScaled, lam: np.ndarray, alpha: torch.Tensor, gamma: torch.Te
                 inN[i] |= flipped
             else:
                 inN[i] = _narrowed_set(u[i][None].abs(), P.live[i][None], size)[0]
-            if rounds[i] >= structured._REDUCE_ROUNDS:  # the signs kept moving: Newton on all of A
+            if rounds[i] >= one_image._REDUCE_ROUNDS:  # the signs kept moving: Newton on all of A
                 fallback[i] = True
                 continue
             rounds[i] += 1
@@ -573,7 +574,7 @@ def solve_batch(preps: list[Prepared], A: torch.Tensor, tol: float = 1e-9, max_n
         lam, u, its = search(P, lam, w, w, every, cnt, max_newton, band0, band_min, info, row_passes=own)
         iters += its
         z_lb = _bounds(P, beta_np, lam, None, None, every, cnt)
-        for j in np.flatnonzero(z_lb > structured._Z_INFEASIBLE).tolist():
+        for j in np.flatnonzero(z_lb > _Z_INFEASIBLE).tolist():
             failed[j] = ("the rows of A are (nearly) dependent in a way no r can satisfy: ||r||_inf would have to "
                          f"exceed {z_lb[j]:.3g} times the scale of the problem")
     else:
@@ -585,7 +586,7 @@ def solve_batch(preps: list[Prepared], A: torch.Tensor, tol: float = 1e-9, max_n
                 break
             zt = torch.from_numpy(z).to(A.device)[:, None]
             alpha, gamma = torch.minimum(-lo, zt), torch.minimum(hi, zt)
-            partial = outer == 0 and n >= structured._REDUCE_MIN_N
+            partial = outer == 0 and n >= one_image._REDUCE_MIN_N
             lam, u, its = search(P, lam, alpha, gamma, going, cnt, max_newton,
                                  band0 if outer == 0 else band_min * 4, band_min, info,
                                  None if outer == 0 else 0, narrow=not partial, row_passes=own)
