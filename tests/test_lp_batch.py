@@ -36,7 +36,7 @@ def _same(one, many) -> None:
 @pytest.mark.parametrize("box", [False, True])
 @pytest.mark.parametrize("dtype", [torch.float64, torch.float32])
 def test_the_batched_line_search_finds_each_images_minimiser(box, dtype):
-    from mlalp_core.lp.batched import line_search
+    from mlalp_core.lp.batched_newton import line_search
 
     g = torch.Generator().manual_seed(5)
     B, n = 6, 3000
@@ -63,7 +63,7 @@ def test_the_batched_line_search_finds_each_images_minimiser(box, dtype):
 
 
 def test_the_batched_newton_directions_are_the_one_image_ones():
-    from mlalp_core.lp.batched import newton_directions
+    from mlalp_core.lp.batched_newton import newton_directions
     from mlalp_core.lp.dual_newton import _newton_direction
 
     rng = np.random.default_rng(3)
