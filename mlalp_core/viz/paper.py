@@ -33,14 +33,13 @@ from .figures import (
     CHANNELS,
     PAPER_Z_RANGE,
     GridRow,
-    _as_chw,
-    _np,
     auto_z_range,
     display_name,
     label_marks,
     perturbation_image,
     pool_perturbation,
 )
+from .figures.pooling import _as_chw, _np
 
 #: Widths of a two-column paper (IEEE), in inches.
 COLUMN = 3.5
