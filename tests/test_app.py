@@ -175,6 +175,17 @@ def test_unconfigured_model_shows_its_reason_on_every_page():
     assert any("ml-liw" in w.value and "MLALP_MLLIW_CHECKPOINT" in w.value for w in at.warning)
 
 
+def test_a_bad_attack_table_in_mlalp_toml_is_one_line_in_the_sidebar(tmp_path):
+    # the settings keep [attacks.*] as written; the sidebar has each attack's schema check them
+    (tmp_path / "mlalp.toml").write_text("[attacks.mla-lp]\nlp_tol = 0.0\n")
+    at = AppTest.from_file(APP, default_timeout=240)
+    at.run()
+    _no_exception(at)
+    assert any("mlalp.toml [attacks.mla-lp]: mla-lp.lp_tol must be a finite number in (0, 0.5], got 0.0"
+               in e.value for e in at.sidebar.error), [e.value for e in at.sidebar.error]
+    assert not at.button  # the page stopped: nothing runs on a setting that cannot be read
+
+
 def test_models_page_lists_models_and_computes_table_one():
     at = _app()
     at.switch_page("app_pages/models.py").run()

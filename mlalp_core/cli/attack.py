@@ -36,7 +36,7 @@ def _cmd_attack(args: argparse.Namespace) -> int:
     import numpy as np
     import torch
 
-    from ..attacks import DISPLAY_NAMES, make_attack
+    from ..attacks import DISPLAY_NAMES, file_settings, make_attack
     from ..data.base import check_labels_match
     from ..data.images import load_image, pil_to_tensor, tensor_to_pil
     from ..data.registry import find_image
@@ -54,7 +54,7 @@ def _cmd_attack(args: argparse.Namespace) -> int:
     figures = writable_output(args.figures, "--figures", folder=True) if args.figures else None
     settings = load_settings()
     attack_name = args.attack.strip().lower()
-    sets = parse_sets(args.set, settings.attacks).get(attack_name, {})
+    sets = parse_sets(args.set, file_settings(settings)).get(attack_name, {})
     model = load_model(args.model, device=args.device, settings=settings)
     found = find_image(args.image, model.input_size, args.data, args.split, settings)
     names = list(model.label_names)

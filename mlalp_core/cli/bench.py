@@ -33,7 +33,7 @@ def parse_sets(items: list[str] | None, base: dict[str, dict] | None = None) -> 
 def _cmd_bench(args: argparse.Namespace) -> int:
     from tqdm import tqdm
 
-    from ..attacks import ATTACKS, PAPER_ATTACKS
+    from ..attacks import ATTACKS, PAPER_ATTACKS, file_settings
     from ..experiments.reporting import export, table2
     from ..experiments.runner import (
         BenchConfig,
@@ -50,7 +50,7 @@ def _cmd_bench(args: argparse.Namespace) -> int:
     attacks = [a for name in args.attacks for a in groups.get(name.lower(), [name])]
     cfg = BenchConfig(models=args.models, dataset=args.data, split=args.split, attacks=attacks, n=args.limit,
                       seed=args.seed, batch_size=args.batch, device=dist_dev or args.device,
-                      attack_settings=parse_sets(args.set, load_settings().attacks), store=args.store, precision=args.precision,
+                      attack_settings=parse_sets(args.set, file_settings()), store=args.store, precision=args.precision,
                       objective=args.objective, threads=args.threads)
     bars: dict[str, tqdm] = {}
 

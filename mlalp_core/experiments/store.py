@@ -30,8 +30,8 @@ from typing import Any
 import numpy as np
 import torch
 
-from .. import __version__
 from ..errors import ConfigurationError, exception_line
+from ..version import __version__
 
 SCHEMA_VERSION = 2
 #: Older schemas this code still reads (and upgrades in place when it opens one to write).
