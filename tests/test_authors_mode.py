@@ -176,3 +176,39 @@ def test_bench_in_the_authors_mode_uses_and_records_their_batch(tmp_path, monkey
     runs = {r["run_key"]: r["settings"] for r in ResultsStore(store).rows()}
     by_mode = {s["mode"]: s for s in runs.values()}
     assert by_mode["authors"]["batch_size"] == 10 and "batch_size" not in by_mode["mlalp"]
+
+
+class _Clipped(MultiLabelClassifier):
+    """Label 0 reads channel 0 only, which sits at 0: every step that would lower it is undone
+    by the clip to [0,1], so its output never moves. Label 1 reads channel 1 (at 0.9, right)."""
+
+    def __init__(self) -> None:
+        super().__init__(["stuck", "live"], (8, 8))
+        self.w = nn.Parameter(torch.ones(8 * 8) / (8 * 8))
+
+    def classify(self, z: torch.Tensor) -> torch.Tensor:
+        r, g = (z[:, c].flatten(1) @ self.w for c in range(2))
+        return torch.stack([2.0 + 4.0 * r, 4.0 * g - 1.0], 1)
+
+
+def test_the_give_up_rule_from_the_sixth_step_against_the_oracle():
+    """Their give-up: from 0-based iteration 5 on, the attacked output after the step equal to
+    the output where the Jacobian was taken. Before it, each step that does not lower the label
+    lowers the threshold instead (0.5, 0.45, ... in steps 1-6)."""
+    model = _Clipped().eval()
+    x = torch.zeros(1, 3, 8, 8)
+    x[:, 1] = 0.9
+    target = torch.tensor([[False, True]])  # hide "stuck"
+    (oracle,) = authors_mlalp(model, x, target)
+    res = MLALP(model, mode="authors", device="cpu")(x, target)
+    mine = _implementation_trace(res.trace[0])
+    assert oracle["iterations"] == int(res.iterations[0]) == 6 and oracle["stop"] == "did not move"
+    assert res.trace[0][-1]["stop"] == "attacked labels did not move"
+    assert [e["gave_up"] for e in mine] == [e["gave_up"] for e in oracle["trace"]] == [False] * 5 + [True]
+    assert [e["margin"] for e in mine] == [e["margin"] for e in oracle["trace"]]
+    assert [round(e["margin"], 9) for e in mine] == [0.5, 0.45, 0.4, 0.35, 0.3, 0.25]
+    assert all(e["z"] > 0 for e in mine) and not bool(res.success[0])
+    # the default mode stops by the same rule (it has no restart), after the best-iterate update
+    own = MLALP(model, device="cpu")(x, target)
+    assert int(own.iterations[0]) == 6 and own.trace[0][-1]["stop"] == "attacked labels did not move"
+    assert own.trace[0][-1]["gave_up"] and not any(e["gave_up"] for e in own.trace[0][:-1])

@@ -252,6 +252,7 @@ class MLALP(Attack):
         if stalled:
             st.done[i] = True
             st.reason[i] = "attacked labels did not move"
+            entry["gave_up"] = True
         if not self.authors:
             _lower_margins(st.thresholds[i], st.hide[i], st.add[i], p_old, p_new, t0)
         st.probs_cur[i] = p_new
@@ -307,8 +308,7 @@ class MLALP(Attack):
                      p_new: torch.Tensor, thr: torch.Tensor, b: torch.Tensor) -> dict[str, Any]:
         names = self.model.label_names
         flip = st.attacked[i].nonzero().flatten().tolist()
-        authors = {"margin": st.shared_margin, "restart": False, "gave_up": False,
-                   "margin_lowered": False} if self.authors else {}
+        authors = {"margin": st.shared_margin, "restart": False, "margin_lowered": False} if self.authors else {}
         return {
             "iteration": it,
             "lp_status": res.status,
@@ -322,6 +322,7 @@ class MLALP(Attack):
             "attacked_probs": {names[j]: float(p_new[j]) for j in flip},
             "margins": {names[j]: float(thr[j]) for j in flip},
             "b": {names[j]: float(b[j]) for j in flip},  # loss(t) - loss(f(x)) of the LP
+            "gave_up": False,
             **authors,
         }
 
