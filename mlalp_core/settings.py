@@ -164,6 +164,8 @@ def read_config_file(path: Path) -> dict[str, Any]:
             data = tomllib.load(fh)
     except tomllib.TOMLDecodeError as exc:
         raise ConfigurationError(f"{path}: not valid TOML ({exc})") from exc
+    except RecursionError:
+        raise ConfigurationError(f"{path}: nested too deeply to be a settings file") from None
     except UnicodeDecodeError as exc:
         raise ConfigurationError(f"{path}: not UTF-8 text (byte {exc.start}); save it as UTF-8") from exc
     except OSError as exc:

@@ -7,7 +7,7 @@ import sys
 from pathlib import Path
 
 from ..errors import InvalidInputError
-from .output import writable_output
+from .output import writable_output, write_output
 
 
 def parse_sets(items: list[str] | None, base: dict[str, dict] | None = None) -> dict[str, dict]:
@@ -107,8 +107,8 @@ def _cmd_report(args: argparse.Namespace) -> int:
         t3 = table3(rows)
         text = export(with_paper(t3) if args.paper and args.format == "csv" else t3, args.format)
     if args.out:
-        out = writable_output(args.out, "--out")
-        out.write_text(text)
+        out = writable_output(args.out, "--out", force=args.force)
+        write_output(out, text, "--out")
         print(f"written to {out}")
     else:
         sys.stdout.write(text)
@@ -152,4 +152,5 @@ def register(sub) -> None:
     p.add_argument("--paper", action="store_true", help="CSV: add the paper's values beside ours")
     p.add_argument("--budget", choices=["linf", "l2"], default=None, help="success rate against a distortion budget")
     p.add_argument("--out", default=None)
+    p.add_argument("--force", action="store_true", help="let --out replace a file mlalp did not write")
     p.set_defaults(func=_cmd_report)

@@ -15,7 +15,7 @@ from typing import Any
 from ..errors import ConfigurationError, InvalidInputError
 from ..training.evaluation import TABLE_ONE_ROWS, check_model, predict_dataset, table_one
 from ..training.paper import TRAINERS, TrainConfig
-from .output import writable_output
+from .output import writable_output, write_output
 
 # ---------------------------------------------------------------------------------------------
 # Small helpers
@@ -164,7 +164,7 @@ def _cmd_eval(args: argparse.Namespace) -> int:
         raise InvalidInputError(f"--batch-size must be at least 1, got {args.batch_size}")
     if args.limit is not None and args.limit < 1:
         raise InvalidInputError(f"--limit must be at least 1 (leave it out for the whole data set), got {args.limit}")
-    json_out = writable_output(args.json, "--json") if args.json else None
+    json_out = writable_output(args.json, "--json", force=args.force) if args.json else None
     s = load_settings()
     model = load_model(args.model, device=args.device, settings=s)
     ds = load_dataset(args.data, args.split, settings=s)
@@ -179,7 +179,7 @@ def _cmd_eval(args: argparse.Namespace) -> int:
     for key, title in TABLE_ONE_ROWS:
         print(f"  {title:<18} {report[key]:.4f}")
     if json_out is not None:
-        json_out.write_text(json.dumps({"model": args.model, "data": ds.name, **report}, indent=1))
+        write_output(json_out, json.dumps({"model": args.model, "data": ds.name, **report}, indent=1), "--json")
         print(f"written to {json_out}")
     return 0
 
@@ -233,6 +233,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--batch-size", type=int, default=8)
     p.add_argument("--limit", type=int, default=None, help="only the first N images")
     p.add_argument("--json", default=None, help="also write the numbers to this JSON file")
+    p.add_argument("--force", action="store_true", help="let --json replace a file mlalp did not write")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.add_argument("--device", default=None, help="auto (default), cpu or cuda[:N]")
     p.set_defaults(func=_cmd_eval)
