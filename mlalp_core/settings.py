@@ -154,6 +154,9 @@ def find_config_file(environ: Mapping[str, str] | None = None, cwd: Path | None 
             raise ConfigurationError(f"MLALP_CONFIG names {p}, which is not a file")
         return p
     p = (cwd or Path.cwd()) / CONFIG_FILE_NAME
+    if p.exists() and not p.is_file():
+        raise ConfigurationError(f"{p.absolute()} is a folder (or not a regular file), not a settings file: rename "
+                                 "it, or name the settings file with MLALP_CONFIG")
     return p.absolute() if p.is_file() else None
 
 

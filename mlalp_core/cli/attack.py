@@ -50,11 +50,11 @@ def _cmd_attack(args: argparse.Namespace) -> int:
     bad = [f for f in formats if f not in ("pdf", "svg", "png")]
     if bad:
         raise InvalidInputError(f"--format takes pdf, svg and/or png (comma-separated), got {', '.join(bad)}")
-    out = writable_output(args.out, "--out", folder=True)
-    figures = writable_output(args.figures, "--figures", folder=True) if args.figures else None
     settings = load_settings()
     attack_name = args.attack.strip().lower()
     sets = parse_sets(args.set, settings.attacks).get(attack_name, {})
+    out = writable_output(args.out, "--out", folder=True)
+    figures = writable_output(args.figures, "--figures", folder=True) if args.figures else None
     model = load_model(args.model, device=args.device, settings=settings)
     found = find_image(args.image, model.input_size, args.data, args.split, settings)
     names = list(model.label_names)

@@ -6,7 +6,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from ..errors import InvalidInputError
+from ..errors import InvalidInputError, MlalpError
 from .output import writable_output, write_output
 
 
@@ -17,6 +17,7 @@ def parse_sets(items: list[str] | None, base: dict[str, dict] | None = None) -> 
     from ..attacks.schema import parse_assignment
 
     out: dict[str, dict] = {k: dict(v) for k, v in (base or {}).items()}
+    given: dict[tuple[str, str], str] = {}
     for item in items or []:
         attack, key, value = parse_assignment(item)
         shown = item if item.isprintable() else repr(item)  # one line, whatever was typed
@@ -26,6 +27,11 @@ def parse_sets(items: list[str] | None, base: dict[str, dict] | None = None) -> 
             if str(exc).startswith("--set"):
                 raise
             raise InvalidInputError(f"--set {shown}: {exc}") from None
+        for name in parsed:
+            if (attack, name) in given:
+                raise InvalidInputError(f"--set {attack}.{name} is given twice ({given[attack, name]} and {shown}): "
+                                        "give each setting once")
+            given[attack, name] = shown
         out.setdefault(attack, {}).update(parsed)
     return out
 
@@ -40,7 +46,7 @@ def _cmd_bench(args: argparse.Namespace) -> int:
         init_distributed_from_env,
         run_benchmark,
     )
-    from ..experiments.store import ResultsStore
+    from ..experiments.store import ResultsStore, discard_unused_store
     from ..settings import load_settings
 
     out = writable_output(args.out, "--out", folder=True) if args.out else None  # before hours of work
@@ -64,7 +70,14 @@ def _cmd_bench(args: argparse.Namespace) -> int:
         bar.n = done
         bar.refresh()
 
-    t3 = run_benchmark(cfg, progress=progress)
+    store_path = Path(cfg.store or load_settings().results)
+    new_store = not store_path.exists()
+    try:
+        t3 = run_benchmark(cfg, progress=progress)
+    except MlalpError:
+        if new_store and rank == 0:  # a refused run leaves no store it created
+            discard_unused_store(store_path)
+        raise
     for bar in bars.values():
         bar.close()
     if rank != 0:
