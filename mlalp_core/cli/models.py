@@ -45,8 +45,8 @@ def _print_summary(name: str, info: dict[str, Any], model: Any) -> None:
         (f"labels ({info['num_labels']})", _fmt_labels(info["labels"], 20)
          + (f"  [{model.label_set}'s label set]" if getattr(model, "label_set", None) else "")),
         ("threshold", f"{info['threshold']}"),
-        ("forward", f"1 blank image in {info['forward_s']:.2f} s on {info['device']}; probabilities in "
-                    f"[{info['prob_min']:.3f}, {info['prob_max']:.3f}]"),
+        ("forward", f"a blank image and {info['images'] - 1} gallery scenes in {info['forward_s']:.2f} s on "
+                    f"{info['device']}; probabilities in [{info['prob_min']:.3f}, {info['prob_max']:.3f}]"),
     ]
     match = getattr(model, "adjacency_matches", None)
     if match is not None:
@@ -98,6 +98,27 @@ def _cmd_check_model(args: argparse.Namespace) -> int:
 # ---------------------------------------------------------------------------------------------
 
 
+def _model_state(info: Any, check: bool) -> tuple[str, str]:
+    """(state, reason) of a listed model: what check-model says of it with ``check``; otherwise
+    "available" only for models that ship with mlalp or live in this process; a configured file
+    that was never run is "not checked"."""
+    from ..errors import MlalpError
+    from ..models.registry import load_model
+
+    if not info.available:
+        return "unavailable", info.reason
+    if check:
+        try:
+            check_model(load_model(info.name, device="cpu"), "cpu")
+        except MlalpError as exc:
+            return "unavailable", f"{info.name}: {exc}"
+        return "available", ""
+    if info.kind in ("paper", "user"):
+        return "not checked", (f"{info.name}: its files are in place but the network was not run: "
+                               f"mlalp check-model {info.name} (or mlalp models --check)")
+    return "available", ""
+
+
 def _cmd_models(args: argparse.Namespace) -> int:
     from ..models.registry import list_models
     from ..settings import load_settings
@@ -107,10 +128,10 @@ def _cmd_models(args: argparse.Namespace) -> int:
     for i in infos:
         size = f"{i.input_size[0]}x{i.input_size[1]}" if i.input_size else "?"
         labels = f"{i.num_labels} labels" if i.num_labels else "? labels"
-        state = "available" if i.available else "unavailable"
+        state, reason = _model_state(i, args.check)
         print(f"{i.name:<{w}}  {state:<11}  {size:>7}  {labels:>9}  {i.description}")
-        if not i.available:
-            print(f"{'':<{w}}  -> {i.reason}")
+        if reason:
+            print(f"{'':<{w}}  -> {reason}")
     return 0
 
 
@@ -186,12 +207,15 @@ def _cmd_eval(args: argparse.Namespace) -> int:
 
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("models", help="list the models mlalp knows and whether they can be used")
+    p.add_argument("--check", action="store_true",
+                   help="load and run every usable model as check-model does (slow for large models)")
     p.set_defaults(func=_cmd_models)
 
     p = sub.add_parser("datasets", help="list the data sets mlalp knows and whether they can be used")
     p.set_defaults(func=_cmd_datasets)
 
-    p = sub.add_parser("check-model", help="load a model exactly as an attack would and run one forward pass",
+    p = sub.add_parser("check-model", help="load a model exactly as an attack would and run it on a blank image "
+                                           "and a few gallery scenes",
                        description="Examples: check-model ml-gcn --checkpoint voc_checkpoint.pth.tar --word-vectors "
                                    "voc_glove_word2vec.pkl; check-model ml-liw --checkpoint FILE; check-model user "
                                    "--manifest FILE; check-model NAME (from the settings)")

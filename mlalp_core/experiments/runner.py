@@ -28,6 +28,7 @@ from ..data.base import MultiLabelDataset, check_labels_match, stack_images
 from ..device import DeviceLike, resolve_device
 from ..errors import ConfigurationError, InvalidInputError
 from ..models.base import MultiLabelClassifier
+from ..models.outputs import checked_probabilities
 from ..progress import ProgressFn
 from .metrics import attack_metrics
 from .reporting import table3
@@ -173,7 +174,7 @@ def select_examples(model: MultiLabelClassifier, dataset: MultiLabelDataset, *, 
         for a in range(0, len(mine), batch_size):
             chunk = mine[a:a + batch_size]
             x = stack_images(dataset, chunk, model.input_size).to(dev)
-            pred = model.predict(x).cpu()
+            pred = (checked_probabilities(model, x, [f"example {ids[i]}" for i in chunk]) >= model.threshold).cpu()
             for k, i in enumerate(chunk):
                 ok_mine[i] = bool((pred[k] == labels[i]).all())
             if progress is not None:
@@ -248,7 +249,7 @@ def run_attack_on_selection(model: MultiLabelClassifier, dataset: MultiLabelData
         if not todo:
             continue
         x = stack_images(dataset, [sel.indices[p] for p in todo], model.input_size)
-        res = attack(x, targets[todo])
+        res = attack(x, targets[todo], example_ids=[sel.ids[p] for p in todo])
         metrics = attack_metrics(res)
         for k, p in enumerate(todo):
             store.add_result(key, sel.ids[p], sel.indices[p], metrics[k], res.target[k], res.probs_clean[k],

@@ -168,10 +168,7 @@ def read_manifest(path: str | os.PathLike) -> UserManifest:
                        "next to the manifest")
     if not f.is_file():
         raise _fail(p, f"the model file {f} does not exist")
-    kind = file_kind(f)
-    if kind == "pickle":
-        raise ModelLoadError(f"{f} {PICKLE_REFUSAL}")
-    fmt = data.get("format") or ("export" if kind == "export" or f.suffix == ".pt2" else "torchscript")
+    fmt = data.get("format") or ("export" if f.suffix == ".pt2" or file_kind(f) == "export" else "torchscript")
     if fmt not in ("torchscript", "export"):
         raise _fail(p, "format must be \"torchscript\" or \"export\"")
     desc = data.get("description", "")
@@ -207,6 +204,8 @@ def _quiet_loggers(*names: str) -> Iterator[list[str]]:
 
 def _load_network(m: UserManifest) -> nn.Module:
     f = m.file
+    if file_kind(f) == "pickle":  # refused before torch sees it: nothing is unpickled, nothing logged
+        raise ModelLoadError(f"{f} {PICKLE_REFUSAL}")
     try:
         if m.format == "torchscript":
             with warnings.catch_warnings():
@@ -256,6 +255,9 @@ class UserModel(MultiLabelClassifier):
         if self.output_kind == "probabilities":
             out = torch.logit(out, eps=PROB_EPS)
         return out
+
+    def network_outputs(self, x: torch.Tensor) -> torch.Tensor:
+        return self._raw(self.normalize(x))
 
     def describe(self) -> dict:
         info = super().describe()
