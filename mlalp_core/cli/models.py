@@ -111,7 +111,7 @@ def _model_state(info: Any, check: bool) -> tuple[str, str]:
         try:
             check_model(load_model(info.name, device="cpu"), "cpu")
         except MlalpError as exc:
-            return "unavailable", f"{info.name}: {exc}"
+            return "unavailable", str(exc) if info.name in str(exc) else f"{info.name}: {exc}"
         return "available", ""
     if info.kind in ("paper", "user"):
         return "not checked", (f"{info.name}: its files are in place but the network was not run: "
