@@ -446,11 +446,11 @@ def test_attacks_name_a_model_whose_output_on_the_image_is_not_finite():
     for name in ("mla-lp", "fgsm", "ml-deepfool"):
         attack: Attack = ml.make_attack(name, model, device="cpu")
         with pytest.raises(InvalidInputError) as info:
-            attack(x, target, example_ids=["scene_003"])
-        msg = str(info.value)
-        assert "nanny" in msg and "scene_003" in msg and "not finite" in msg and "\n" not in msg
-        with pytest.raises(InvalidInputError, match="image 0 of the batch"):
             attack(x, target)
+        msg = str(info.value)
+        assert "nanny" in msg and "image 0 of the batch" in msg and "not finite" in msg and "\n" not in msg
+        with pytest.raises(InvalidInputError, match="example scene_003"):
+            attack(x, target, example_ids=["scene_003"])
 
 
 # ---------------------------------------------------------------------------------------------
