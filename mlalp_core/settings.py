@@ -152,6 +152,9 @@ def find_config_file(environ: Mapping[str, str] | None = None, cwd: Path | None 
             raise ConfigurationError(f"MLALP_CONFIG names {p}, which is not a file")
         return p
     p = (cwd or Path.cwd()) / CONFIG_FILE_NAME
+    if p.exists() and not p.is_file():
+        raise ConfigurationError(f"{p.absolute()} is a folder (or not a regular file), not a settings file: rename "
+                                 "it, or name the settings file with MLALP_CONFIG")
     return p.absolute() if p.is_file() else None
 
 
@@ -162,6 +165,8 @@ def read_config_file(path: Path) -> dict[str, Any]:
             data = tomllib.load(fh)
     except tomllib.TOMLDecodeError as exc:
         raise ConfigurationError(f"{path}: not valid TOML ({exc})") from exc
+    except RecursionError:
+        raise ConfigurationError(f"{path}: nested too deeply to be a settings file") from None
     except UnicodeDecodeError as exc:
         raise ConfigurationError(f"{path}: not UTF-8 text (byte {exc.start}); save it as UTF-8") from exc
     except OSError as exc:

@@ -6,7 +6,7 @@ builds one with the paper's defaults for every setting not given.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
 from ..errors import ConfigurationError, InvalidInputError, MlalpError
@@ -80,10 +80,11 @@ def make_attack(name: str, model: Any, **settings: Any) -> Attack:
 
 
 def attack(name: str, model: Any, images: Any, target: Any, *, progress: ProgressFn | None = None,
-           **settings: Any) -> AttackResult:
+           example_ids: Sequence[str] | None = None, **settings: Any) -> AttackResult:
     """Run one attack on a batch: ``images`` (B, 3, H, W) in [0,1] at the model's size, ``target``
-    y* (B, l) as bool, {0,1} or {-1,+1} (e.g. ``hide_one(labels)``); settings as keywords."""
-    return make_attack(name, model, **settings)(images, target, progress=progress)
+    y* (B, l) as bool, {0,1} or {-1,+1} (e.g. ``hide_one(labels)``); settings as keywords.
+    ``example_ids`` name the images in a refusal (a model whose outputs on one are broken)."""
+    return make_attack(name, model, **settings)(images, target, progress=progress, example_ids=example_ids)
 
 
 __all__ = ["ATTACKS", "DISPLAY_NAMES", "Attack", "AttackCancelled", "AttackResult", "AttackRun", "ProgressFn",

@@ -6,8 +6,8 @@ import argparse
 import sys
 from pathlib import Path
 
-from ..errors import InvalidInputError
-from .output import writable_output
+from ..errors import InvalidInputError, MlalpError
+from .output import writable_output, write_output
 
 
 def parse_sets(items: list[str] | None, base: dict[str, dict] | None = None) -> dict[str, dict]:
@@ -17,6 +17,7 @@ def parse_sets(items: list[str] | None, base: dict[str, dict] | None = None) -> 
     from ..attacks.schema import parse_assignment
 
     out: dict[str, dict] = {k: dict(v) for k, v in (base or {}).items()}
+    given: dict[tuple[str, str], str] = {}
     for item in items or []:
         attack, key, value = parse_assignment(item)
         shown = item if item.isprintable() else repr(item)  # one line, whatever was typed
@@ -26,6 +27,11 @@ def parse_sets(items: list[str] | None, base: dict[str, dict] | None = None) -> 
             if str(exc).startswith("--set"):
                 raise
             raise InvalidInputError(f"--set {shown}: {exc}") from None
+        for name in parsed:
+            if (attack, name) in given:
+                raise InvalidInputError(f"--set {attack}.{name} is given twice ({given[attack, name]} and {shown}): "
+                                        "give each setting once")
+            given[attack, name] = shown
         out.setdefault(attack, {}).update(parsed)
     return out
 
@@ -40,7 +46,7 @@ def _cmd_bench(args: argparse.Namespace) -> int:
         init_distributed_from_env,
         run_benchmark,
     )
-    from ..experiments.store import ResultsStore
+    from ..experiments.store import ResultsStore, discard_unused_store
     from ..settings import load_settings
 
     out = writable_output(args.out, "--out", folder=True) if args.out else None  # before hours of work
@@ -67,7 +73,14 @@ def _cmd_bench(args: argparse.Namespace) -> int:
     def notice(line: str) -> None:
         tqdm.write(f"note: {line}", file=sys.stderr)
 
-    t3 = run_benchmark(cfg, progress=progress, notice=notice)
+    store_path = Path(cfg.store or load_settings().results)
+    new_store = not store_path.exists()
+    try:
+        t3 = run_benchmark(cfg, progress=progress, notice=notice)
+    except MlalpError:
+        if new_store and rank == 0:  # a refused run leaves no store it created
+            discard_unused_store(store_path)
+        raise
     for bar in bars.values():
         bar.close()
     if rank != 0:
@@ -120,8 +133,8 @@ def _cmd_report(args: argparse.Namespace) -> int:
         t3 = table3(rows)
         text = export(with_paper(t3) if args.paper and args.format == "csv" else t3, args.format)
     if args.out:
-        out = writable_output(args.out, "--out")
-        out.write_text(text)
+        out = writable_output(args.out, "--out", force=args.force)
+        write_output(out, text, "--out")
         print(f"written to {out}")
     else:
         sys.stdout.write(text)
@@ -208,4 +221,5 @@ def register(sub) -> None:
     p.add_argument("--eps", type=float, default=None,
                    help="with --efficiency: also plot the success rate within this l_inf budget ([0,1] units)")
     p.add_argument("--out", default=None)
+    p.add_argument("--force", action="store_true", help="let --out replace a file mlalp did not write")
     p.set_defaults(func=_cmd_report)

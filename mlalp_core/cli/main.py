@@ -67,6 +67,12 @@ def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     try:
+        from ..device import check_environment
+        from ..settings import load_settings
+
+        load_settings()  # mlalp.toml and the MLALP_* settings, each parsed before any work
+        for warning in check_environment():
+            print(f"mlalp {args.command}: warning: {warning}", file=sys.stderr)
         return int(args.func(args) or 0)
     except MlalpError as exc:
         print(f"mlalp {args.command}: error: {exc}", file=sys.stderr)

@@ -35,6 +35,7 @@ from ..data.base import MultiLabelDataset, check_labels_match, stack_images
 from ..device import DeviceLike, resolve_device
 from ..errors import ConfigurationError, InvalidInputError
 from ..models.base import MultiLabelClassifier
+from ..models.outputs import checked_probabilities
 from ..numerics import Numerics, check_threads
 from ..numerics import apply as apply_numerics
 from ..progress import ProgressFn
@@ -187,7 +188,7 @@ def select_examples(model: MultiLabelClassifier, dataset: MultiLabelDataset, *, 
         ok_mine: dict[int, bool] = {}
         for chunk in mine:
             x = stack_images(dataset, chunk, model.input_size).to(dev)
-            pred = model.predict(x).cpu()
+            pred = (checked_probabilities(model, x, [f"example {ids[i]}" for i in chunk]) >= model.threshold).cpu()
             for k, i in enumerate(chunk):
                 ok_mine[i] = bool((pred[k] == labels[i]).all())
             if progress is not None:
@@ -265,7 +266,7 @@ def run_attack_on_selection(model: MultiLabelClassifier, dataset: MultiLabelData
         if not todo:
             continue
         x = stack_images(dataset, [sel.indices[p] for p in batch], model.input_size)
-        res = attack(x, targets[batch])
+        res = attack(x, targets[batch], example_ids=[sel.ids[p] for p in batch])
         metrics = attack_metrics(res)
         for k, p in enumerate(batch):
             if sel.ids[p] in done:
