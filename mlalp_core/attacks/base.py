@@ -193,6 +193,12 @@ class Attack(ABC):
     def _check_params(self) -> None:
         """Raise InvalidInputError for settings that are valid alone but not together."""
 
+    @classmethod
+    def run_name(cls, settings: dict[str, Any]) -> tuple[str, set[str]]:
+        """The name a run with these settings goes by in tables, and the settings that name already
+        says (left out of its list of differences from the paper's). Default: the display name."""
+        return cls.display_name, set()
+
     def config(self) -> dict[str, Any]:
         """The attack's settings (stored with every result), typed by the schema."""
         return {"threshold": self.threshold, **self.settings}

@@ -56,6 +56,7 @@ from ..lp import BACKENDS, solve_linf, solve_linf_batch
 from .base import Attack, AttackRun, ProgressFn
 from .jacobian import batched_jacobian
 from .losses import AUTHORS_CLAMP, bce_at_threshold, per_label_bce
+from .polish import POLISHES, polish_pgd, polish_scale
 from .schema import Schema, Setting
 
 #: The authors' margin schedule.
@@ -88,6 +89,18 @@ class MLALP(Attack):
         Setting("mode", str, "mlalp", "mlalp: per-example margins, the best iterate kept, exact LPs; authors: "
                 "the authors' code, quirks included (README: the authors' mode)", "behaviour",
                 choices=("mlalp", "authors")),
+        Setting("polish", str, "none", "MLA-LP+: after a success, make the perturbation smaller while it still "
+                "reaches y*: none (the paper), scale (bisection along it), pgd (a PGD shrink warm-started from it)",
+                "polish (MLA-LP+)", choices=POLISHES),
+        Setting("polish_factor", float, 0.95, "pgd polish: each round's l_inf budget, as a fraction of the current "
+                "l_inf", "polish budget factor", low=0.0, high=1.0, low_open=True, high_open=True),
+        Setting("polish_steps", int, 20, "pgd polish: signed-gradient steps per round; scale polish: bisection "
+                "steps", "polish steps", low=1, high=10_000),
+        Setting("polish_step", float, 0.1, "pgd polish: step size as a fraction of the round's budget",
+                "polish step", low=0.0, high=1.0, low_open=True),
+        Setting("polish_rounds", int, 100, "pgd polish: rounds at most (each ends at the first iterate that "
+                "reaches y*; the polish stops at the first round that reaches nothing)", "polish rounds",
+                low=1, high=100_000),
     ))
 
     # the settings as attributes, for type checkers (checked against the schema at import)
@@ -98,10 +111,23 @@ class MLALP(Attack):
     lp_tol: float
     jacobian: str
     mode: str
+    polish: str
+    polish_factor: float
+    polish_steps: int
+    polish_step: float
+    polish_rounds: int
 
     #: no box in the LP; their own iterate rule (restart on a worse step) in place of keep_best
     authors_fixes: ClassVar[dict[str, Any]] = {"box": False, "keep_best": True}
     authors_batch: ClassVar[int | None] = 10  # their MLA-LP batches (the margin is shared by the batch)
+
+    @classmethod
+    def run_name(cls, settings: dict[str, Any]) -> tuple[str, set[str]]:
+        """A polished run is MLA-LP+ (the pgd polish; "MLA-LP+ (scale)" for the other one)."""
+        polish = settings.get("polish", "none")
+        if polish == "none":
+            return cls.display_name, set()
+        return ("MLA-LP+" if polish == "pgd" else f"MLA-LP+ ({polish})"), {"polish"}
 
     @property
     def authors(self) -> bool:
@@ -128,8 +154,35 @@ class MLALP(Attack):
         for i, steps_of_i in enumerate(st.trace):
             if steps_of_i:
                 steps_of_i[-1]["stop"] = st.reason[i] or ("stopped early" if self._stopped else "iteration limit")
+        if self.polish != "none" and not self._stopped:
+            self._polish(st, progress)
         return AttackRun(x_adv=st.best_x, iterations=st.iterations, model_calls=st.calls, trace=st.trace,
                          elapsed_s=st.elapsed)
+
+    def _polish(self, st: _State, progress: ProgressFn | None) -> None:
+        """MLA-LP+: the successes made smaller while they still reach y* (:mod:`.polish`)."""
+        moved = (st.best_x != st.x).flatten(1).any(1)
+        idx = [i for i in range(len(st.done)) if st.reason[i] == "success" and bool(moved[i])]
+        if not idx:
+            return
+        self._report(progress, self.max_iterations, self.max_iterations,
+                     f"MLA-LP+: polishing {len(idx)} success(es) ({self.polish})")
+        t0 = time.perf_counter()
+        sel = torch.tensor(idx, device=st.x.device)
+        if self.polish == "scale":
+            out = polish_scale(self.model, st.x[sel], st.best_x[sel], st.tgt[sel], self.threshold, self.polish_steps)
+        else:
+            out = polish_pgd(self.model, st.x[sel], st.best_x[sel], st.tgt[sel], self.threshold,
+                             factor=self.polish_factor, steps=self.polish_steps, step=self.polish_step,
+                             rounds=self.polish_rounds)
+        if st.x.device.type == "cuda":
+            torch.cuda.synchronize(st.x.device)
+        seconds = (time.perf_counter() - t0) / len(idx)
+        for k, i in enumerate(idx):
+            st.best_x[i] = out.x_adv[k]
+            st.calls[i] += int(out.calls[k])
+            st.elapsed[i] += seconds
+            st.trace[i] += out.trace[k]
 
     def _start(self, x: torch.Tensor, target: torch.Tensor) -> _State:
         """The clean outputs, which labels must flip, and the per-example bookkeeping."""
