@@ -24,7 +24,7 @@ class _ExplicitCheck:
     """The loop before one-pass-per-step (the code of commit 87549f3): after each step, a no-grad
     forward pass on the new iterate decides its success."""
 
-    def _attack_at(self, x, target, eps, stats, progress, label, whole=False) -> Fixed:
+    def _attack_at(self, x, target, eps, stats, progress, label, whole=False, first=False) -> Fixed:
         b = x.shape[0]
         best = x.clone()
         found = torch.zeros(b, dtype=torch.bool)
@@ -247,3 +247,36 @@ def test_a_stop_keeps_the_checked_iterates(tiny):
     first = full.success & (full.iterations == s)
     assert torch.equal(res.success, first)
     assert torch.equal(res.x_adv[first], full.x_adv[first]) and torch.equal(res.x_adv[~first], x[~first])
+
+
+def test_broken_clean_outputs_stop_the_attack_before_its_first_step(tiny):
+    """The clean outputs come from the first pass, so they are checked there, before any backward
+    pass: the same one-line error as the base class's check, naming the example."""
+    from mlalp_core.errors import InvalidInputError
+    from mlalp_core.models.base import MultiLabelClassifier
+
+    inner, x, target = tiny
+
+    class NaNOnSecond(MultiLabelClassifier):
+        def __init__(self) -> None:
+            super().__init__(inner.label_names, inner.input_size)
+            self.inner = inner
+
+        def forward(self, x):
+            z = self.inner(x)
+            return torch.where(torch.arange(len(x)).view(-1, 1) == 1, float("nan"), z)
+
+    model = NaNOnSecond().eval()
+    counter = _Counting(model)
+    try:
+        for name, settings in (("fgsm", {}), ("bim", {"min_budget": True}), ("pgd", {"random_start": False})):
+            counter.clear()
+            with pytest.raises(InvalidInputError, match="its output on example s1 is not finite"):
+                make_attack(name, model, device="cpu", **settings)(x[:3], target[:3], example_ids=["s0", "s1", "s2"])
+            assert counter.forwards == [3] and counter.backwards == []
+        counter.clear()  # a random start: the base class checks the clean images itself, first
+        with pytest.raises(InvalidInputError, match="its output on example s1 is not finite"):
+            make_attack("pgd", model, device="cpu")(x[:3], target[:3], example_ids=["s0", "s1", "s2"])
+        assert counter.forwards == [3] and counter.backwards == []
+    finally:
+        counter.close()

@@ -35,6 +35,7 @@ import torch
 import torch.nn.functional as F
 
 from ..models.base import MultiLabelClassifier
+from ..models.outputs import check_outputs
 from ..progress import ProgressFn
 from .base import Attack, AttackRun
 from .losses import per_label_bce
@@ -95,6 +96,22 @@ class IterativeGradient(Attack):
     def _restarts(self) -> int:
         return 1
 
+    def _zero_start(self) -> bool:
+        """Whether :meth:`_start` returns None (a zero delta) for every restart."""
+        return True
+
+    def _outputs_from_forward(self) -> bool:
+        """The model's forward pass gives its network outputs and its probabilities are their
+        sigmoid (a logits model that redefines none of these): a pass of the loop can then stand
+        for one of the base class's (the clean check, the re-check)."""
+        kind = type(self.model)
+        return getattr(self.model, "output_kind", "logits") == "logits" and all(
+            getattr(kind, f) is getattr(MultiLabelClassifier, f)
+            for f in ("probabilities", "network_outputs", "probabilities_from_outputs"))
+
+    def _checks_clean_outputs(self) -> bool:
+        return self._zero_start() and self._outputs_from_forward()
+
     # ---- the loop ------------------------------------------------------------------------------
     def _loss(self, logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
         """(B,) the loss toward y*, summed over labels."""
@@ -119,7 +136,7 @@ class IterativeGradient(Attack):
         return ((probs >= self.threshold) == target.bool()).all(1)
 
     def _attack_at(self, x: torch.Tensor, target: torch.Tensor, eps: torch.Tensor, stats: dict[str, Any],
-                   progress: ProgressFn | None, label: str, whole: bool = False) -> Fixed:
+                   progress: ProgressFn | None, label: str, whole: bool = False, first: bool = False) -> Fixed:
         """One fixed-budget attack of the batch at per-example ``eps``.
 
         One forward pass per iterate: the pass at iterate t gives the gradient of step t+1 and
@@ -130,7 +147,8 @@ class IterativeGradient(Attack):
         calls is what it needs, the same alone or in any batch. The running images have tensors
         of their own, compacted when some stop (not gathered at every step). ``whole``: ``x`` is
         the batch the base class re-checks, so the last pass covers every returned image and is
-        that re-check."""
+        that re-check. ``first``: ``x`` is the base class's batch, attacked first: the first pass
+        checks the clean outputs when the base class left that to it."""
         b = x.shape[0]
         best: torch.Tensor | None = None  # the returned images, once one is known (the clean image elsewhere)
         found = torch.zeros(b, dtype=torch.bool, device=x.device)
@@ -139,8 +157,7 @@ class IterativeGradient(Attack):
         steps = self._steps()
         clean: torch.Tensor | None = None
         checked: tuple[torch.Tensor, torch.Tensor] | None = None
-        # the base class's passes are model.probabilities: the same as the sigmoid here unless a model redefines it
-        reuse = type(self.model).probabilities is MultiLabelClassifier.probabilities
+        reuse = self._outputs_from_forward()
         restarts = self._restarts()
         shape = (-1,) + (1,) * (x.dim() - 1)
         same = float(eps[0]) if b and bool((eps == eps[0]).all()) else None  # one budget for the batch
@@ -180,8 +197,9 @@ class IterativeGradient(Attack):
                         images, running = best.clone(), images
                         images[rows] = running
                     with torch.no_grad():
-                        every = torch.sigmoid(self.model(images))
-                    checked = (images, every)
+                        outputs = self.model.network_outputs(images)
+                    every = self.model.probabilities_from_outputs(outputs)
+                    checked = (images, outputs)
                     probs = every if n == b else every[rows]
                     inputs = images if n == b else images[rows]
                 elif last:
@@ -198,7 +216,11 @@ class IterativeGradient(Attack):
                     probs = torch.sigmoid(logits.detach())
                 calls[rows_cpu] += 1
                 if restart == 0 and it == 0 and n == b and reuse and zero:
-                    clean = probs  # the pass on x itself, the whole batch: the clean outputs
+                    # the pass on x itself, the whole batch: the clean outputs, checked before any step
+                    # when the base class left that to this pass
+                    if first and self._checks_clean_outputs():
+                        check_outputs(self.model, logits.detach(), self._images)
+                    clean = probs
                 keep: torch.Tensor | None = None
                 if check:
                     ok = self._success(probs, tr)
@@ -251,7 +273,7 @@ class IterativeGradient(Attack):
         if self.min_budget:
             run = self._search(x, target, stats, progress)
         else:
-            out = self._attack_at(x, target, eps, stats, progress, self.display_name, whole=True)
+            out = self._attack_at(x, target, eps, stats, progress, self.display_name, whole=True, first=True)
             trace = [[{"eps": float(self.eps), "success": bool(out.success[i]), "iterations": int(out.ran[i])}]
                      for i in range(b)]
             run = AttackRun(x_adv=out.x_adv, iterations=out.ran, model_calls=stats["calls"], trace=trace,
@@ -282,7 +304,8 @@ class IterativeGradient(Attack):
                 if r < bracket_rounds:
                     continue
                 break
-            out = self._attack_at(x[idx], target[idx], eps[idx], _Sub(stats, idx), None, self.display_name)
+            out = self._attack_at(x[idx], target[idx], eps[idx], _Sub(stats, idx), None, self.display_name,
+                                  first=r == 0 and idx.numel() == b)
             x_adv, ok, ran = out.x_adv, out.success, out.ran
             if r == 0 and idx.numel() == b:
                 clean = out.clean

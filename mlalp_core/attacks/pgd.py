@@ -42,6 +42,9 @@ class _PGDBase(IterativeGradient):
     def _restarts(self) -> int:
         return self.restarts
 
+    def _zero_start(self) -> bool:
+        return not self.random_start
+
     def _start(self, x: torch.Tensor, eps: torch.Tensor, restart: int) -> torch.Tensor | None:
         """A uniform random point of each image's eps-ball, drawn from a generator of its own
         seeded by (seed, restart, the image's bytes): an image gets the same start whatever its

@@ -124,6 +124,17 @@ def _value_text(value: Any) -> str:
     return f"{value:g}" if isinstance(value, float) else str(value)
 
 
+def run_name(attack: str, settings: Mapping[str, Any] | None) -> tuple[str, set[str]]:
+    """What a run of ``attack`` with ``settings`` is called (MLA-LP+ for a polished MLA-LP) and
+    the settings that name says already."""
+    from ..attacks import ATTACKS
+
+    cls = ATTACKS.get(attack)
+    if cls is None:
+        return DISPLAY_NAMES.get(attack, attack), set()
+    return cls.run_name(dict(settings or {}))
+
+
 def setting_differences(attack: str, settings: Mapping[str, Any] | None) -> list[tuple[str, str]]:
     """(short text, text with the paper's value) for each recorded setting of a run that differs
     from the paper's: the attack's schema defaults, threshold 0.5, and in the authors' mode their
@@ -227,11 +238,11 @@ def run_labels(rows: Sequence[dict[str, Any]]) -> dict[str, str]:
     table = []
     for key, rs in _runs(rows).items():
         r = rs[0]
-        diffs = setting_differences(r["attack"], r.get("settings"))
+        name, said = run_name(r["attack"], r.get("settings"))
+        diffs = setting_differences(r["attack"], {k: v for k, v in (r.get("settings") or {}).items() if k not in said})
         table.append({"run_key": key, "model": r["model"], "dataset": r["dataset"], "objective": _objective(r),
                       "seed": r.get("seed"), "_numerics": r.get("numerics") or {},
-                      "label": DISPLAY_NAMES.get(r["attack"], r["attack"])
-                      + (f" ({', '.join(d[0] for d in diffs)})" if diffs else "")})
+                      "label": name + (f" ({', '.join(d[0] for d in diffs)})" if diffs else "")})
     _tell_apart(table)
     return {r["run_key"]: r["label"] for r in table}
 
@@ -451,13 +462,14 @@ def to_latex(table: Sequence[dict[str, Any]], columns: dict | None = None, capti
     return "% needs \\usepackage{booktabs} (\\toprule, \\midrule, \\bottomrule); the best values are in bold\n" + body
 
 
-def export(table: Sequence[dict[str, Any]], fmt: str, **kw: Any) -> str:
-    """``fmt`` in csv, md/markdown, tex/latex."""
+def export(table: Sequence[dict[str, Any]], fmt: str, columns: dict | None = None, **kw: Any) -> str:
+    """``fmt`` in csv, md/markdown, tex/latex; ``columns`` as in :data:`TABLE3_COLUMNS` (default:
+    Table III's or Table II's, by the rows)."""
     fmt = fmt.lower()
     if fmt == "csv":
-        return to_csv(table)
+        return to_csv(table, columns)
     if fmt in ("md", "markdown"):
-        return to_markdown(table)
+        return to_markdown(table, columns)
     if fmt in ("tex", "latex"):
-        return to_latex(table, **kw)
+        return to_latex(table, columns, **kw)
     raise ValueError(f"unknown format {fmt!r}: use csv, md or latex")
