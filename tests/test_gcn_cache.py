@@ -188,6 +188,27 @@ def test_reuse_freed_memory_nests():
     assert alloc._depth == 0 and x.shape == (1000, 1000)
 
 
+def test_freed_memory_goes_back_only_after_an_idle_time(monkeypatch):
+    """Consecutive attack calls (a batch run) keep the freed memory; it goes back to the system
+    once no block has started for TRIM_AFTER_IDLE_S."""
+    import time
+
+    import mlalp_core.allocator as alloc
+
+    if alloc._glibc() is None:
+        pytest.skip("not glibc: the block does nothing")
+    trims = []
+    real = alloc._give_back
+    monkeypatch.setattr(alloc, "TRIM_AFTER_IDLE_S", 0.3)
+    monkeypatch.setattr(alloc, "_give_back", lambda: (trims.append(time.perf_counter()), real()))
+    for _ in range(3):  # back to back: the pending trim of one block is cancelled by the next
+        with reuse_freed_memory():
+            torch.rand(500, 500)
+    assert trims == [] and alloc._timer is not None
+    time.sleep(0.8)
+    assert len(trims) == 1 and alloc._timer is None
+
+
 @pytest.mark.parametrize("name", ["ml-cw", "ml-rank2", "mla-lp", "ml-deepfool"])
 def test_attacks_use_the_cache_and_give_the_numbers_without_it(name, monkeypatch):
     """Attacks run the model with frozen parameters (restored afterwards), so the label branch is

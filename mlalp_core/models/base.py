@@ -139,8 +139,9 @@ def check_image_batch(x: torch.Tensor, input_size: tuple[int, int] | None = None
     if not torch.is_floating_point(x):
         raise InvalidInputError(f"images must be floating point in [0,1], got dtype {x.dtype}")
     if x.numel():
-        lo, hi = float(x.min()), float(x.max())
-        if lo < -RANGE_TOLERANCE or hi > 1 + RANGE_TOLERANCE or x.isnan().any():
+        lo_t, hi_t = torch.aminmax(x)  # one pass; a NaN anywhere makes both NaN
+        lo, hi = float(lo_t), float(hi_t)
+        if not (-RANGE_TOLERANCE <= lo and hi <= 1 + RANGE_TOLERANCE):
             raise InvalidInputError(
                 f"images must lie in [0,1] (pixels divided by 255), got values in [{lo:.4g}, {hi:.4g}]"
             )
