@@ -225,14 +225,13 @@ class Attack(ABC):
         """Attack images ``x`` (B,3,H,W) in [0,1] towards bool targets ``target`` (B,l). Report with
         :meth:`_report`; when it returns False, stop and return the best iterates found so far."""
 
-    def _outcome(self, i: int, success: bool, x: torch.Tensor, x_adv: torch.Tensor, probs: torch.Tensor,
-                 target: torch.Tensor, trace: list[dict[str, Any]]) -> str:
-        """What the attack returns for an example that did not reach y*, and why (one line)."""
+    def _outcome(self, i: int, success: bool, wrong: int, unmoved: bool, trace: list[dict[str, Any]]) -> str:
+        """What the attack returns for an example that did not reach y*, and why (one line).
+        ``wrong``: its labels on the wrong side; ``unmoved``: it returns the clean image."""
         if success:
             return ""
-        wrong = int(((probs >= self.threshold) != target.bool()).sum())
         parts = [f"target not reached ({wrong} label(s) wrong)"]
-        if bool((x_adv == x).all()):
+        if unmoved:
             parts.append("no iterate had more labels right than the clean image, so it returns the clean image "
                          "(r = 0)")
         else:
@@ -289,11 +288,14 @@ class Attack(ABC):
             if probs_clean is None:
                 probs_clean = (run.probs_clean if run.probs_clean is not None
                                else checked_probabilities(model, x_dev, images))
-            x_adv = run.x_adv.detach().clamp(0.0, 1.0)
+            x_adv = run.x_adv.detach()
+            lo, hi = torch.aminmax(x_adv) if x_adv.numel() else (torch.zeros(()), torch.zeros(()))
+            if not (0.0 <= float(lo) and float(hi) <= 1.0):
+                x_adv = x_adv.clamp(0.0, 1.0)  # (else the clamp would copy them unchanged)
             if self.device.type == "cuda":
                 torch.cuda.synchronize(self.device)
             wall = time.perf_counter() - t0
-            if run.checked is not None and torch.equal(run.checked[0], x_adv):
+            if run.checked is not None and (run.checked[0] is x_adv or torch.equal(run.checked[0], x_adv)):
                 outputs_adv = run.checked[1]  # that pass on these very images, as one batch
             else:
                 with torch.no_grad():
@@ -304,8 +306,9 @@ class Attack(ABC):
         broken = output_problems(outputs_adv, model.output_kind, model.num_labels)
         # outputs that are not finite (or not probabilities) say nothing: never a success
         success = success_mask(probs_adv, t_dev, self.threshold).cpu() & torch.tensor([not p for p in broken])
-        notes = [self._outcome(i, bool(success[i]), x_dev[i], x_adv[i], probs_adv[i], t_dev[i], run.trace[i])
-                 for i in range(b)]
+        wrong = ((probs_adv >= self.threshold) != t_dev.bool()).sum(1).tolist()  # per example, in one pass
+        unmoved = (x_adv == x_dev).flatten(1).all(1).tolist() if not bool(success.all()) else [False] * b
+        notes = [self._outcome(i, bool(success[i]), wrong[i], unmoved[i], run.trace[i]) for i in range(b)]
         notes = ["; ".join(filter(None, [f"the model's output on the returned image {broken[i]}", note])) if broken[i]
                  else note for i, note in enumerate(notes)]
         for i, note in enumerate(notes):
