@@ -14,6 +14,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from apptest_server import as_on_a_running_server
 from tiny import TinyScenes, load_tiny, train_tiny
 
 from mlalp_core.cli import main
@@ -108,9 +109,10 @@ def test_benchmark_page_shows_one_row_per_run(store, monkeypatch, tmp_path):
     monkeypatch.setenv("MLALP_DEVICE", "cpu")
     monkeypatch.setenv("MLALP_RESULTS", str(store))
     monkeypatch.chdir(tmp_path)
+    as_on_a_running_server(monkeypatch)
     at = AppTest.from_file(str(Path(__file__).resolve().parents[1] / "app.py"), default_timeout=240)
     at.run()
-    at.switch_page("app_pages/benchmark.py").run()
+    at.switch_page("pages/benchmark.py").run()
     assert not at.exception, [e.value for e in at.exception]
     t3 = next(d.value for d in at.dataframe if "success_rate" in d.value.columns)
     assert sorted(t3["attack"]) == sorted(LABELS) and len(set(t3["run"])) == 3

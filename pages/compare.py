@@ -11,12 +11,12 @@ from __future__ import annotations
 import pandas as pd
 import streamlit as st
 
-from app_pages.common import panels, pickers, running, settings_form, sidebar
 from mlalp_core.attacks import ATTACKS, DISPLAY_NAMES, PAPER_ATTACKS
 from mlalp_core.device import resolve_device
 from mlalp_core.experiments.metrics import attack_metrics
 from mlalp_core.viz.figures import POOLINGS, GridRow, figure1_grid, predicted_names
 from mlalp_core.viz.paper import fig1_grid as paper_fig1
+from pages.common import panels, pickers, running, settings_form, sidebar
 
 PAGE = "compare"
 ORDER = list(PAPER_ATTACKS)  # the rows of the paper's Fig. 1; the field's attacks can be added

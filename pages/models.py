@@ -11,11 +11,11 @@ import pandas as pd
 import streamlit as st
 import torch
 
-from app_pages.common import sidebar
 from mlalp_core.cli.models import TABLE_ONE_ROWS, predict_dataset, table_one
 from mlalp_core.data.registry import list_datasets
 from mlalp_core.errors import MlalpError
 from mlalp_core.models.registry import list_models
+from pages.common import sidebar
 
 st.title("Models")
 g = sidebar.current()

@@ -16,6 +16,8 @@ from mlalp_core.device import available_devices, check_environment, describe_dev
 from mlalp_core.errors import MlalpError
 from mlalp_core.models.registry import list_models, load_model
 
+from .folder_scan import keep_folder_scan_off
+
 UPLOAD = "upload"
 
 # ---------------------------------------------------------------------------------------------
@@ -104,7 +106,10 @@ def sidebar() -> Globals:
 
 
 def current() -> Globals:
-    """This run's global choices (drawn by app.py in the sidebar before the page)."""
+    """This run's global choices (drawn by app.py in the sidebar before the page). Every page
+    calls this first: a page run by Streamlit's folder scan, without app.py, starts again under
+    app.py's navigation (pages.common.folder_scan)."""
+    keep_folder_scan_off(rerun=True)
     g = st.session_state.get("_globals")
     return g if g is not None else sidebar()
 
