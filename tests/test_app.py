@@ -227,9 +227,16 @@ def test_models_page_lists_models_and_computes_table_one():
     at = _app()
     at.switch_page("pages/models.py").run()
     _no_exception(at)
-    listing = at.dataframe[0].value
+    # a static table (every cell in full), its cells escaped for Markdown, one type per column
+    listing = at.table[0].value.replace(r"\\(.)", r"\1", regex=True)
     assert {"demo-gcn", "demo-liw", "ml-gcn", "ml-liw"} <= set(listing["model"])
-    assert not listing.set_index("model").loc["ml-gcn", "available"]
+    rows = listing.set_index("model")
+    assert rows.loc["ml-gcn", "available"] == "no" and rows.loc["demo-gcn", "labels"] == "10"
+    assert rows.loc["ml-gcn", "labels"] == "not known until loaded"
+    assert rows.loc["ml-gcn", "what to do"].startswith("set MLALP_MLGCN_CHECKPOINT")
+    assert all(isinstance(v, str) for v in listing.to_numpy().ravel())
+    warning = next(w.value for w in at.warning if "ml-gcn" in w.value)
+    assert warning.count("ml-gcn") == 1, warning  # the model named once
     at.number_input(key="models_limit").set_value(16)
     at.button(key="models_compute").click().run()
     _no_exception(at)

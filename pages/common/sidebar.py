@@ -133,11 +133,17 @@ def cached_dataset(name: str, split: str | None):
     return load_dataset(name, split)
 
 
+def why_unavailable(name: str, reason: str) -> str:
+    """A model's reason without the model's name in front (the library's messages start with it,
+    and the page has already named the model)."""
+    return reason.removeprefix(f"{name}: ").rstrip(".")
+
+
 def get_model(g: Globals):
     """The sidebar's model, or None after explaining why it cannot be used."""
     if g.model_reason:
-        st.warning(f"The model {g.model} is not available: {g.model_reason}. Configure it (see the Models page) "
-                   "or pick another model in the sidebar.")
+        st.warning(f"The model {g.model} is not available: {why_unavailable(g.model, g.model_reason)}. Configure "
+                   "it (see the Models page) or pick another model in the sidebar.")
         return None
     try:
         return _cached_model(g.model, g.device)
