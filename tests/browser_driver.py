@@ -374,6 +374,12 @@ def compare_quick(page, url: str, shots: Path | None, image: str) -> dict[str, A
         "estimated_s": None if not together else float(together.group(1)) * (60 if together.group(2) == "min" else 1),
         "click_to_idle_s": round(seconds, 1),
         "grid_rows": page.evaluate(_GRID_ROWS_JS),
+        "grid_axes": page.evaluate(
+            "() => { const p = Array.from(document.querySelectorAll('.js-plotly-plot')).find("
+            "p => p._fullData && p._fullData.filter(t => t.type === 'surface').length === 15);"
+            " const axes = Object.keys(p._fullLayout).filter(k => /^coloraxis\\d*$/.test(k));"
+            " return {surfaces: p._fullData.filter(t => t.type === 'surface').map(t => t.coloraxis),"
+            " axes: axes.map(k => [k, p._fullLayout[k].cmin, p._fullLayout[k].cmax])}; }"),
         "colour_bars": page.evaluate(
             "() => { const p = Array.from(document.querySelectorAll('.js-plotly-plot')).find("
             "p => p._fullData && p._fullData.filter(t => t.type === 'surface').length === 15);"
