@@ -64,7 +64,7 @@ label = f"Run {len(missing)} attack(s)" if missing and len(missing) < len(attack
 run = c1.button(label, type="primary", disabled=target is None, key=f"{PAGE}_run")
 settings_form.settings_note(c2, settings)
 if missing and target is not None:
-    running.estimate_note(c2, g, model, {a: settings[a] for a in missing})
+    running.estimate_note(c2, g, model, {a: settings[a] for a in missing}, surfaces=3 * len(attacks))
 if run and missing:
     stop = c2.empty()
     stop.button("Stop", key=f"{PAGE}_stop",
