@@ -9,10 +9,19 @@ when the page first draws). Then, in one session, new targets (other hide-one se
 after the other: the time from the click until the page has finished updating.
 
     .venv/bin/python bench/app_latency.py [scene_009 scene_000 ...]
+
+With ``--compare``, the Compare page instead: for each image, in a fresh session, the estimate
+the page shows before the click (per attack and together), then Run all five (the quick preset a
+CPU starts on) and the time from the click until the page is idle with Fig. 1 drawn (15 WebGL
+surfaces), next to the attacks' own times. The estimate is meant to be an upper bound of the
+click-to-idle time:
+
+    PYTHONPATH=$PWD .venv/bin/python bench/app_latency.py --compare scene_009 scene_000 scene_021
 """
 
 from __future__ import annotations
 
+import re
 import sys
 import time
 from pathlib import Path
@@ -77,5 +86,50 @@ def main(images: list[str]) -> int:
     return 0
 
 
+def compare(images: list[str]) -> int:
+    from playwright.sync_api import sync_playwright
+
+    chromium = find_chromium()
+    if chromium is None:
+        print("no Chromium: apt-get install chromium")
+        return 1
+    state = "[data-testid='stApp'][data-test-script-state='{}']"
+    with serve_app() as url, sync_playwright() as pw:
+        browser = pw.chromium.launch(executable_path=chromium, args=CHROMIUM_ARGS)
+        print(f"{'image':<10} {'estimate (s)':>12} {'click->idle, drawn (s)':>23} {'click->script done (s)':>23} "
+              f"{'attacks (s)':>11}  estimate per attack")
+        for image in images:
+            page = browser.new_page(viewport={"width": 1400, "height": 5200})
+            page.goto(f"{url}/compare?image={image}", wait_until="domcontentloaded")
+            note = page.get_by_text("Estimated at most").first
+            note.wait_for(timeout=300_000)
+            page.locator(state.format("notRunning")).wait_for(timeout=300_000)
+            page.wait_for_timeout(1000)
+            text = note.inner_text()
+            total = re.search(r"together ([\d.]+) (s|min)", text)
+            estimate = float(total.group(1)) * (60 if total.group(2) == "min" else 1)
+            per_attack = text.split(": ", 1)[1].split(";")[0]
+            t0 = time.perf_counter()
+            page.get_by_role("button", name="Run all five").click()
+            page.locator(state.format("running")).wait_for(timeout=30_000)
+            page.locator(state.format("notRunning")).wait_for(timeout=900_000)
+            script = time.perf_counter() - t0
+            page.wait_for_function(
+                "() => document.querySelectorAll('.js-plotly-plot .gl-container canvas').length >= 15",
+                timeout=300_000)
+            page.evaluate("() => new Promise(r => requestAnimationFrame(() => requestAnimationFrame(r)))")
+            drawn = time.perf_counter() - t0
+            attacks = sum(float(m.group(1)) for m in re.finditer(
+                r"in ([\d.]+) s$", "\n".join(page.locator("[data-testid=stExpander] summary").all_inner_texts()),
+                re.M))
+            print(f"{image:<10} {estimate:>12.0f} {drawn:>23.1f} {script:>23.1f} {attacks:>11.1f}  {per_attack}")
+            page.close()
+        browser.close()
+    return 0
+
+
 if __name__ == "__main__":
-    raise SystemExit(main(sys.argv[1:] or ["scene_009", "scene_000", "scene_001", "scene_002"]))
+    args = sys.argv[1:]
+    if args[:1] == ["--compare"]:
+        raise SystemExit(compare(args[1:] or ["scene_009", "scene_000", "scene_021"]))
+    raise SystemExit(main(args or ["scene_009", "scene_000", "scene_001", "scene_002"]))

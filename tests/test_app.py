@@ -14,12 +14,13 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from apptest_server import as_on_a_running_server
 from PIL import Image
 from streamlit.testing.v1 import AppTest
 
 ROOT = Path(__file__).resolve().parents[1]
 APP = str(ROOT / "app.py")
-if str(ROOT) not in sys.path:  # app_pages.common, for the test that looks inside it
+if str(ROOT) not in sys.path:  # pages.common, for the test that looks inside it
     sys.path.insert(0, str(ROOT))
 SCENE = 9  # scene_009
 
@@ -33,6 +34,7 @@ def _plain_settings(monkeypatch, tmp_path):
     monkeypatch.setenv("MLALP_DEVICE", "cpu")
     monkeypatch.setenv("MLALP_RESULTS", str(tmp_path / "results.sqlite"))
     monkeypatch.chdir(tmp_path)  # no mlalp.toml here
+    as_on_a_running_server(monkeypatch)
 
 
 def _app() -> AppTest:
@@ -93,7 +95,7 @@ def test_explore_runs_mlalp_and_shows_results_without_rerunning_for_a_view_chang
 
 def test_compare_runs_all_five_attacks_once_and_draws_fig1():
     at = _app()
-    at.switch_page("app_pages/compare.py").run()
+    at.switch_page("pages/compare.py").run()
     _no_exception(at)
     at.selectbox(key="compare_index").set_value(SCENE).run()
     small = {"mla-lp": {"max_iterations": 2}, "ml-deepfool": {"max_iterations": 2},
@@ -203,9 +205,9 @@ def test_unconfigured_model_shows_its_reason_on_every_page():
     _no_exception(at)
     assert any("MLALP_MLGCN_CHECKPOINT" in w.value for w in at.warning)
     assert not at.button  # nothing to run
-    at.switch_page("app_pages/compare.py").run()
+    at.switch_page("pages/compare.py").run()
     assert any("MLALP_MLGCN_CHECKPOINT" in w.value for w in at.warning)
-    at.switch_page("app_pages/models.py").run()
+    at.switch_page("pages/models.py").run()
     _no_exception(at)
     assert any("ml-liw" in w.value and "MLALP_MLLIW_CHECKPOINT" in w.value for w in at.warning)
 
@@ -223,11 +225,18 @@ def test_a_bad_attack_table_in_mlalp_toml_is_one_line_in_the_sidebar(tmp_path):
 
 def test_models_page_lists_models_and_computes_table_one():
     at = _app()
-    at.switch_page("app_pages/models.py").run()
+    at.switch_page("pages/models.py").run()
     _no_exception(at)
-    listing = at.dataframe[0].value
+    # a static table (every cell in full), its cells escaped for Markdown, one type per column
+    listing = at.table[0].value.replace(r"\\(.)", r"\1", regex=True)
     assert {"demo-gcn", "demo-liw", "ml-gcn", "ml-liw"} <= set(listing["model"])
-    assert not listing.set_index("model").loc["ml-gcn", "available"]
+    rows = listing.set_index("model")
+    assert rows.loc["ml-gcn", "available"] == "no" and rows.loc["demo-gcn", "labels"] == "10"
+    assert rows.loc["ml-gcn", "labels"] == "not known until loaded"
+    assert rows.loc["ml-gcn", "what to do"].startswith("set MLALP_MLGCN_CHECKPOINT")
+    assert all(isinstance(v, str) for v in listing.to_numpy().ravel())
+    warning = next(w.value for w in at.warning if "ml-gcn" in w.value)
+    assert warning.count("ml-gcn") == 1, warning  # the model named once
     at.number_input(key="models_limit").set_value(16)
     at.button(key="models_compute").click().run()
     _no_exception(at)
@@ -245,7 +254,7 @@ def test_benchmark_page_tables_drill_down_and_open_in_explore(tmp_path):
                               batch_size=2, device="cpu", store=store,
                               attack_settings={"mla-lp": {"max_iterations": 2}, "ml-deepfool": {"max_iterations": 2}}))
     at = _app()
-    at.switch_page("app_pages/benchmark.py").run()
+    at.switch_page("pages/benchmark.py").run()
     _no_exception(at)
     assert at.text_input(key="bench_store").value == str(store)
     assert not at.error
@@ -283,7 +292,7 @@ def t3_rows(store):
 
 def test_benchmark_page_launches_a_batch_run():
     at = _app()
-    at.switch_page("app_pages/benchmark.py").run()
+    at.switch_page("pages/benchmark.py").run()
     _no_exception(at)
     assert any("No results store" in i.value for i in at.info)
     at.multiselect(key="bench_attacks").set_value(["ml-deepfool"])
@@ -353,3 +362,23 @@ def test_explore_runs_a_gradient_attack_in_minimum_budget_mode_and_a_show_many_t
     _no_exception(at)
     assert not at.error
     assert any("add **" in m.value for m in at.markdown)
+
+
+def test_a_new_servers_first_run_of_a_page_goes_through_app_py(monkeypatch):
+    """The pages live in pages/, the folder Streamlit's legacy mode scans on a server's first run
+    (AppTest's every run). A page reached that way must not run on its own: it starts again
+    under app.py, so the sidebar of global choices is drawn and the navigation is app.py's."""
+    import streamlit.testing.v1.app_test as app_test
+    from streamlit.runtime.pages_manager import PagesManager
+
+    monkeypatch.setattr(app_test, "PagesManager", PagesManager)  # AppTest as it is: the scan on each run
+    at = AppTest.from_file(APP, default_timeout=240)
+    at.run()
+    _no_exception(at)
+    assert [t.value for t in at.title] == ["Explore one attack"]
+    for path, title in (("pages/compare.py", "Compare the five attacks"), ("pages/models.py", "Models")):
+        at.switch_page(path).run()
+        _no_exception(at)
+        assert [t.value for t in at.title] == [title]
+        assert at.sidebar.selectbox(key="g_model").value == "demo-gcn"  # app.py drew the sidebar
+    assert PagesManager.uses_pages_directory is False

@@ -57,6 +57,34 @@ def test_attack_an_image_file_of_another_size_with_a_label_to_add(capsys, tmp_pa
     assert report["success"] or report["note"].startswith("target not reached")
 
 
+def test_figures_alone_writes_every_file_into_its_folder(capsys, tmp_path):
+    """`--figures DIR` without `--out`: the adversarial PNG, the .npy, the JSON and the figures all
+    land in DIR, nothing in the current folder (they used to)."""
+    rc = cli_main(["attack", "scene_009", "--model", "demo-gcn", "--attack", "pgd", "--figures", "res",
+                   "--format", "pdf,svg"])
+    out, err = capsys.readouterr()
+    assert rc == 0, err
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["res"]
+    made = sorted(p.name for p in (tmp_path / "res").iterdir())
+    assert made == sorted(f"scene_009_pgd_{end}" for end in ("adversarial.png", "perturbation.npy", "metrics.json",
+                                                             "result.pdf", "result.svg"))
+    report = json.loads((tmp_path / "res" / "scene_009_pgd_metrics.json").read_text())
+    assert {os.path.dirname(f) for f in report["files"].values()} == {"res"}
+    assert all(f in out for f in report["files"].values())
+
+
+def test_help_lists_every_attack_of_the_registry(capsys):
+    from mlalp_core.attacks import ATTACKS
+
+    with pytest.raises(SystemExit) as done:
+        cli_main(["attack", "--help"])
+    assert done.value.code == 0
+    text = capsys.readouterr().out
+    listed = text.split("options:", 1)[1].split("--attack ATTACK", 1)[1].split("--set", 1)[0]
+    for name in ATTACKS:
+        assert f" {name}," in listed or f" {name} " in listed, (name, listed)
+
+
 @pytest.mark.parametrize("argv, words", [
     (["scene_999"], "not an image file, nor an example id or index of demo"),
     (["scene_005", "--hide", "unicorn"], "unknown label 'unicorn'"),

@@ -3,7 +3,7 @@ module that the test install happens to bring in (highspy came only through cvxp
 
 pyproject.toml declares the runtime dependencies; requirements.txt names each of them too and
 installs the project. Every third-party
-module imported by mlalp_core/, app_pages/ and app.py must belong to a runtime dependency, except a
+module imported by mlalp_core/, pages/ and app.py must belong to a runtime dependency, except a
 short list of optional extras, which may only be imported inside a function (lazily, where the
 code says what to install when it is missing).
 """
@@ -23,7 +23,7 @@ from packaging.version import Version
 
 ROOT = Path(__file__).resolve().parents[1]
 PYPROJECT = tomllib.loads((ROOT / "pyproject.toml").read_text())
-LOCAL = {"mlalp_core", "app_pages", "app"}
+LOCAL = {"mlalp_core", "pages", "app"}
 #: module -> the extra that provides it (imported lazily, never at a module's top level)
 OPTIONAL = {"mosek": "mosek"}
 
@@ -38,7 +38,7 @@ def _runtime() -> dict[str, Requirement]:
 
 def _sources() -> list[Path]:
     files = list((ROOT / "mlalp_core").rglob("*.py")) + [ROOT / "app.py"]
-    for folder in ("app_pages",):
+    for folder in ("pages",):
         if (ROOT / folder).is_dir():
             files += list((ROOT / folder).rglob("*.py"))
     return files

@@ -136,10 +136,12 @@ def test_confidence_bars_mark_attacked_and_wrongly_flipped_labels():
     assert fig.layout.meta["attacked"] == ["cat"] and fig.layout.meta["wrongly_flipped"] == ["car"]
     line = fig.layout.shapes[0]
     assert line.y0 == line.y1 == 0.5
+    assert by_name["threshold 0.5"].line.dash == "dash"  # named in the legend, not on the bars
+    assert not fig.layout.annotations
     assert "<b>cat</b>" in fig.layout.xaxis.ticktext
 
     clean = F.confidence_bars(names, before, before, before >= 0.5, threshold=0.5)
-    assert [t.name for t in clean.data] == ["before", "after"]
+    assert [t.name for t in clean.data] == ["before", "after", "threshold 0.5"]
     with pytest.raises(InvalidInputError):
         F.confidence_bars(names[:3], before, after, target)
 

@@ -109,3 +109,39 @@ def test_bad_figure_settings_are_one_line(five, kw, words):
     with pytest.raises(InvalidInputError, match="dpi"):
         figure_bytes(_grid(five), "png", dpi=10)
     assert torch.is_tensor(five[1])
+
+
+@pytest.mark.parametrize("width", ["page", "column"])
+def test_the_result_panels_text_stays_clear_of_its_bars(five, width):
+    """No label of the panel is drawn on a bar, even when every label is confident (the threshold's
+    name once sat on the line, over the first bars); the threshold is named in the legend."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.patches import Rectangle
+    from matplotlib.text import Text
+
+    model, x, results = five
+    r = results["mla-lp"]
+    confident = torch.full_like(r.probs_clean[0], 0.97)
+    for probs in (r.probs_clean[0], confident):
+        fig = result_panel(x=r.x[0], x_adv=r.x_adv[0], r=r.perturbation[0], label_names=model.label_names,
+                           probs_clean=probs, probs_adv=probs, target=r.target[0], trace=r.trace[0],
+                           title="MLA-LP", width=width)
+        canvas = FigureCanvasAgg(fig)
+        canvas.draw()
+        renderer = canvas.get_renderer()
+        bars_ax = next(ax for ax in fig.axes if ax.name == "rectilinear" and ax.containers)
+        patches = [p for c in bars_ax.containers for p in c if isinstance(p, Rectangle)]
+        assert len(patches) == 2 * model.num_labels  # before and after, per label
+        bars = [p.get_window_extent(renderer) for p in patches]
+        texts = [t for t in fig.findobj(Text) if t.get_visible() and t.get_text().strip()]
+        on_bars = [(t.get_text(), i) for t in texts for i, b in enumerate(bars)
+                   if t.get_window_extent(renderer).overlaps(b.shrunk(0.98, 0.98))]
+        assert not on_bars, on_bars
+        assert "threshold 0.5" in [t.get_text() for t in bars_ax.get_legend().get_texts()]
+        # nor on each other: every upright text (titles, legend, axis and tick labels; the slanted
+        # label names have slanted boxes), the 3-D scenes' own labels aside
+        upright = [(t.get_text(), t.get_window_extent(renderer)) for t in texts
+                   if t.get_rotation() in (0.0, 90.0) and (t.axes is None or t.axes.name != "3d")]
+        clashes = [(a, b) for i, (a, ea) in enumerate(upright) for b, eb in upright[i + 1:]
+                   if ea.shrunk(0.9, 0.8).overlaps(eb.shrunk(0.9, 0.8))]
+        assert not clashes, clashes

@@ -14,6 +14,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from apptest_server import as_on_a_running_server
 from tiny import TinyScenes, load_tiny, train_tiny
 
 from mlalp_core.cli import main
@@ -108,18 +109,19 @@ def test_benchmark_page_shows_one_row_per_run(store, monkeypatch, tmp_path):
     monkeypatch.setenv("MLALP_DEVICE", "cpu")
     monkeypatch.setenv("MLALP_RESULTS", str(store))
     monkeypatch.chdir(tmp_path)
+    as_on_a_running_server(monkeypatch)
     at = AppTest.from_file(str(Path(__file__).resolve().parents[1] / "app.py"), default_timeout=240)
     at.run()
-    at.switch_page("app_pages/benchmark.py").run()
+    at.switch_page("pages/benchmark.py").run()
     assert not at.exception, [e.value for e in at.exception]
     t3 = next(d.value for d in at.dataframe if "success_rate" in d.value.columns)
     assert sorted(t3["attack"]) == sorted(LABELS) and len(set(t3["run"])) == 3
-    # the pairwise panel compares two of the runs on their common examples; the efficiency figure has 3 points
+    # the pairwise panel compares two of the runs on their common examples; the efficiency figure names the 3 runs
     pw = next(d.value for d in at.dataframe if "attacked by both" in d.value.columns)
     assert len(pw) == 1 and pw["attacked by both"][0] == t3["attacked"].iloc[0]
     eff = [json.loads(c.proto.spec) for c in at.get("plotly_chart")]
-    assert any(sum(t.get("type") == "scatter" and t.get("mode") == "markers+text" for t in f["data"]) == 3
-               for f in eff)
+    assert any(sorted(t["name"] for t in f["data"] if t.get("type") == "scatter" and t.get("showlegend", True))
+               == sorted(LABELS) for f in eff)
     # the run filter: one run left, one row
     key = next(r["run_key"] for r in table3(ResultsStore(store).rows()) if r["label"] == LABELS[1])
     at.multiselect(key="bench_f_run").set_value([key]).run()

@@ -62,7 +62,8 @@ def _cmd_attack(args: argparse.Namespace) -> int:
     settings = load_settings()
     attack_name = args.attack.strip().lower()
     sets = parse_sets(args.set, file_settings(settings)).get(attack_name, {})
-    out = writable_output(args.out, "--out", folder=True)
+    # every file in one folder: --out, else the --figures folder, else here
+    out = writable_output(args.out or args.figures or ".", "--out" if args.out else "--figures", folder=True)
     figures = writable_output(args.figures, "--figures", folder=True) if args.figures else None
     model = load_model(args.model, device=args.device, settings=settings)
     found = find_image(args.image, model.input_size, args.data, args.split, settings)
@@ -137,6 +138,25 @@ def _cmd_attack(args: argparse.Namespace) -> int:
     return 0
 
 
+class _HelpWithAttacks(argparse.RawDescriptionHelpFormatter):
+    """Lists the registry's attacks under --attack when the help is printed (importing the
+    attacks loads torch: not for every run of ``mlalp``, only for its help)."""
+
+    def _get_help_string(self, action: argparse.Action) -> str | None:
+        if "--attack" in action.option_strings:
+            from ..attacks import ATTACKS, PAPER_ATTACKS
+
+            field = [a for a in ATTACKS if a not in PAPER_ATTACKS]
+            return (f"the paper's {', '.join(PAPER_ATTACKS)}, or the field's {', '.join(field)} "
+                    "(default: %(default)s)")
+        return super()._get_help_string(action)
+
+    def _split_lines(self, text: str, width: int) -> list[str]:
+        import textwrap
+
+        return textwrap.wrap(" ".join(text.split()), width, break_on_hyphens=False)  # "ml-rank2" in one piece
+
+
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
         "attack", help="attack one image (a gallery name, a data set index or a file) and write the results",
@@ -145,8 +165,9 @@ def register(sub: argparse._SubParsersAction) -> None:
         epilog="examples:\n"
                "  mlalp attack scene_005 --model demo-gcn --hide seven --attack mla-lp --figures out/ --format pdf,png\n"
                "  mlalp attack photo.jpg --model demo-liw --attack ml-cw --set ml-cw.max_iterations=200\n"
-               "  mlalp attack 12 --model ml-gcn --data voc2007 --add person",
-        formatter_class=argparse.RawDescriptionHelpFormatter)
+               "  mlalp attack 12 --model ml-gcn --data voc2007 --add person\n"
+               "  mlalp attack scene_009 --attack pgd --figures results/   (every file into results/)",
+        formatter_class=_HelpWithAttacks)
     p.add_argument("image", help="an image file, an example id of --data (e.g. scene_005) or its index")
     p.add_argument("--model", default="demo-gcn", help="a registered model (mlalp models)")
     p.add_argument("--data", default="demo", help="the data set IMAGE names an example of (default: the demo gallery)")
@@ -156,10 +177,11 @@ def register(sub: argparse._SubParsersAction) -> None:
     g.add_argument("--add", nargs="+", metavar="LABEL", default=None, help="labels to add")
     g.add_argument("--labels", nargs="+", metavar="LABEL", default=None, help="the whole label set after the attack")
     g.add_argument("--seed", type=int, default=0, help="hide-one's seed")
-    p.add_argument("--attack", default="mla-lp", help="mla-lp, ml-deepfool, ml-cw, ml-rank1 or ml-rank2")
+    p.add_argument("--attack", default="mla-lp", help="the attack (the list is filled in from the registry)")
     p.add_argument("--set", action="append", default=[], metavar="ATTACK.SETTING=VALUE",
                    help="an attack setting, e.g. --set mla-lp.box=true")
-    p.add_argument("--out", default=".", help="folder for the image, the perturbation and the JSON (default: here)")
+    p.add_argument("--out", default=None, help="folder for the image, the perturbation and the JSON (default: the "
+                                               "--figures folder when given, so all files land in one folder; else here)")
     p.add_argument("--figures", default=None, help="also draw the paper figure (result panel) into this folder")
     p.add_argument("--format", default="pdf", help="figure formats: pdf, svg, png (comma-separated)")
     p.add_argument("--dpi", type=int, default=300, help="PNG resolution (and of rasters inside PDF/SVG)")

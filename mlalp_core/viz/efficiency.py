@@ -24,6 +24,8 @@ from .paper import _style, _width
 
 _OTHER = "#555555"
 _MARKERS = "osD^v<>ph*"
+_SYMBOLS = ("circle", "square", "diamond", "triangle-up", "triangle-down", "triangle-left", "triangle-right",
+            "pentagon", "hexagon", "star")
 
 
 def _panels(points: Sequence[Mapping[str, Any]]) -> tuple[list[tuple[str, str]], bool]:
@@ -34,23 +36,28 @@ def _panels(points: Sequence[Mapping[str, Any]]) -> tuple[list[tuple[str, str]],
 
 
 def efficiency_figure(points: Sequence[Mapping[str, Any]], *, budget: float | None = None) -> go.Figure:
-    """Plotly: mean l_inf of the successes (log) against mean model calls per example (log)."""
+    """Plotly: mean l_inf of the successes (log) against mean model calls per example (log).
+
+    Runs are named in a legend under the panels, not beside their points: a run's label is long
+    ("ML-CW (max iterations 100, binary-search steps 3)") and beside a point near the edge it was
+    cut off, or it ran over its neighbours."""
     groups, within = _panels(points)
     rows = 2 if within else 1
     fig = make_subplots(rows=rows, cols=len(groups), shared_xaxes=True, vertical_spacing=0.12,
                         horizontal_spacing=0.08, subplot_titles=[f"{m} / {d}" for m, d in groups])
+    named: set[str] = set()
     for col, g in enumerate(groups, start=1):
         for k, p in enumerate(q for q in points if (q["model"], q["dataset"]) == g):
             color = ATTACK_COLORS.get(p["attack"], _OTHER)
             hover = (f"{p['label']}<br>calls %{{x:.0f}}<br>" + "%{y:.4g}<extra></extra>")
-            if not math.isnan(p["linf"]):
-                fig.add_scatter(x=[p["model_calls"]], y=[p["linf"]], mode="markers+text", text=[p["label"]],
-                                textposition="top center", marker=dict(color=color, size=10), name=p["label"],
-                                showlegend=False, hovertemplate=hover, row=1, col=col)
-            if within:
-                fig.add_scatter(x=[p["model_calls"]], y=[p["success_within"]], mode="markers",
-                                marker=dict(color=color, size=10), name=p["label"], showlegend=False,
-                                hovertemplate=hover, row=2, col=col)
+            marker = dict(color=color, size=10, symbol=_SYMBOLS[k % len(_SYMBOLS)])
+            for row, y in ((1, p["linf"]), (2, p.get("success_within"))):
+                if row == 2 and not within or y is None or math.isnan(y):
+                    continue
+                fig.add_scatter(x=[p["model_calls"]], y=[y], mode="markers", marker=marker, name=p["label"],
+                                legendgroup=p["label"], showlegend=p["label"] not in named, hovertemplate=hover,
+                                row=row, col=col)
+                named.add(p["label"])
         fig.update_xaxes(type="log", row=rows, col=col, title=dict(text="model calls per example"))
         fig.update_yaxes(type="log", row=1, col=col)
         if within:
@@ -60,7 +67,8 @@ def efficiency_figure(points: Sequence[Mapping[str, Any]], *, budget: float | No
     if within:
         fig.update_yaxes(title=dict(text=f"success, l_inf <= {budget:g}" if budget else "success within budget"),
                          row=2, col=1)
-    fig.update_layout(height=360 * rows, margin=dict(l=60, r=20, t=50, b=50))
+    fig.update_layout(height=360 * rows + 24 * len(named), margin=dict(l=60, r=20, t=50, b=50),
+                      legend=dict(orientation="h", yanchor="top", y=-0.2 / rows, x=0))
     return fig
 
 

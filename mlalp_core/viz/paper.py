@@ -206,32 +206,45 @@ def result_panel(*, x: Any, x_adv: Any, r: Any, label_names: Sequence[str], prob
                  z_range: float | None = None, resolution: int = 48, pooling: str = "maxabs",
                  width: str | float = "page") -> Figure:
     """One result on one page: original, adversarial and amplified perturbation; the R, G, B
-    distortion surfaces; label confidences before and after with the threshold; the trace."""
+    distortion surfaces; label confidences before and after with the threshold; the trace.
+
+    At a column's width (under 5 in) the bars and the trace get a row each and the surfaces no
+    z tick labels (the colour bar gives the scale): side by side at 8 pt they ran into each other."""
     resolution = _check_resolution(resolution)
     w = _width(width)
+    narrow = w < 5.0
     arr = _as_chw(r)
     z = float(z_range) if z_range else auto_z_range(arr)
     with _style():
-        fig = Figure(figsize=(w, w * 0.92), layout="none")
-        gs = fig.add_gridspec(3, 4, height_ratios=[1, 1.05, 1.1], width_ratios=[1, 1, 1, 0.05], left=0.08,
-                              right=0.88, top=0.94 if title else 0.97, bottom=0.1, hspace=0.45, wspace=0.18)
+        if narrow:
+            fig = Figure(figsize=(w, w * 1.6), layout="none")
+            gs = fig.add_gridspec(4, 4, height_ratios=[1, 0.9, 1.15, 0.9], width_ratios=[1, 1, 1, 0.06], left=0.17,
+                                  right=0.80, top=0.92 if title else 0.96, bottom=0.07, hspace=0.6, wspace=0.12)
+        else:
+            fig = Figure(figsize=(w, w * 0.92), layout="none")
+            gs = fig.add_gridspec(3, 4, height_ratios=[1, 1.05, 1.1], width_ratios=[1, 1, 1, 0.05], left=0.08,
+                                  right=0.88, top=0.94 if title else 0.97, bottom=0.1, hspace=0.45, wspace=0.18)
         if title:
-            fig.suptitle(title, fontsize=8, y=0.99)
+            fig.suptitle(textwrap.fill(title, width=int(w * 13)), fontsize=8, y=0.995, va="top")
         pimg, gain = perturbation_image(arr)
-        for c, (img, name) in enumerate(((x, "original"), (x_adv, "adversarial"),
-                                         (pimg, f"perturbation x{gain:.3g} (0 = grey)"))):
+        pert = f"perturbation\nx{gain:.3g} (0 = grey)" if narrow else f"perturbation x{gain:.3g} (0 = grey)"
+        for c, (img, name) in enumerate(((x, "original"), (x_adv, "adversarial"), (pimg, pert))):
             ax = fig.add_subplot(gs[0, c])
             _image(ax, img)
             ax.set_title(name, pad=2)
         pooled = pool_perturbation(arr, resolution, pooling)  # type: ignore[arg-type]
         for c in range(3):
             ax = fig.add_subplot(gs[1, c], projection="3d")
-            _surface(ax, pooled.values[c], pooled.rows, pooled.cols, z, labels=True)
+            _surface(ax, pooled.values[c], pooled.rows, pooled.cols, z, labels=True, zticks=not narrow)
             ax.set_title(f"{CHANNELS[c]} channel", pad=0)
         _colorbar(fig, z, None, "r ([0,1] units)", cax=fig.add_subplot(gs[1, 3]))
-        bottom = gs[2, :].subgridspec(1, 2, width_ratios=[1.7, 1], wspace=0.3)
-        _bars(fig.add_subplot(bottom[0, 0]), label_names, probs_clean, probs_adv, target, threshold)
-        _trace(fig.add_subplot(bottom[0, 1]), trace)
+        if narrow:
+            bars_ax, trace_ax = fig.add_subplot(gs[2, :3]), fig.add_subplot(gs[3, :3])
+        else:
+            bottom = gs[2, :].subgridspec(1, 2, width_ratios=[1.7, 1], wspace=0.3)
+            bars_ax, trace_ax = fig.add_subplot(bottom[0, 0]), fig.add_subplot(bottom[0, 1])
+        _bars(bars_ax, label_names, probs_clean, probs_adv, target, threshold)
+        _trace(trace_ax, trace)
     return fig
 
 
@@ -241,8 +254,8 @@ def _bars(ax: Any, names: Sequence[str], probs_clean: Any, probs_adv: Any, targe
     idx = np.arange(len(names))
     ax.bar(idx - 0.2, pc, 0.4, color="#9AA5B1", label="before")
     ax.bar(idx + 0.2, pa, 0.4, color=ATTACK_COLORS["mla-lp"], label="after")
-    ax.axhline(threshold, color="#333333", linestyle="--", linewidth=0.8)
-    ax.text(-0.5, threshold + 0.02, f"threshold {threshold:g}", ha="left", va="bottom", fontsize=6)
+    # named in the legend above the panel: a label on the line itself lands on the bars
+    ax.axhline(threshold, color="#333333", linestyle="--", linewidth=0.8, label=f"threshold {threshold:g}")
     for i in np.flatnonzero(m.attacked):
         ax.plot(i, 1.07, marker="v" if not m.target[i] else "^", markersize=5,
                 color="#009E73" if m.reached[i] else "#444444", clip_on=False)
@@ -255,7 +268,7 @@ def _bars(ax: Any, names: Sequence[str], probs_clean: Any, probs_adv: Any, targe
             lab.set_fontweight("bold")
     ax.set_ylim(0, 1.12)
     ax.set_ylabel("probability")
-    ax.legend(loc="upper left", ncols=2, frameon=False, bbox_to_anchor=(0, 1.22))
+    ax.legend(loc="upper left", ncols=3, frameon=False, bbox_to_anchor=(0, 1.22))
 
 
 def _trace(ax: Any, trace: Sequence[Mapping[str, Any]]) -> None:

@@ -72,15 +72,18 @@ def figure1_grid(
             fig.add_trace(_surface(pooled, c, ax, f"{row.name} {CHANNELS[c]}"), row=k, col=c + 1)
             fig.get_subplot(k, c + 1).update(_scene(z, axis_titles=False))
         fig.add_trace(_image_trace(row.adversarial, f"{row.name} adversarial"), row=k, col=4)
-        y0, y1 = fig.get_subplot(k, 1).domain.y
+        row_y0, row_y1 = fig.get_subplot(k, 1).domain.y
+        y0, y1 = row_y0, row_y1
         if shared_z:  # one colour bar over all attack rows
             y0, y1 = fig.get_subplot(len(rows) + top, 1).domain.y[0], fig.get_subplot(1 + top, 1).domain.y[1]
         fig.layout[ax] = dict(colorscale=COLORSCALE, cmin=-z, cmax=z, cmid=0.0,
                               colorbar=dict(len=(y1 - y0) * 0.95, y=(y0 + y1) / 2, yanchor="middle", x=1.0,
-                                            thickness=10, tickformat=".2g", tickfont=dict(size=9),
+                                            thickness=10, tickformat=".2g", tickfont=dict(size=11),
                                             title=dict(text=f"r, all: +-{z:.3g}" if shared_z else "r", side="right")))
-        fig.add_annotation(text=f"<b>{row.name}</b>", xref="paper", yref="paper", x=-0.01, y=(y0 + y1) / 2,
-                           textangle=-90, showarrow=False, xanchor="right")
+        # the attack's name beside its own row (the colour bar may span all rows; the name never does)
+        fig.add_annotation(text=f"<b>{row.name}</b>", xref="paper", yref="paper", x=-0.01,
+                           y=(row_y0 + row_y1) / 2, textangle=-90, showarrow=False, xanchor="right",
+                           name=f"row {row.name}")
         if row.caption:
             img = fig.get_subplot(k, 4)
             fig.add_annotation(text=row.caption, xref="paper", yref="paper", x=sum(img.xaxis.domain) / 2,

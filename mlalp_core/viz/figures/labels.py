@@ -81,8 +81,10 @@ def confidence_bars(
             marker=dict(symbol="x", size=12, color="#CC0000", line=dict(width=1)),
             hovertemplate="%{x}: flipped although it should have stayed<extra></extra>",
         )
-    fig.add_hline(y=threshold, line=dict(dash="dash", color="#333333", width=1.5),
-                  annotation_text=f"threshold {threshold:g}", annotation_position="top left")
+    # the threshold is named in the legend: a name on the line itself lands on the first bars
+    fig.add_hline(y=threshold, line=dict(dash="dash", color="#333333", width=1.5))
+    fig.add_scatter(x=[None], y=[None], mode="lines", name=f"threshold {threshold:g}", hoverinfo="skip",
+                    line=dict(dash="dash", color="#333333", width=1.5))
     fig.update_layout(
         barmode="group", bargap=0.25, title=dict(text=title) if title else None,
         yaxis=dict(title=dict(text="probability"), range=[0, 1.12]),

@@ -18,15 +18,21 @@ CHANNELS = ("R", "G", "B")
 COLORSCALE = "RdBu_r"
 
 
+#: Tick label size of the 3-D scenes. WebGL draws scene text smaller than plotly's 2-D text of the
+#: same size (at 9, the labels were about 5 px high on the page); 12 reads like the 2-D ticks.
+SCENE_TICK_SIZE = 12
+
+
 def _scene(z: float, *, axis_titles: bool = True) -> dict:
     # few ticks: WebGL draws every tick label as geometry, and fewer keep the scene quick to draw
-    ax = dict(showbackground=False, showspikes=False, tickfont=dict(size=9), nticks=4)
+    ax = dict(showbackground=False, showspikes=False, tickfont=dict(size=SCENE_TICK_SIZE), nticks=4)
     return dict(
         xaxis=dict(ax, title=dict(text="x" if axis_titles else "")),
         yaxis=dict(ax, title=dict(text="y" if axis_titles else ""), autorange="reversed"),
         zaxis=dict(ax, title=dict(text="r" if axis_titles else ""), range=[-z, z], nticks=5),
         aspectmode="manual", aspectratio=dict(x=1, y=1, z=0.6),
-        camera=dict(eye=dict(x=1.5, y=1.5, z=0.9)),
+        # a little farther than plotly's default: the larger tick labels stay inside the scene
+        camera=dict(eye=dict(x=1.9, y=1.9, z=1.1)),
     )
 
 
@@ -64,7 +70,9 @@ def distortion_surfaces(
         fig.layout[f"scene{'' if k == 0 else k + 1}"].update(_scene(z))
     fig.update_layout(
         coloraxis=dict(colorscale=COLORSCALE, cmin=-z, cmax=z, cmid=0.0,
-                       colorbar=dict(title=dict(text="r ([0,1])"), thickness=14, len=0.8, tickformat=".3g")),
+                       # the title along the bar, not above it, where it ran into the top tick label
+                       colorbar=dict(title=dict(text="r ([0,1] units)", side="right"), thickness=14, len=0.8,
+                                     tickformat=".3g")),
         margin=dict(l=10, r=10, t=60 if title else 40, b=10),
         title=dict(text=title) if title else None,
         meta=dict(z_range=z, pooling=pooling, factor=pooled.factor, shape=list(arr.shape)),

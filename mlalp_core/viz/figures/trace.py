@@ -79,7 +79,11 @@ def trace_chart(trace: Sequence[Mapping[str, Any]], *, attack: str | None = None
         if threshold is not None:
             fig.add_hline(y=threshold, line=dict(dash="dash", color="#333333", width=1), row=1, col=n)
         fig.update_xaxes(title=dict(text=xlabel), row=1, col=n)
-        fig.update_yaxes(range=[0, 1], row=1, col=n)
+        # a little above 1: the tick label "1" sits inside the panel, clear of the panel's title
+        fig.update_yaxes(range=[0, 1.06], tickvals=[0, 0.25, 0.5, 0.75, 1], row=1, col=n)
+    if len(set(xs)) <= 12:  # few iterations: ticks on whole iterations only (not 1.5)
+        fig.update_xaxes(tickmode="array", tickvals=sorted(set(xs)))
+    fig.update_annotations(yshift=6)  # the panels' titles clear of their top tick labels
     fig.update_layout(margin=dict(l=40, r=10, t=50, b=70), legend=dict(orientation="h", y=-0.45),
                       meta=dict(fields=[k for k, _ in fields], attacked_probs=has_probs))
     return apply_style(fig, style, height=280)

@@ -11,12 +11,12 @@ from __future__ import annotations
 import pandas as pd
 import streamlit as st
 
-from app_pages.common import panels, pickers, running, settings_form, sidebar
 from mlalp_core.attacks import ATTACKS, DISPLAY_NAMES, PAPER_ATTACKS
 from mlalp_core.device import resolve_device
 from mlalp_core.experiments.metrics import attack_metrics
 from mlalp_core.viz.figures import POOLINGS, GridRow, figure1_grid, predicted_names
 from mlalp_core.viz.paper import fig1_grid as paper_fig1
+from pages.common import panels, pickers, running, settings_form, sidebar
 
 PAGE = "compare"
 ORDER = list(PAPER_ATTACKS)  # the rows of the paper's Fig. 1; the field's attacks can be added
@@ -64,7 +64,7 @@ label = f"Run {len(missing)} attack(s)" if missing and len(missing) < len(attack
 run = c1.button(label, type="primary", disabled=target is None, key=f"{PAGE}_run")
 settings_form.settings_note(c2, settings)
 if missing and target is not None:
-    running.estimate_note(c2, g, model, {a: settings[a] for a in missing})
+    running.estimate_note(c2, g, model, {a: settings[a] for a in missing}, surfaces=3 * len(attacks))
 if run and missing:
     stop = c2.empty()
     stop.button("Stop", key=f"{PAGE}_stop",

@@ -13,11 +13,11 @@ from __future__ import annotations
 import streamlit as st
 import torch
 
-from app_pages.common import panels, pickers, running, settings_form, sidebar
 from mlalp_core.attacks import ATTACKS, DISPLAY_NAMES
 from mlalp_core.errors import MlalpError
 from mlalp_core.experiments.store import ResultsStore
 from mlalp_core.viz.figures import adversarial_image
+from pages.common import panels, pickers, running, settings_form, sidebar
 
 st.title("Explore one attack")
 g = sidebar.current()

@@ -16,7 +16,6 @@ import pandas as pd
 import streamlit as st
 import torch
 
-from app_pages.common import panels, sidebar
 from mlalp_core.attacks import ATTACKS, DISPLAY_NAMES, PAPER_ATTACKS, PRESETS
 from mlalp_core.data.registry import list_datasets
 from mlalp_core.errors import MlalpError
@@ -39,6 +38,7 @@ from mlalp_core.settings import load_settings
 from mlalp_core.viz.efficiency import efficiency_figure, efficiency_paper
 from mlalp_core.viz.figures import budget_curves_figure
 from mlalp_core.viz.paper import budget_curves as paper_budget_curves
+from pages.common import panels, sidebar
 
 PAGE = "bench"
 st.title("Benchmark")
@@ -243,4 +243,4 @@ if st.button("Open in Explore", key=f"{PAGE}_open", type="primary"):
     r = members[int(pick)]
     st.session_state["stored_example"] = {"store": path, "run_key": r["run_key"], "example_id": r["example_id"],
                                           "attack": r["attack"]}
-    st.switch_page("app_pages/explore.py")
+    st.switch_page("pages/explore.py")

@@ -5,17 +5,18 @@ quality metrics on a chosen data split, computed through the library and cached 
 
 from __future__ import annotations
 
+import re
 import time
 
 import pandas as pd
 import streamlit as st
 import torch
 
-from app_pages.common import sidebar
 from mlalp_core.cli.models import TABLE_ONE_ROWS, predict_dataset, table_one
 from mlalp_core.data.registry import list_datasets
 from mlalp_core.errors import MlalpError
 from mlalp_core.models.registry import list_models
+from pages.common import sidebar
 
 st.title("Models")
 g = sidebar.current()
@@ -26,16 +27,25 @@ except MlalpError as exc:
     st.error(f"{exc}. Fix the setting and reload the page.")
     st.stop()
 
-st.dataframe(pd.DataFrame([{
-    "model": i.name, "kind": i.kind, "available": i.available,
-    "input size": f"{i.input_size[0]}x{i.input_size[1]}" if i.input_size else "-",
-    "labels": i.num_labels if i.num_labels is not None else "-",
-    "description": i.description, "what to do": i.reason or "",
-} for i in infos]), hide_index=True, width="stretch")
 
-unavailable = [i for i in infos if not i.available]
-for i in unavailable:
-    st.warning(f"**{i.name}** is not available: {i.reason}")
+def _cell(text: str) -> str:
+    """Text shown as it is in st.table, which reads cells as Markdown ("-" became a bullet)."""
+    return re.sub(r"([\\`*_{}\[\]<>|~#+!-])", r"\\\1", text)
+
+
+UNKNOWN = "not known until loaded"
+# A static table: every cell in full (the "what to do" lines are long) and one type per column
+# (strings): a dataframe cut the long lines off, and a "-" among numbers failed Arrow's conversion.
+st.table(pd.DataFrame([{k: _cell(v) for k, v in {
+    "model": i.name, "kind": i.kind, "available": "yes" if i.available else "no",
+    "input size": f"{i.input_size[0]}x{i.input_size[1]}" if i.input_size else UNKNOWN,
+    "labels": str(i.num_labels) if i.num_labels is not None else UNKNOWN,
+    "description": i.description, "what to do": sidebar.why_unavailable(i.name, i.reason),
+}.items()} for i in infos]), hide_index=True)
+
+for i in infos:
+    if not i.available:
+        st.warning(f"**{i.name}** is not available: {sidebar.why_unavailable(i.name, i.reason)}.")
 st.caption("Paper models are configured with environment variables or an mlalp.toml (see the README): "
            "MLALP_MLGCN_CHECKPOINT and MLALP_MLGCN_WORD_VECTORS for ML-GCN, MLALP_MLLIW_CHECKPOINT for ML-LIW.")
 

@@ -112,8 +112,20 @@ def _costs(model_name: str, device: str, _model: Any) -> Costs:
     return measure_costs(_model, device)
 
 
-def estimate_note(where: Any, g: Globals, model: Any, settings: dict[str, dict[str, Any]]) -> None:
-    """Before a run: how long each attack may take here, from its settings and measured costs."""
+#: The page's part of a Compare run, from the click until the page is idle with Fig. 1 drawn,
+#: measured with bench/app_latency.py --compare (bench/results/compare_estimate_cpu.txt) in headless
+#: Chromium (software WebGL) on the 2-core CPU that also runs the server: each WebGL surface takes
+#: the browser 1.1-2 s to draw, whatever its size (15 surfaces: 16-30 s), and the page's reruns
+#: around the attacks (progress boxes, the figure, the table) about 3 s. Rounded up: "at most".
+DRAW_SECONDS_PER_SURFACE = 2.0
+PAGE_SECONDS = 5.0
+
+
+def estimate_note(where: Any, g: Globals, model: Any, settings: dict[str, dict[str, Any]], *,
+                  surfaces: int = 0) -> None:
+    """Before a run: how long each attack may take here, from its settings and measured costs, and
+    the page's own time to redraw with ``surfaces`` WebGL surfaces (the run is over when the
+    page is idle and drawn, not when the attacks return)."""
     try:
         costs = _costs(g.model, g.device, model)
     except MlalpError as exc:
@@ -121,8 +133,10 @@ def estimate_note(where: Any, g: Globals, model: Any, settings: dict[str, dict[s
         return
     est = {a: estimate_seconds(a, s, costs) for a, s in settings.items()}
     parts = ", ".join(f"{display_name(a)} {_seconds(t)}" for a, t in est.items())
-    where.caption(f"Estimated at most, on {costs.device}: {parts}; together {_seconds(sum(est.values()))} "
-                  "(early stops usually make it shorter).")
+    page = PAGE_SECONDS + DRAW_SECONDS_PER_SURFACE * surfaces
+    where.caption(f"Estimated at most, on {costs.device}: {parts}; drawing the page and its {surfaces} surfaces "
+                  f"{_seconds(page)}; together {_seconds(sum(est.values()) + page)} (early stops usually make the "
+                  "attacks shorter; a browser with a GPU draws faster).")
 
 
 def _seconds(t: float) -> str:

@@ -16,6 +16,8 @@ from mlalp_core.device import available_devices, check_environment, describe_dev
 from mlalp_core.errors import MlalpError
 from mlalp_core.models.registry import list_models, load_model
 
+from .folder_scan import keep_folder_scan_off
+
 UPLOAD = "upload"
 
 # ---------------------------------------------------------------------------------------------
@@ -104,7 +106,10 @@ def sidebar() -> Globals:
 
 
 def current() -> Globals:
-    """This run's global choices (drawn by app.py in the sidebar before the page)."""
+    """This run's global choices (drawn by app.py in the sidebar before the page). Every page
+    calls this first: a page run by Streamlit's folder scan, without app.py, starts again under
+    app.py's navigation (pages.common.folder_scan)."""
+    keep_folder_scan_off(rerun=True)
     g = st.session_state.get("_globals")
     return g if g is not None else sidebar()
 
@@ -128,11 +133,17 @@ def cached_dataset(name: str, split: str | None):
     return load_dataset(name, split)
 
 
+def why_unavailable(name: str, reason: str) -> str:
+    """A model's reason without the model's name in front (the library's messages start with it,
+    and the page has already named the model)."""
+    return reason.removeprefix(f"{name}: ").rstrip(".")
+
+
 def get_model(g: Globals):
     """The sidebar's model, or None after explaining why it cannot be used."""
     if g.model_reason:
-        st.warning(f"The model {g.model} is not available: {g.model_reason}. Configure it (see the Models page) "
-                   "or pick another model in the sidebar.")
+        st.warning(f"The model {g.model} is not available: {why_unavailable(g.model, g.model_reason)}. Configure "
+                   "it (see the Models page) or pick another model in the sidebar.")
         return None
     try:
         return _cached_model(g.model, g.device)

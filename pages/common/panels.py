@@ -71,8 +71,15 @@ def chart(fig: go.Figure, name: str, key: str) -> None:
 def paper_export(make: Callable[[dict[str, Any]], Any], name: str, key: str, *, surfaces: bool = True,
                  extra: Callable[[], dict[str, Any]] | None = None) -> None:
     """"Export for a paper": the options, a button that draws the matplotlib figure (with a
-    spinner and its time), then the download; the file is kept until the options change."""
-    with st.expander("Export for a paper (PDF, SVG or PNG, drawn on the server; no browser needed)"):
+    spinner and its time), then the download; the file is kept until the options change.
+
+    The section is open while its button is being handled or a file of it is held: a page whose
+    elements moved since the last run (a Run adds its progress box above) draws the section anew,
+    and Streamlit would draw it shut over the download button just made."""
+    made = st.session_state.setdefault("_exports", {})
+    is_open = bool(st.session_state.get(f"{key}_xgo")) or any(k[0] == key for k in made)
+    with st.expander("Export for a paper (PDF, SVG or PNG, drawn on the server; no browser needed)",
+                     expanded=is_open):
         c1, c2, c3, c4 = st.columns(4)
         fmt = c1.selectbox("Format", list(FORMATS), key=f"{key}_xfmt")
         width = c2.selectbox("Width", ["page", "column"], key=f"{key}_xwidth",
@@ -84,7 +91,6 @@ def paper_export(make: Callable[[dict[str, Any]], Any], name: str, key: str, *, 
                 "Surface cells per side", [32, 48, 64, 96, 128], key=f"{key}_xres",
                 help=f"Surfaces are vector polygons up to {RASTER_ABOVE} cells per side, rasters above (smaller files)."))
         options.update(extra() if extra else {})
-        made = st.session_state.setdefault("_exports", {})
         ident = (key, fmt, dpi, tuple(sorted(options.items())))
         if st.button("Make the file", key=f"{key}_xgo", icon=":material/draw:"):
             t0 = time.perf_counter()
