@@ -9,7 +9,7 @@ fast)::
 
     import mlalp_core as ml
     model = ml.load_model("demo-gcn")
-    result = ml.attack("mla-lp", model, images, ml.hide_one(labels))
+    result = ml.attack("mla-lp", model, images, ml.hide_one(model.predict(images)))
 
 ``ml.wrap(module, labels=..., input_size=..., mean=..., std=...)`` makes any ``nn.Module`` a model
 every attack accepts; ``ml.register(model)`` also makes it known by name.

@@ -83,3 +83,12 @@ def test_classification_report_on_known_predictions():
     assert r["ranking_loss"] == pytest.approx(0.0)
     assert r["average_precision"] == pytest.approx(1.0)
     assert r["exact_match"] == pytest.approx(0.5)
+
+
+def test_a_list_of_label_names_is_one_line_not_a_raw_error():
+    import mlalp_core as ml
+    from mlalp_core.errors import InvalidInputError
+
+    with pytest.raises(InvalidInputError, match=r"0/1 \(or bool\) values, e.g. model.predict"):
+        ml.hide_one(["person", "dog"])
+    assert ml.hide_one(torch.tensor([[1, 1, 0]]), seed=0).sum() == 1  # 0/1 integers are labels

@@ -30,16 +30,20 @@ class Costs:
     device: str
 
 
-def _timed(fn: Any, dev: torch.device, repeat: int = 2) -> float:
+def _timed(fn: Any, dev: torch.device, repeat: int = 3) -> float:
+    """The fastest of ``repeat`` calls after a warm-up: on a shared machine the others measure the
+    neighbours (the mean of two swung the same estimate from 4 s to 52 s under load)."""
     fn()  # warm-up (first calls allocate and pick kernels)
-    if dev.type == "cuda":
-        torch.cuda.synchronize(dev)
-    t0 = time.perf_counter()
+    best = float("inf")
     for _ in range(repeat):
+        if dev.type == "cuda":
+            torch.cuda.synchronize(dev)
+        t0 = time.perf_counter()
         fn()
-    if dev.type == "cuda":
-        torch.cuda.synchronize(dev)
-    return (time.perf_counter() - t0) / repeat
+        if dev.type == "cuda":
+            torch.cuda.synchronize(dev)
+        best = min(best, time.perf_counter() - t0)
+    return best
 
 
 def measure_costs(model: Any, device: DeviceLike = None) -> Costs:

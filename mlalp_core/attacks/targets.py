@@ -16,7 +16,17 @@ from ..errors import InvalidInputError
 
 
 def _as_bool_labels(labels: torch.Tensor) -> torch.Tensor:
-    labels = torch.as_tensor(labels)
+    """(B, l) bool labels from a tensor or array of 0/1 (or bool) values, else one line saying what
+    was given (a list of label names is a common slip: targets are built from label VALUES)."""
+    try:
+        labels = torch.as_tensor(labels)
+    except (TypeError, ValueError, RuntimeError):
+        shown = repr(labels) if len(repr(labels)) <= 60 else repr(labels)[:57] + "..."
+        raise InvalidInputError(f"labels must be a (B, l) tensor of 0/1 (or bool) values, e.g. model.predict(images); "
+                                f"got {shown}") from None
+    if not (labels.dtype == torch.bool or labels.is_floating_point() or labels.dtype in (
+            torch.uint8, torch.int8, torch.int16, torch.int32, torch.int64)):
+        raise InvalidInputError(f"labels must be 0/1 (or bool) values, got dtype {labels.dtype}")
     if labels.dim() == 1:
         labels = labels[None]
     if labels.dim() != 2:
