@@ -99,3 +99,16 @@ def test_a_polished_run_is_its_own_row_named_mla_lp_plus():
     assert len(table3(rows)) == 4
     model = train_tiny(steps=1)
     assert make_attack("mla-lp", model, polish="pgd").config()["polish"] == "pgd"  # recorded with the run
+
+
+def test_a_run_records_only_the_polish_settings_its_polish_uses():
+    model = train_tiny(steps=1)
+    plain = make_attack("mla-lp", model).config()
+    assert plain["polish"] == "none" and not any(k.startswith("polish_") for k in plain)
+    scale = make_attack("mla-lp", model, polish="scale").config()
+    assert {k for k in scale if k.startswith("polish_")} == {"polish_steps"}
+    pgd = make_attack("mla-lp", model, polish="pgd", polish_factor=0.9).config()
+    assert {k for k in pgd if k.startswith("polish_")} == {"polish_factor", "polish_steps", "polish_step",
+                                                           "polish_rounds"}
+    # the paper's MLA-LP is labelled as such whatever polish defaults a store's older runs recorded
+    assert make_attack("mla-lp", model, polish_factor=0.5).config() == plain

@@ -65,6 +65,8 @@ MARGIN_FLOOR = 0.1
 MARGIN_TRIGGER = 0.6
 #: The give-up rule is checked from this step on (1-based; the authors' 0-based index 5).
 GIVE_UP_FROM = 6
+#: Settings of MLA-LP+'s polish (recorded only where the chosen polish uses them)
+_POLISH_SETTINGS = {"polish_factor", "polish_steps", "polish_step", "polish_rounds"}
 
 
 class MLALP(Attack):
@@ -92,9 +94,9 @@ class MLALP(Attack):
         Setting("polish", str, "none", "MLA-LP+: after a success, make the perturbation smaller while it still "
                 "reaches y*: none (the paper), scale (bisection along it), pgd (a PGD shrink warm-started from it)",
                 "polish (MLA-LP+)", choices=POLISHES),
-        Setting("polish_factor", float, 0.95, "pgd polish: each round's l_inf budget, as a fraction of the current "
+        Setting("polish_factor", float, 0.97, "pgd polish: each round's l_inf budget, as a fraction of the current "
                 "l_inf", "polish budget factor", low=0.0, high=1.0, low_open=True, high_open=True),
-        Setting("polish_steps", int, 20, "pgd polish: signed-gradient steps per round; scale polish: bisection "
+        Setting("polish_steps", int, 12, "pgd polish: signed-gradient steps per round; scale polish: bisection "
                 "steps", "polish steps", low=1, high=10_000),
         Setting("polish_step", float, 0.1, "pgd polish: step size as a fraction of the round's budget",
                 "polish step", low=0.0, high=1.0, low_open=True),
@@ -120,6 +122,12 @@ class MLALP(Attack):
     #: no box in the LP; their own iterate rule (restart on a worse step) in place of keep_best
     authors_fixes: ClassVar[dict[str, Any]] = {"box": False, "keep_best": True}
     authors_batch: ClassVar[int | None] = 10  # their MLA-LP batches (the margin is shared by the batch)
+
+    def config(self) -> dict[str, Any]:
+        """The settings recorded with a run: the polish's own only where its polish uses them (a
+        run of the paper's MLA-LP keeps its identity whatever the polish defaults are)."""
+        unused = {"none": _POLISH_SETTINGS, "scale": _POLISH_SETTINGS - {"polish_steps"}}.get(self.polish, set())
+        return {k: v for k, v in super().config().items() if k not in unused}
 
     @classmethod
     def run_name(cls, settings: dict[str, Any]) -> tuple[str, set[str]]:
