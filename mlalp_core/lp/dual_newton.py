@@ -4,7 +4,7 @@ It minimises the weighted l1 function f(lam) = sum_i alpha_i (u_i)_+ + gamma_i (
 (u = A^T lam, alpha/gamma = the room capped at z) over {lam >= 0, -beta^T lam = 1}: Newton
 steps on a Huber smoothing whose band (the coordinates nearest their kink) shrinks every
 iteration, a tiny active-set QP for lam >= 0 (:func:`_newton_direction`), and an exact line
-search on the true piecewise-linear f (:func:`_line_search`). Each iteration costs three passes
+search on the true piecewise-linear f (:func:`_line_search`). Each iteration costs two passes
 over A.
 """
 
@@ -27,13 +27,23 @@ def _weights(z: float, lo, hi):
     return (-lo).clamp(max=z), hi.clamp(max=z)
 
 
-def _fvalue(u, alpha, gamma) -> float:
+def _fvalue(u, alpha, gamma, sums=None) -> float:
+    """f = sum alpha (u)_+ + gamma (u)_- = (|u|.(alpha + gamma) + u.(alpha - gamma)) / 2, summed in
+    float64 (its decrease decides when Newton stops): a few operations on one temporary (each
+    fresh d-sized tensor costs page faults at this size)."""
     if alpha is None:
         return float(u.abs().sum(dtype=torch.float64))
-    part = u.clamp(min=0).mul_(alpha)  # one temporary: each costs page faults at this size
+    w, dl = sums if sums is not None else _sums(alpha, gamma)
+    if u.dtype == torch.float64:
+        return 0.5 * (float(torch.dot(u.abs(), w)) + float(torch.dot(u, dl)))
+    part = u.abs().mul_(w)
     total = float(part.sum(dtype=torch.float64))
-    torch.clamp(u, max=0, out=part).mul_(gamma)
-    return total - float(part.sum(dtype=torch.float64))
+    return 0.5 * (total + float(torch.mul(u, dl, out=part).sum(dtype=torch.float64)))
+
+
+def _sums(alpha, gamma):
+    """(alpha + gamma, alpha - gamma): what the slope of f and f itself are dot products with."""
+    return alpha + gamma, alpha - gamma
 
 
 def _newton_direction(g: np.ndarray, H: np.ndarray, beta: np.ndarray, lam: np.ndarray) -> np.ndarray:
@@ -70,39 +80,33 @@ def _newton_direction(g: np.ndarray, H: np.ndarray, beta: np.ndarray, lam: np.nd
     return d
 
 
-def _line_search(u, v, alpha, gamma, t_max: float) -> float:
+def _line_search(u, v, alpha, gamma, t_max: float, sums=None, extra_slope: float = 0.0, exact: bool = True) -> float:
     """argmin_{0 <= t <= t_max} f(lam + t d), exactly (f is convex piecewise linear in t).
 
-    This runs every Newton iteration over all d coordinates, so it avoids temporaries (each
-    fresh d-sized tensor costs ~1-1.5 ms of page faults at d = 602k): the slope at a trial t is
-    a few in-place operations on one buffer, a handful of trial t's bracket the minimiser, and
-    only the breakpoints inside the bracket are gathered (gathering every sign change, ~d/2 of
-    them, cost ~27 ms, 4-5 passes over A).
+    This runs every Newton iteration over all d coordinates, so each trial step costs three
+    in-place operations on one buffer: off its breakpoints the slope is
+    ``(alpha - gamma).v / 2 + sign(u + t v).((alpha + gamma) v) / 2``, a sign and a dot product
+    (the previous form, five operations and a float64 sum per trial, was half of a full Newton
+    iteration at d = 602k). Regula falsi on the slope brackets the minimiser, and only the
+    breakpoints inside the bracket are gathered (gathering every sign change, ~d/2 of them, cost
+    ~27 ms, 4-5 passes over A).
     """
-    # Coordinate i adds grow_i |v_i| to the slope while u_i + t v_i moves away from 0 (same sign
-    # as v_i; at 0, the side v_i points to) and -shrink_i |v_i| while it moves towards 0.
-    av = v.abs()
     if alpha is None:
-        c, shrink_sum = 2.0 * av, float(av.sum(dtype=torch.float64))
+        D, const, half = v, extra_slope, 1.0  # slope = sign(u + t v).v
     else:
-        vpos = v > 0
-        shrink = torch.where(vpos, gamma, alpha).mul_(av)
-        c = torch.where(vpos, alpha, gamma).mul_(av).add_(shrink)
-        shrink_sum = float(shrink.sum(dtype=torch.float64))
-        del shrink, vpos
+        w, dl = sums if sums is not None else _sums(alpha, gamma)
+        D, const, half = w * v, 0.5 * float(torch.dot(dl, v)) + extra_slope, 0.5
     buf = torch.empty_like(u)
-    half_sum = 0.5 * float(c.sum(dtype=torch.float64))
 
     def slope(t: float) -> float:
-        # sign(x v) is +1 while moving away from 0, -1 towards it; slope = sum c (sign + 1) / 2 - shrink
-        torch.add(u, v, alpha=t, out=buf)
-        buf.mul_(v).sign_().mul_(c)
-        return 0.5 * float(buf.sum(dtype=torch.float64)) + half_sum - shrink_sum
+        torch.add(u, v, alpha=t, out=buf).sign_()
+        return const + half * float(torch.dot(buf, D))
 
     slope0 = slope(0.0)
-    kink = u == 0  # at a kink the step moves away from 0 whichever way it goes: count it whole
-    if bool(kink.any()):
-        slope0 += 0.5 * float(c[kink].sum(dtype=torch.float64))
+    if float(torch.dot(buf, buf)) < buf.numel():  # sign(u_i) = 0 somewhere: a coordinate at its kink
+        # moves away from 0 whichever way the step goes: count it whole
+        kink = u == 0
+        slope0 += half * float(D[kink].abs().sum(dtype=torch.float64))
     if slope0 >= 0.0:
         return 0.0
     t_lo, s_lo = 0.0, slope0
@@ -117,57 +121,77 @@ def _line_search(u, v, alpha, gamma, t_max: float) -> float:
         t_hi = min(t_max, t_hi * 16.0)
     else:
         t_hi = math.inf
-    for _ in range(3 if math.isfinite(t_hi) else 0):  # narrow the bracket geometrically
-        t_mid = math.sqrt(t_lo * t_hi) if t_lo > 0 else t_hi / 16.0
-        s_mid = slope(t_mid)
-        if s_mid >= 0.0:
-            t_hi = t_mid
-        else:
-            t_lo, s_lo = t_mid, s_mid
+    if math.isfinite(t_hi):
+        # regula falsi (Illinois: an end kept twice has its weight halved); the slope is a sum of
+        # many small steps, nearly linear in t, so two trials leave a narrow bracket
+        w_lo, w_hi, kept = s_lo, s_hi, 0
+        for _ in range(2):
+            width = t_hi - t_lo
+            t_mid = t_lo + width * (-w_lo) / (w_hi - w_lo)
+            t_mid = min(max(t_mid, t_lo + 1e-3 * width), t_hi - 1e-3 * width)
+            s_mid = slope(t_mid)
+            if s_mid >= 0.0:
+                t_hi, s_hi, w_hi = t_mid, s_mid, s_mid
+                w_lo, kept = (w_lo * 0.5 if kept == -1 else w_lo), -1
+            else:
+                t_lo, s_lo, w_lo = t_mid, s_mid, s_mid
+                w_hi, kept = (w_hi * 0.5 if kept == 1 else w_hi), 1
+    if not exact and math.isfinite(t_hi):
+        # steering only (the full iterations before the search narrows): the root of the slope's
+        # chord, within a bracket that regula falsi has made narrow
+        return t_lo + (t_hi - t_lo) * (-s_lo) / (s_hi - s_lo)
     torch.div(u, v, out=buf).neg_()  # the breakpoints tau_i = -u_i / v_i (nan/inf where v_i = 0)
     cand = buf > t_lo
     if math.isfinite(t_hi):
         cand &= buf <= t_hi
     idx = cand.nonzero().squeeze(1)
-    t = smallest_crossing(buf[idx], c[idx], None, -s_lo, clean=True, check=False)
+    jump = D[idx].abs_().mul_(2.0 * half)  # the slope rises by (alpha + gamma)|v_i| at tau_i
+    t = smallest_crossing(buf[idx], jump, None, -s_lo, clean=True, check=False)
     return max(t_lo, min(t, t_max, t_hi))
 
 
 def _dual_newton(P: Scaled, lam, alpha, gamma, cnt: _Counter, max_iter: int, band0: int, band_min: int,
-                 ftol: float = 1e-12) -> tuple[torch.Tensor, torch.Tensor, int]:
+                 ftol: float = 1e-12, steer: bool = False) -> tuple[torch.Tensor, torch.Tensor, int]:
     """Minimise f over {lam >= 0, -beta.lam = 1} from lam; returns (lam, u = A^T lam, iterations).
 
     Passes over A run in A's own dtype (float32 for Jacobians): this phase only steers; the
-    finish and the certificate are float64.
+    finish and the certificate are float64. Two passes per iteration: A psi for the gradient
+    and A^T d for the line search; u = A^T lam then moves along with lam (u + t A^T d), and is
+    recomputed every few iterations so that float32 round-off cannot pile up.
     """
     m, n = P.shape
     beta = P.beta
     beta_np = beta.cpu().numpy()
     sdt = P.search_dtype
+    sums = None
     if alpha is not None:
         alpha, gamma = alpha.to(sdt), gamma.to(sdt)
+        sums = _sums(alpha, gamma)
+        neg_gamma = -gamma
     u = P.rmatvec(lam)
     cnt.passes += 1
-    f = _fvalue(u, alpha, gamma)
+    f = _fvalue(u, alpha, gamma, sums)
     band = min(band0, n)
     it = 0
     for it in range(1, max_iter + 1):
         absu = u.abs()
         k = max(min(band, n), 1)
         vals, S = torch.topk(absu, k, largest=False)
+        del absu
         mu = float(vals.max())
         if mu <= 0.0:
-            mu = float(absu.max()) * 1e-12 + 1e-300
+            mu = float(u.abs().max()) * 1e-12 + 1e-300
         if alpha is None:
             psi = torch.sign(u)
             psi[S] = (u[S] / mu).clamp(-1.0, 1.0)
             wS = torch.full((k,), 1.0 / mu, dtype=torch.float64, device=P.device)
         else:
-            psi = torch.where(u > 0, alpha, -gamma)
+            psi = torch.where(u > 0, alpha, neg_gamma)
             aS, gS = alpha[S], gamma[S]
             psi[S] = torch.minimum(torch.maximum(-gS + (aS + gS) * (u[S] + mu) / (2 * mu), -gS), aS)
             wS = ((aS + gS) / (2 * mu)).double()
         g = P.matvec(psi).double()
+        del psi
         cnt.passes += 1
         AS = P.columns(S)
         H = (AS * wS) @ AS.t()
@@ -179,7 +203,7 @@ def _dual_newton(P: Scaled, lam, alpha, gamma, cnt: _Counter, max_iter: int, ban
         t_max = float((lam[neg] / -d_t[neg]).min()) if bool(neg.any()) else math.inf
         v = P.rmatvec(d_t)
         cnt.passes += 1
-        t = _line_search(u, v, alpha, gamma, t_max)
+        t = _line_search(u, v, alpha, gamma, t_max, sums, exact=not steer)
         if t <= 0.0:
             if band <= band_min:
                 break
@@ -191,13 +215,21 @@ def _dual_newton(P: Scaled, lam, alpha, gamma, cnt: _Counter, max_iter: int, ban
             # stalls on steps of that length (measured: 2.4 % from the optimum, thousands of wrong signs)
             lam[neg & (lam <= 1e-12 * float(lam.abs().max()))] = 0.0
         lam = lam.clamp(min=0.0)
-        lam = lam / float(-(beta @ lam))  # stay exactly on -beta.lam = 1
-        u = P.rmatvec(lam)
-        cnt.passes += 1
-        f_new = _fvalue(u, alpha, gamma)
+        c = float(-(beta @ lam))
+        lam = lam / c  # stay exactly on -beta.lam = 1
+        if it % _REFRESH == 0:
+            u = P.rmatvec(lam)
+            cnt.passes += 1
+        else:  # the clamp moved lam by <= 1e-12 of its size: u follows lam to round-off
+            u = u.add_(v, alpha=t).div_(c)
+        f_new = _fvalue(u, alpha, gamma, sums)
         done = band <= band_min and (f - f_new) <= ftol * abs(f)
         f = f_new
         band = max(band_min, band // 3)
         if done:
             break
     return lam, u, it
+
+
+#: u = A^T lam is updated along with lam, and recomputed by a pass every this many iterations.
+_REFRESH = 8

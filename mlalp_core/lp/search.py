@@ -1,101 +1,174 @@
-"""The structured solver's search: dual Newton on all of A, then on a narrowed problem.
-
-Above 50,000 columns the search narrows after a few full iterations: the coordinates far from
-their kink keep their sign, so their part of f is one linear column, and Newton runs to the end
-on the ~d/30 others; one pass checks the signs (see :func:`_search`). The constants below are
-module attributes on purpose: the tests and the batched search read them from here.
-"""
+"""(prototype) nested narrowing with incremental rounds."""
 
 from __future__ import annotations
 
+import os
+
 import torch
 
-from .dual_newton import _dual_newton, _line_search
+from .dual_newton import _dual_newton, _line_search, _sums
 from .problem import Scaled
 from .solution import _Counter
 
-#: Full Newton iterations before the search narrows to the coordinates near their kink.
 _FULL_NEWTON = 5
-#: Narrowing pays only when the kept set (~d/30) is much smaller than the problem.
 _REDUCE_MIN_N = 50_000
 _REDUCE_FRACTION = 30
 _REDUCE_ROUNDS = 8
 _REDUCED_BAND = 200
 
+E = os.environ
+F0 = int(E.get("F0", "4"))
+FN = int(E.get("FN", "4"))
+NMIN = int(E.get("NMIN", "5000"))
+FULLN = int(E.get("FULLN", "3"))
+WORK = {"w": 0.0}
+
+
+def _nearest(key: torch.Tensor, size: int) -> torch.Tensor:
+    """A mask of about ``size`` coordinates with the smallest key (ties may add a few)."""
+    n = key.numel()
+    if size >= n:
+        return torch.ones(n, dtype=torch.bool, device=key.device)
+    if n <= 4 * 65536:
+        thr = torch.kthvalue(key, size).values
+    else:  # a threshold from an even sample: kthvalue over all of d = 602k costs ~10 passes' time
+        step = n // 65536
+        sample = key[::step]
+        thr = torch.kthvalue(sample, max(1, min(sample.numel(), size * sample.numel() // n))).values
+    return key <= thr
+
+
+class _Columns:
+    """The narrowed problem's matrix in float64: column 0 the far coordinates' aggregated linear
+    part, then the narrowed set's columns, in one buffer with room for those that join later (a
+    fresh copy per round cost ~2 passes over A at d = 602k)."""
+
+    def __init__(self, P: Scaled, N: torch.Tensor, col: torch.Tensor, al, ga, kappa: float, cs) -> None:
+        self.P, self.N, self.al, self.ga, self.kappa, self.cs = P, N, al, ga, kappa, cs
+        m, k = P.shape[0], N.numel()
+        self.buf = torch.empty(m, k + 1 + max(k // 8, 64), dtype=torch.float64, device=P.device)
+        self.buf[:, 0] = col
+        self.buf[:, 1:k + 1] = P.M[:, N]
+        self.k = k
+
+    def col(self) -> torch.Tensor:
+        return self.buf[:, 0]
+
+    def add(self, F: torch.Tensor, cF: torch.Tensor) -> None:
+        """Coordinates F (far until now, with linear coefficients cF) join the narrowed set."""
+        MF = self.P.M[:, F].double()
+        self.buf[:, 0] -= MF @ cF
+        k, j = self.k, F.numel()
+        if k + 1 + j > self.buf.shape[1]:
+            grown = torch.empty(self.buf.shape[0], k + 1 + j + max(k // 8, 64), dtype=torch.float64,
+                                device=self.buf.device)
+            grown[:, :k + 1] = self.buf[:, :k + 1]
+            self.buf = grown
+        self.buf[:, k + 1:k + 1 + j] = MF
+        self.N = torch.cat([self.N, F])
+        self.k = k + j
+
+    def problem(self):
+        """(the narrowed Scaled problem, its alpha, its gamma)."""
+        P, N = self.P, self.N
+        one = torch.ones(1, dtype=torch.float64, device=P.device)
+        Pr = Scaled(M=self.buf[:, :self.k + 1], inv_norm=P.inv_norm, beta=P.beta, lo=None, hi=None, rows=P.rows,
+                    cols=None, row_norm=P.row_norm, s=P.s)
+        agg_scale = (self.buf[:, 0] * P.inv_norm).norm().reciprocal().reshape(1)
+        Pr.__dict__["_col_scale"] = torch.cat([agg_scale, self.cs[N].double()])
+        return Pr, torch.cat([one, self.al[N]]), torch.cat([one * self.kappa, self.ga[N]])
+
 
 def _search(P: Scaled, lam, alpha, gamma, cnt: _Counter, max_newton: int, band0: int, band_min: int,
-            info: dict, full_iterations: int | None = None, narrow: bool = True,
+            info: dict, full_iterations: int | None = None, narrow: bool = True, depth: int = 0,
             ) -> tuple[torch.Tensor, torch.Tensor, int]:
-    """Minimise f from lam: a few Newton iterations on all of A, then Newton on a narrowed problem.
-
-    Profile of the hard regime (every kept row active, anti-correlated with the attacked rows):
-    Newton on all d coordinates converges only linearly once its band is at its floor (f falls
-    by ~0.6 per iteration from 1e-5 to 1e-10 relative: 25 iterations, 75 passes), because
-    hundreds of coordinates sit within the dual's error of their kink. Coordinates far from
-    their kink keep their sign, so their part of f is linear in lam: aggregated into one column
-    (one pass) it leaves a problem of ~d/30 columns that is a lower model of f, exact wherever
-    those signs hold (Portnoy and Koenker's "globs" for l1 regression). Newton runs to the end
-    there at a 30th of the cost; one pass over A checks the signs, and the few that flipped join
-    the narrowed set (measured: 2 rounds, 4 passes, instead of ~24 Newton iterations).
-    """
     m, n = P.shape
-    reduce = n >= _REDUCE_MIN_N
-    first = min(max_newton, _FULL_NEWTON if full_iterations is None else full_iterations) if reduce else max_newton
-    lam, u, it = _dual_newton(P, lam, alpha, gamma, cnt, first, band0, band_min)
+    reduce = n >= (_REDUCE_MIN_N if depth == 0 else NMIN)
+    if depth == 0:
+        first = _FULL_NEWTON if full_iterations is None else full_iterations
+    else:
+        first = FULLN
+    first = min(max_newton, first) if reduce else max_newton
+    lam, u, it = _dual_newton(P, lam, alpha, gamma, cnt, first, band0, band_min,
+                              steer=reduce and narrow and E.get("STEER", "0") == "1")
+    WORK["w"] += it * n
+    if E.get("TRACE"):
+        print("  " * depth + f"newton depth {depth} n {n} its {it}")
     if not reduce or not narrow or it < first:
         return lam, u, it
+    dev = P.device
     if alpha is None:
-        al = ga = torch.ones(n, dtype=torch.float64, device=P.device)
+        al = ga = torch.ones(n, dtype=torch.float64, device=dev)
     else:
         al, ga = alpha.double(), gamma.double()
     sdt = P.search_dtype
     a_s, g_s = (None, None) if alpha is None else (alpha.to(sdt), gamma.to(sdt))
-    size = max(n // _REDUCE_FRACTION, 2000)
-    inN = torch.zeros(n, dtype=torch.bool, device=P.device)
-    inN[torch.topk(u.abs(), size, largest=False).indices] = True
+    # The far coordinates' part of f is at least |their linear part| when the weights are
+    # symmetric (then the aggregated column weighs 1 both ways), else at least its positive part.
+    kappa = 1.0 if alpha is None or bool(torch.equal(alpha, gamma)) else 0.0
+    frac = F0 if depth == 0 else FN
+    size = max(n // frac, 2000)
+    cs = P.col_scale()
+    inN = _nearest(u.abs() * cs, size)
     red_iters = red_passes = 0
+    ref = torch.sign(u)
+    fresh = True
     for rnd in range(1, _REDUCE_ROUNDS + 1):
-        ref = torch.sign(u)
-        N = inN.nonzero().flatten()
-        coef = torch.where(ref > 0, al, -ga).masked_fill(inN, 0.0)
-        col = P.matvec(coef, exact=True) / P.inv_norm  # the far coordinates' linear part, in M's units
-        cnt.passes += 1
-        Pr = Scaled(M=torch.cat([P.M[:, N].double(), col[:, None]], 1), inv_norm=P.inv_norm, beta=P.beta,
-                    lo=None, hi=None, rows=P.rows, cols=None, row_norm=P.row_norm, s=P.s)
-        one = torch.ones(1, dtype=torch.float64, device=P.device)
-        # the aggregated column counts only while positive: max(0, .) keeps the model below f
-        ar, gr = torch.cat([al[N], one]), torch.cat([ga[N], one * 0.0])
+        if fresh:
+            ref = torch.sign(u)
+            N = inN.nonzero().squeeze(1)
+            coef = torch.where(ref > 0, al, -ga).masked_fill_(inN, 0.0)
+            col = P.matvec(coef, exact=True) / P.inv_norm  # the far coordinates' linear part, in M's units
+            del coef
+            cnt.passes += 1
+            # the narrowed problem: column 0 the far coordinates' aggregated linear part, then the
+            # narrowed set's columns, with room for the coordinates that join it later
+            red = _Columns(P, N, col, al, ga, kappa, cs)
+            fresh = False
+        Pr, ar, gr = red.problem()
         cr = _Counter()
-        lam_r, _, itr = _dual_newton(Pr, lam, ar, gr, cr, 4 * max_newton, max(band_min, Pr.shape[1] // _REDUCED_BAND),
-                                     band_min)
+        lam_r, _, itr = _search(Pr, lam, ar, gr, cr, 4 * max_newton, max(band_min, Pr.shape[1] // _REDUCED_BAND),
+                                band_min, {}, depth=depth + 1)
         red_iters += itr
         red_passes += cr.passes
         u_r = P.rmatvec(lam_r)
         cnt.passes += 1
-        flipped = (~inN) & (torch.sign(u_r) * ref < 0)
-        if not bool(flipped.any()):  # the model was exact at its minimiser: that is f's minimiser
+        flipped = (torch.sign(u_r) * ref < 0).logical_and_(~inN)
+        F = flipped.nonzero().squeeze(1)
+        nflip = F.numel()
+        if nflip == 0:  # the model was exact at its minimiser: that is f's minimiser
             lam, u = lam_r, u_r
             break
-        # Move only as far along lam -> lam_r as f itself falls (exact line search, no pass: the
-        # direction's image is u_r - u), then narrow again around the new point: the flipped
-        # coordinates join the set, or, when very many flipped (a far first guess), a fresh set.
-        v = u_r - u
-        t = _line_search(u, v, a_s, g_s, 1.0)
-        lam = lam + t * (lam_r - lam)
-        u = u + t * v
-        nflip = int(flipped.sum())
-        if nflip <= size // 4:
-            inN |= flipped
-        else:
-            inN.zero_()
-            inN[torch.topk(u.abs(), size, largest=False).indices] = True
-    else:  # the signs kept moving: go on with Newton on all of A from here
+        # Move only as far along lam -> lam_r as f itself falls: an exact line search over the
+        # narrowed and flipped coordinates, the others' part of the slope (linear: they keep their
+        # sign along the segment) being the aggregated column's less the flipped ones'.
+        dlam = lam_r - lam
+        N = red.N
+        idx = torch.cat([N, F])
+        uu, vv = u[idx], (u_r[idx] - u[idx])
+        cF = torch.where(ref[F] > 0, al[F], -ga[F])
+        far_slope = float((dlam * P.inv_norm) @ red.col()) - float(cF @ vv[N.numel():].double())
+        t = _line_search(uu, vv, None if a_s is None else a_s[idx], None if g_s is None else g_s[idx], 1.0,
+                         extra_slope=far_slope)
+        lam = lam + t * dlam
+        u = torch.lerp(u, u_r, t)
+        if E.get("TRACE"):
+            print("  " * depth + f"   depth {depth} round {rnd} size {N.numel()} its {itr} nflip {nflip} t {t:.3g}")
+        if nflip <= size // 4:  # the flipped coordinates join the narrowed set
+            red.add(F, cF)
+            inN[F] = True
+        else:  # very many flipped (a far first guess): a fresh set around the new point
+            inN = _nearest(u.abs() * cs, size).logical_or_(flipped)
+            fresh = True
+    else:
         lam, u, more = _dual_newton(P, lam, alpha, gamma, cnt, max_newton, band_min, band_min)
+        WORK["w"] += more * n
         it += more
-    info["narrowed_rounds"] = info.get("narrowed_rounds", 0) + rnd
-    info["narrowed_size"] = int(inN.sum())
-    info["narrowed_iterations"] = info.get("narrowed_iterations", 0) + red_iters
-    info["narrowed_passes"] = info.get("narrowed_passes", 0) + red_passes  # over the narrowed matrix
+    if depth == 0:
+        info["narrowed_rounds"] = info.get("narrowed_rounds", 0) + rnd
+        info["narrowed_size"] = int(inN.sum())
+        info["narrowed_iterations"] = info.get("narrowed_iterations", 0) + red_iters
+        info["narrowed_passes"] = info.get("narrowed_passes", 0) + red_passes
     return lam, u, it + red_iters
 
 
