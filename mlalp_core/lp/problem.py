@@ -109,18 +109,23 @@ class Scaled:
         return self.M.double() * self.inv_norm[:, None]
 
 
-def matvec64(M: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
-    """M v in float64 for a matrix M (m, n) of any float dtype, v (n,) or (n, k); a float32 M is
-    converted in column chunks (bounded temporary memory, never a float64 copy of M)."""
-    if M.dtype == torch.float64:
+def matvec64(M: torch.Tensor, v) -> torch.Tensor:
+    """M v in float64 for a matrix M (m, n) of any float dtype, v (n,) or (n, k) of any float dtype,
+    or a list of k vectors (n,) (then (m, k), without stacking them); a float32 M is converted in
+    column blocks (bounded temporary memory, never a float64 copy of M), and so is v."""
+    vs = v if isinstance(v, (list, tuple)) else None
+    if vs is None and M.dtype == torch.float64:
         return M @ v.double()
-    v = v.double()
-    out = torch.zeros((M.shape[0],) + tuple(v.shape[1:]), dtype=torch.float64, device=M.device)
+    shape = (M.shape[0], len(vs)) if vs is not None else (M.shape[0],) + tuple(v.shape[1:])
+    out = torch.zeros(shape, dtype=torch.float64, device=M.device)
     for a, b, block in blocks64(M):
-        if v.dim() == 1:
-            out.addmv_(block, v[a:b])
+        if vs is not None:
+            for j, x in enumerate(vs):
+                out[:, j].add_(block @ x[a:b].double())
+        elif v.dim() == 1:
+            out.addmv_(block, v[a:b].double())
         else:
-            out.addmm_(block, v[a:b])
+            out.addmm_(block, v[a:b].double())
     return out
 
 
@@ -226,11 +231,15 @@ def prepare(A, b, lo=None, hi=None, drop_zero_rows: bool = False) -> Prepared:
             hi64 = hi64.expand(d)
         if lo64.numel() != d or hi64.numel() != d:
             raise InvalidInputError(f"lo and hi must have {d} entries (one per column of A)")
-        if bool(torch.isnan(lo64).any() | torch.isnan(hi64).any()):
+        lo_max, hi_min = float(lo64.max()), float(hi64.min())  # a NaN anywhere makes these NaN
+        if math.isnan(lo_max) or math.isnan(hi_min):
             raise InvalidInputError("bounds must not be NaN")
-        if bool((lo64 > 1e-12).any()) or bool((hi64 < -1e-12).any()):
+        if lo_max > 1e-12 or hi_min < -1e-12:
             raise InvalidInputError("bounds must contain 0 (lo <= 0 <= hi): r = 0 must satisfy them")
-        lo64, hi64 = lo64.clamp(max=0.0), hi64.clamp(min=0.0)
+        if lo_max > 0.0:
+            lo64 = lo64.clamp(max=0.0)
+        if hi_min < 0.0:
+            hi64 = hi64.clamp(min=0.0)
     prep = Prepared(l=l, d=d, device=dev, b=b64, lo=lo64, hi=hi64)
 
     zero_rows = norms == 0
@@ -252,7 +261,7 @@ def prepare(A, b, lo=None, hi=None, drop_zero_rows: bool = False) -> Prepared:
     Mk = M if keep_rows.numel() == l else M[keep_rows]
     useful = nonzero_cols  # the rows not kept are zero: the same over the kept rows
     if lo64 is not None and hi64 is not None:
-        useful &= (lo64 < 0) | (hi64 > 0)
+        useful &= lo64 != hi64  # lo <= 0 <= hi: room on some side
     cols = None
     if not bool(useful.all()):
         cols = useful.nonzero().flatten()
@@ -281,18 +290,19 @@ def room(u: torch.Tensor, lo: torch.Tensor | None, hi: torch.Tensor | None) -> t
     """How far each coordinate may move in the direction -sign(u) that lowers lam^T A r."""
     if lo is None or hi is None:
         return torch.full_like(u, float("inf"))
-    return torch.where(u > 0, -lo, hi)
+    return torch.where(u > 0, lo, hi).abs_()  # lo <= 0 <= hi: -lo where u > 0 (no negated copy of lo)
 
 
 def dual_bound(u: torch.Tensor, c: float, lo: torch.Tensor | None, hi: torch.Tensor | None,
-               sort: bool | None = None) -> float:
+               sort: bool | None = None, rm: torch.Tensor | None = None) -> float:
     """The lower bound a dual point proves: the smallest z with sum_i |u_i| min(z, room_i) >= c.
 
     u = A^T lam, c = -b^T lam. The aggregated constraint lam^T A r <= lam^T b is a relaxation of
     A r <= b, and its optimum is exactly this z; ``inf`` certifies infeasibility. ``sort``
     (default: on a GPU, where the sort-free search's dozen host syncs cost more than one sort)
     finds it by :func:`dual_bounds` and keeps it only if a direct float64 sum confirms that no
-    smaller z reaches c, so that the bound is never too large.
+    smaller z reaches c, so that the bound is never too large. ``rm``: room(u, lo, hi), where
+    the caller has it.
     """
     if c <= 0.0:
         return 0.0
@@ -307,7 +317,7 @@ def dual_bound(u: torch.Tensor, c: float, lo: torch.Tensor | None, hi: torch.Ten
         below = math.nextafter(z, 0.0)
         if float((a.double() * room(u, lo, hi).clamp(max=below)).sum()) < c * (1 + 1e-12):  # as smallest_crossing's check
             return z
-    return concave_crossing(room(u, lo, hi), a.double(), c)  # u_i = 0 weighs nothing
+    return concave_crossing(room(u, lo, hi) if rm is None else rm, a.double(), c)  # u_i = 0 weighs nothing
 
 
 def dual_bounds(u: torch.Tensor, c: np.ndarray, lo: torch.Tensor | None, hi: torch.Tensor | None) -> np.ndarray:
@@ -341,17 +351,25 @@ def dual_bounds(u: torch.Tensor, c: np.ndarray, lo: torch.Tensor | None, hi: tor
     return np.where(c <= 0.0, 0.0, out)
 
 
-def certify(prep: Prepared, rho: torch.Tensor, lam_s: torch.Tensor, r: torch.Tensor) -> tuple[float, float]:
+def certify(prep: Prepared, rho: torch.Tensor, lam_s: torch.Tensor, r: torch.Tensor,
+            known: tuple | None = None) -> tuple[float, float]:
     """(lower bound proved by the scaled dual lam_s, max violation of A r <= b and of the box).
 
     Computed in float64 on the row-scaled matrix, which is the original data up to one rounding:
-    the violation of row j is ||A_j||_1 * s * (Ah rho - beta)_j, in the units of b.
+    the violation of row j is ||A_j||_1 * s * (Ah rho - beta)_j, in the units of b. ``known``:
+    (Ah^T lam_s, the bound it proves, Ah rho or None) as the solver computed them, by these same
+    float64 products on these same data (each is a pass over A: ~8 ms at d = 602k).
     """
     P = prep.scaled
     assert P is not None
-    viol = float(((P.matvec(rho, exact=True) - P.beta) * (P.row_norm * P.s)).max().clamp(min=0.0))
+    u, bound, image = known if known is not None else (None, None, None)
+    if image is None:
+        image = P.matvec(rho, exact=True)
+    viol = float(((image - P.beta) * (P.row_norm * P.s)).max().clamp(min=0.0))
     if prep.lo is not None and prep.hi is not None:
         viol = max(viol, float((prep.lo - r).max().clamp(min=0.0)), float((r - prep.hi).max().clamp(min=0.0)))
-    u = P.rmatvec(lam_s, exact=True)
-    c = float(-(P.beta @ lam_s))
-    return P.s * dual_bound(u, c, P.lo, P.hi), viol
+    if bound is None:
+        if u is None:
+            u = P.rmatvec(lam_s, exact=True)
+        bound = dual_bound(u, float(-(P.beta @ lam_s)), P.lo, P.hi)
+    return P.s * bound, viol

@@ -18,6 +18,9 @@ class Solution:
     iterations: int
     passes: int
     info: dict
+    #: What the finish already computed exactly (float64, scaled) for this very lam and rho:
+    #: (Ah^T lam, the bound lam proves, Ah rho or None), so the certificate need not repeat it.
+    known: tuple | None = None
 
 
 #: A certified scaled lower bound above this means "infeasible" for practical purposes (rows of A
