@@ -116,6 +116,7 @@ def anticorrelated_instance(l: int = 20, d: int = 27648, attacked: int = 1, box:
 #: What makes the LP hard, one knob at a time (bench/lp.py --sweep and tests/test_lp.py): attacked
 #: rows; kept rows with little slack ("tight"), partly anti-correlated with the attacked ones
 #: ("anti"); the [0,1] box with saturated pixels. ``active``: "all" or "half" of the kept rows.
+#: The last rows are another generator's (``family``), so the solver is not tuned to one.
 SWEEP: list[tuple[str, dict]] = [
     ("1 attacked", dict(attacked=1)),
     ("3 attacked", dict(attacked=3)),
@@ -125,12 +126,20 @@ SWEEP: list[tuple[str, dict]] = [
     ("3 attacked, half tight, anti 0.4", dict(attacked=3, active="half", anti=0.4, slack=0.05)),
     ("3 attacked, box, 30% saturated", dict(attacked=3, box=True, saturated=0.3)),
     ("3 attacked, tight, anti 0.2, box", dict(attacked=3, active="all", anti=0.2, slack=0.02, box=True, saturated=0.3)),
+    # the second family (anticorrelated_instance): heavy-tailed column norms, every kept row
+    # weighing 2-6 times an attacked one and anti-correlated with them
+    ("anti kept x4, heavy cols: 1 att", dict(family="anti", attacked=1)),
+    ("anti kept x4, heavy cols: 1 att, box", dict(family="anti", attacked=1, box=True, saturated=0.3)),
+    ("anti kept x4, heavy cols: 3 att", dict(family="anti", attacked=3)),
+    ("anti kept x4, heavy cols: 3 att, box", dict(family="anti", attacked=3, box=True, saturated=0.3)),
 ]
 
 
 def sweep_instance(k: int, l: int, d: int, seed: int, dtype=torch.float64):
     """Row k of :data:`SWEEP` at size (l, d)."""
     kw = dict(SWEEP[k][1])
+    if kw.pop("family", None) == "anti":
+        return anticorrelated_instance(l=l, d=d, seed=seed, dtype=dtype, **kw)
     kept = l - kw["attacked"]
     kw["active"] = {"all": kept, "half": kept // 2}.get(kw.get("active", 0), 0)
     return regime_instance(l=l, d=d, seed=seed, dtype=dtype, **kw)

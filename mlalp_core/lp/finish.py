@@ -89,6 +89,7 @@ def finish(P: Scaled, lam: torch.Tensor, u: torch.Tensor, z_lb: float, iters: in
             return Solution(None, math.inf, lam, "failed", f"restricted LP {status}", iters + rnd, cnt.passes, info)
         u_m = P.rmatvec(lam_m, exact=True)
         cnt.passes += 1
+        cnt.exact += 1
         c_m = float(-(beta @ lam_m))
         rm_m = room(u_m, lo, hi) if lo is not None else None
         lb = dual_bound(u_m, c_m, lo, hi, rm=rm_m)
@@ -104,6 +105,7 @@ def finish(P: Scaled, lam: torch.Tensor, u: torch.Tensor, z_lb: float, iters: in
             # master's own round-off, which leaves coordinates with tiny reduced costs unmoved.
             br = _best_response(P, u_m, lb, rho, None if rm_m is None else rm_m.clone())
             cnt.passes += 1
+            cnt.exact += 1
             if br is not None:
                 z_br = float(br[0].abs().max())
                 if z_br < z_m:

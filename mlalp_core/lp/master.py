@@ -47,6 +47,7 @@ def _master(P: Scaled, u, z_est, K, cnt: _Counter, elastic: bool):
         rho_hi = max(float(vb.max()), -float(vb.min())) if has_b else 0.0
         cols = matvec64(P.M, [vz, vb]) * P.inv_norm[:, None]
     cnt.passes += 1
+    cnt.exact += 1
     c_z = cols[:, 0]
     c_b = cols[:, 1] if has_b else None
 

@@ -114,8 +114,13 @@ def _search(P: Scaled, lam, alpha, gamma, cnt: _Counter, max_newton: int, band0:
     else:
         first = _NESTED_NEWTON
     first = min(max_newton, first) if reduce else max_newton
-    lam, u, it = _dual_newton(P, lam, alpha, gamma, cnt, first, band0, band_min)
-    if not reduce or not narrow or it < first:
+    why: dict = {}
+    # In the search dtype (float32 for Jacobians) f cannot resolve the last relative 1e-8..1e-12:
+    # before narrowing, only the iteration count ends the full phase (the narrowed levels are
+    # float64, where the test works).
+    f32 = P.search_dtype != torch.float64 and reduce and narrow
+    lam, u, it = _dual_newton(P, lam, alpha, gamma, cnt, first, band0, band_min, None if f32 else 1e-12, why=why)
+    if not reduce or not narrow or (it < first and why["stop"] != "no descent"):
         return lam, u, it
     dev = P.device
     if alpha is None:
@@ -141,6 +146,7 @@ def _search(P: Scaled, lam, alpha, gamma, cnt: _Counter, max_newton: int, band0:
             col = P.matvec(coef, exact=True) / P.inv_norm  # the far coordinates' linear part, in M's units
             del coef
             cnt.passes += 1
+            cnt.exact += 1
             # the narrowed problem: column 0 the far coordinates' aggregated linear part, then the
             # narrowed set's columns, with room for the coordinates that join it later
             red = _Columns(P, N, col, al, ga, kappa, cs)

@@ -68,6 +68,7 @@ def solve_structured(P: Scaled, tol: float = 1e-9, max_newton: int = 40, max_rou
         u_exact = P.rmatvec(lam, exact=True)
         z_lb = dual_bound(u_exact, float(-(beta @ lam)), None, None)
         cnt.passes += 1
+        cnt.exact += 1
         if z_lb > _Z_INFEASIBLE:
             return Solution(None, math.inf, lam, "infeasible",
                             f"the rows of A are (nearly) dependent in a way no r can satisfy: ||r||_inf would have to "
@@ -92,6 +93,7 @@ def solve_structured(P: Scaled, tol: float = 1e-9, max_newton: int = 40, max_rou
                 u_exact = P.rmatvec(lam, exact=True)
                 z_lb = dual_bound(u_exact, float(-(beta @ lam)), lo, hi)
                 cnt.passes += 1
+                cnt.exact += 1
                 if math.isinf(z_lb):
                     return Solution(None, math.inf, lam, "infeasible", "the box [lo, hi] leaves too little room: no r "
                                     "satisfies A r <= b", iters, cnt.passes, info)
@@ -101,7 +103,9 @@ def solve_structured(P: Scaled, tol: float = 1e-9, max_newton: int = 40, max_rou
     info["search_s"] = time.perf_counter() - t0
     info["newton_iterations"] = iters
     info["search_bound"] = z_lb  # scaled; the finish's master starts from this dual's signs
-    return finish(P, lam, u, z_lb, iters, cnt, info, t0, tol, max_rounds, master_size, u_exact)
+    sol = finish(P, lam, u, z_lb, iters, cnt, info, t0, tol, max_rounds, master_size, u_exact)
+    info["exact_passes"] = cnt.exact
+    return sol
 
 
 __all__ = ["Solution", "finish", "solve_structured"]
