@@ -50,7 +50,8 @@ def _newton_direction(g: np.ndarray, H: np.ndarray, beta: np.ndarray, lam: np.nd
     """min g.d + d.H.d/2 s.t. beta.d = 0, d_j >= 0 where lam_j = 0 (active-set on those)."""
     m = g.size
     scale = max(float(np.trace(H)) / m, 1e-300)
-    Hr = H + (1e-10 * scale) * np.eye(m)
+    Hr = H.copy()
+    Hr.flat[::m + 1] += 1e-10 * scale
     at_zero = lam <= 1e-12 * max(float(np.abs(lam).max()), 1e-300)
     fixed = at_zero.copy()
     d = np.zeros(m)

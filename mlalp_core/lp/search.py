@@ -30,6 +30,8 @@ _REDUCE_FRACTION = 8
 _NESTED_MIN_N = 5_000
 _NESTED_FRACTION = 4
 _NESTED_NEWTON = 3
+#: No narrowed set is smaller than this (the tests lower it to make small problems nest).
+_MIN_SIZE = 2000
 #: The batched search narrows once (no nesting), to d / 30.
 _FLAT_FRACTION = 30
 _REDUCE_ROUNDS = 8
@@ -132,7 +134,7 @@ def _search(P: Scaled, lam, alpha, gamma, cnt: _Counter, max_newton: int, band0:
     # The far coordinates' part of f is at least |their linear part| when the weights are
     # symmetric (then the aggregated column weighs 1 both ways), else at least its positive part.
     kappa = 1.0 if alpha is None or bool(torch.equal(alpha, gamma)) else 0.0
-    size = max(n // (_REDUCE_FRACTION if depth == 0 else _NESTED_FRACTION), 2000)
+    size = max(n // (_REDUCE_FRACTION if depth == 0 else _NESTED_FRACTION), _MIN_SIZE)
     cs = P.col_scale()
     inN = _nearest(u.abs() * cs, size)
     red_iters = red_passes = 0
