@@ -103,7 +103,8 @@ def _line_search(u, v, alpha, gamma, t_max: float, sums=None, extra_slope: float
         torch.add(u, v, alpha=t, out=buf).sign_()
         return const + half * float(torch.dot(buf, D))
 
-    slope0 = slope(0.0)
+    torch.sign(u, out=buf)
+    slope0 = const + half * float(torch.dot(buf, D))
     if float(torch.dot(buf, buf)) < buf.numel():  # sign(u_i) = 0 somewhere: a coordinate at its kink
         # moves away from 0 whichever way the step goes: count it whole
         kink = u == 0
@@ -111,45 +112,48 @@ def _line_search(u, v, alpha, gamma, t_max: float, sums=None, extra_slope: float
     if slope0 >= 0.0:
         return 0.0
     t_lo, s_lo = 0.0, slope0
-    t_hi = min(t_max, 1.0)
-    for _ in range(8):
-        s_hi = slope(t_hi)
-        if s_hi >= 0.0:
-            break
-        if t_hi >= t_max:
-            return t_max
-        t_lo, s_lo = t_hi, s_hi
-        t_hi = min(t_max, t_hi * 16.0)
-    else:
-        t_hi = math.inf
-    if math.isfinite(t_hi):
-        # regula falsi (Illinois: an end kept twice has its weight halved); the slope is a sum of
-        # many small steps, nearly linear in t near the minimiser, so a few trials leave a bracket
-        # holding a few per cent of its rise (far from it, the first step at d = 602k: 536,000
-        # breakpoints after two trials, 4 ms to sort)
-        rise = s_hi - s_lo
-        if u.numel() >= _SAMPLED_N:
-            # where the slope crosses 0 among an even sample of the breakpoints: two trials just
-            # either side of that estimate bracket the minimiser tightly even when the slope is
-            # far from linear (the first step from the initial dual crossed 200,000 of the
-            # 602,112 breakpoints within 2 % of its length)
-            for t_mid in _sampled_crossings(u, v, D, 2.0 * half, t_lo, t_hi, -s_lo):
-                if not t_lo < t_mid < t_hi:
-                    continue
-                s_mid = slope(t_mid)
-                if s_mid >= 0.0:
-                    t_hi, s_hi = t_mid, s_mid
-                else:
-                    t_lo, s_lo = t_mid, s_mid
+    t_hi, s_hi = math.inf, math.nan
+    sample = _Sample(u, v, D, 2.0 * half, t_max) if u.numel() >= _SAMPLED_N else None
+    if sample is not None:
+        # where the slope crosses 0 among an even sample of the breakpoints: trials just either
+        # side of that estimate bracket the minimiser tightly even when the slope is far from
+        # linear (the first step from the initial dual at d = 602k crossed 200,000 breakpoints
+        # within 2 % of its length; regula falsi alone left 180,000 to sort)
+        for t_mid in sample.straddle(-slope0):
+            if not t_lo < t_mid < t_hi:
+                continue
+            s_mid = slope(t_mid)
+            if s_mid >= 0.0:
+                t_hi, s_hi = t_mid, s_mid
+            else:
+                t_lo, s_lo = t_mid, s_mid
+    if math.isinf(t_hi):  # not bracketed yet: trial steps 1, 16, 256, ... (beyond t_lo), capped at t_max
+        t_try = min(t_max, 1.0 if t_lo < 1.0 else 16.0 * t_lo)
+        for _ in range(8):
+            if t_try <= t_lo:
+                return t_max
+            s_try = slope(t_try)
+            if s_try >= 0.0:
+                t_hi, s_hi = t_try, s_try
+                break
+            if t_try >= t_max:
+                return t_max
+            t_lo, s_lo = t_try, s_try
+            t_try = min(t_max, t_try * 16.0)
+    if math.isfinite(t_hi) and sample is not None:
+        # regula falsi (Illinois: an end kept twice has its weight halved) while the bracket holds
+        # more breakpoints than a sort of them would cost (the sample says how many); on a small
+        # problem sorting the bracket is always cheaper
         w_lo, w_hi, kept = s_lo, s_hi, 0
-        for j in range(6 if u.numel() >= _SAMPLED_N else 0):  # small: sorting the bracket is cheaper
-            if s_hi - s_lo <= 0.05 * rise:
+        for _ in range(6):
+            if sample.count(t_lo, t_hi) <= _SORT_CHEAPER:
                 break
             width = t_hi - t_lo
-            if j % 2 == 0 or kept == 0:
+            # the chord in the coordinates of the sampled rise (linear in t only where the jumps
+            # are even: they are heavy-tailed), else in t
+            t_mid = sample.interpolate(t_lo, t_hi, (-w_lo) / (w_hi - w_lo))
+            if not t_lo < t_mid < t_hi:
                 t_mid = t_lo + width * (-w_lo) / (w_hi - w_lo)
-            else:  # every other trial a geometric bisection, for a slope far from linear
-                t_mid = math.sqrt(t_lo * t_hi) if t_lo > 0 else t_hi / 16.0
             t_mid = min(max(t_mid, t_lo + 1e-3 * width), t_hi - 1e-3 * width)
             s_mid = slope(t_mid)
             if s_mid >= 0.0:
@@ -174,26 +178,56 @@ def _line_search(u, v, alpha, gamma, t_max: float, sums=None, extra_slope: float
 
 #: Above this many coordinates the line search brackets its minimiser from a sample first.
 _SAMPLED_N = 1 << 16
+#: Breakpoints the line search sorts rather than narrowing its bracket by another trial step.
+_SORT_CHEAPER = 8_000
 
 
-def _sampled_crossings(u, v, D, scale: float, t_lo: float, t_hi: float, need: float) -> tuple[float, float]:
-    """Where the slope, estimated from every k-th breakpoint in (t_lo, t_hi], has risen by 0.97 and
-    by 1.03 times ``need`` (its rise to 0): two trial steps that straddle the minimiser (the
-    estimate from ~8,000 breakpoints is off by ~0.5 %)."""
-    step = u.numel() // 8192
-    us, vs = u[::step], v[::step]
-    tau = (us / vs).neg_()
-    inside = (tau > t_lo) & (tau <= t_hi)
-    ts = tau[inside]
-    if ts.numel() == 0:
-        return (math.nan, math.nan)
-    order = torch.argsort(ts)
-    ts = ts[order]
-    rise = (D[::step][inside][order].abs() * (scale * step)).double().cumsum(0)
-    ends = torch.searchsorted(rise, torch.tensor([0.97 * need, 1.03 * need], dtype=torch.float64, device=rise.device))
-    a, b = (int(e) for e in ends.cpu())
-    last = ts.numel() - 1
-    return (float(ts[min(a, last)]), float(ts[b]) if b <= last else math.nan)
+class _Sample:
+    """Every k-th breakpoint in (0, t_max] (~8,000 of them), sorted, with the slope's rise over
+    them: where the slope crosses 0, and how many breakpoints a bracket holds, estimated."""
+
+    def __init__(self, u, v, D, scale: float, t_max: float) -> None:
+        self.step = step = u.numel() // 8192
+        tau = (u[::step] / v[::step]).neg_()
+        inside = (tau > 0) & (tau <= t_max)
+        ts = tau[inside]
+        order = torch.argsort(ts)
+        self.ts = ts[order].double()
+        self.rise = (D[::step][inside][order].abs() * (scale * step)).double().cumsum(0)
+
+    def straddle(self, need: float) -> tuple[float, ...]:
+        """Trial steps just below and just above where the slope has risen by ``need`` (an
+        estimate from ~8,000 breakpoints is off by ~0.5 %; with few below it, a step past a few
+        more of them, so that the bracket left to sort is small)."""
+        n = self.ts.numel()
+        if n == 0:
+            return ()
+        ends = torch.searchsorted(self.rise, torch.tensor([0.97 * need, 1.03 * need], dtype=torch.float64,
+                                                          device=self.rise.device)).tolist()
+        a, b = ends
+        if a >= n:  # the sample never rises that far: no estimate
+            return ()
+        if a < 32:
+            b = max(b, 8)
+            return (float(self.ts[b]),) if b < n else ()
+        return (float(self.ts[a]),) + ((float(self.ts[b]),) if b < n else ())
+
+    def interpolate(self, lo: float, hi: float, frac: float) -> float:
+        """The step where the sampled rise has gone ``frac`` of its way from ``lo`` to ``hi``."""
+        i, j = torch.searchsorted(self.ts, torch.tensor([lo, hi], dtype=torch.float64, device=self.ts.device),
+                                  right=True).tolist()
+        if j <= i:
+            return math.nan
+        base = float(self.rise[i - 1]) if i > 0 else 0.0
+        goal = base + frac * (float(self.rise[j - 1]) - base)
+        k = int(torch.searchsorted(self.rise[i:j], torch.tensor([goal], dtype=torch.float64, device=self.ts.device)))
+        return float(self.ts[min(i + k, j - 1)])
+
+    def count(self, lo: float, hi: float) -> int:
+        """About how many breakpoints lie in (lo, hi]."""
+        ends = torch.searchsorted(self.ts, torch.tensor([lo, hi], dtype=torch.float64, device=self.ts.device),
+                                  right=True).tolist()
+        return (ends[1] - ends[0]) * self.step
 
 
 def _dual_newton(P: Scaled, lam, alpha, gamma, cnt: _Counter, max_iter: int, band0: int, band_min: int,
@@ -221,17 +255,17 @@ def _dual_newton(P: Scaled, lam, alpha, gamma, cnt: _Counter, max_iter: int, ban
     if alpha is not None:
         alpha, gamma = alpha.to(sdt), gamma.to(sdt)
         sums = _sums(alpha, gamma)
-        neg_gamma = -gamma
+        half_w, half_dl = 0.5 * sums[0], 0.5 * sums[1]
     u = P.rmatvec(lam)
     cnt.passes += 1
-    f = _fvalue(u, alpha, gamma, sums)
+    f = _fvalue(u, alpha, gamma, sums) if ftol is not None else math.nan
     band = min(band0, n)
     it = 0
     stop = "limit"
     for it in range(1, max_iter + 1):
         absu = u.abs()
         k = max(min(band, n), 1)
-        step = n // 16384
+        step = n // 65536
         if step > 1 and k // step >= 16:
             # about k: the threshold from an even sample, then a mask (1 ms where top-k took 3-4 ms
             # at d = 602k); the band only shapes the Hessian, so its exact size does not matter
@@ -250,7 +284,10 @@ def _dual_newton(P: Scaled, lam, alpha, gamma, cnt: _Counter, max_iter: int, ban
             psi[S] = (u[S] / mu).clamp(-1.0, 1.0)
             wS = torch.full((k,), 1.0 / mu, dtype=torch.float64, device=P.device)
         else:
-            psi = torch.where(u > 0, alpha, neg_gamma)
+            # alpha where u > 0, -gamma where u < 0: (alpha - gamma)/2 + sign(u) (alpha + gamma)/2 in
+            # place (a torch.where over a fresh mask took 3 ms at d = 602k; at u = 0, a kink, any
+            # value in [-gamma, alpha] is a subgradient, and the band resets it anyway)
+            psi = torch.sign(u).mul_(half_w).add_(half_dl)
             aS, gS = alpha[S], gamma[S]
             psi[S] = torch.minimum(torch.maximum(-gS + (aS + gS) * (u[S] + mu) / (2 * mu), -gS), aS)
             wS = ((aS + gS) / (2 * mu)).double()
@@ -289,9 +326,12 @@ def _dual_newton(P: Scaled, lam, alpha, gamma, cnt: _Counter, max_iter: int, ban
             cnt.passes += 1
         else:  # the clamp moved lam by <= 1e-12 of its size: u follows lam to round-off
             u = u.add_(v, alpha=t).div_(c)
-        f_new = _fvalue(u, alpha, gamma, sums)
-        done = ftol is not None and band <= band_min and (f - f_new) <= ftol * abs(f)
-        f = f_new
+        if ftol is not None:  # f only serves this test (three passes' worth of sums at d = 602k)
+            f_new = _fvalue(u, alpha, gamma, sums)
+            done = band <= band_min and (f - f_new) <= ftol * abs(f)
+            f = f_new
+        else:
+            done = False
         band = max(band_min, band // 3)
         if done:
             stop = "converged"
