@@ -81,16 +81,18 @@ def _newton_direction(g: np.ndarray, H: np.ndarray, beta: np.ndarray, lam: np.nd
     return d
 
 
-def _line_search(u, v, alpha, gamma, t_max: float, sums=None, extra_slope: float = 0.0, exact: bool = True) -> float:
+def _line_search(u, v, alpha, gamma, t_max: float, sums=None, extra_slope: float = 0.0) -> float:
     """argmin_{0 <= t <= t_max} f(lam + t d), exactly (f is convex piecewise linear in t).
 
     This runs every Newton iteration over all d coordinates, so each trial step costs three
     in-place operations on one buffer: off its breakpoints the slope is
     ``(alpha - gamma).v / 2 + sign(u + t v).((alpha + gamma) v) / 2``, a sign and a dot product
     (the previous form, five operations and a float64 sum per trial, was half of a full Newton
-    iteration at d = 602k). Regula falsi on the slope brackets the minimiser, and only the
-    breakpoints inside the bracket are gathered (gathering every sign change, ~d/2 of them, cost
-    ~27 ms, 4-5 passes over A).
+    iteration at d = 602k). Above 65,536 coordinates a sample of the breakpoints places two
+    trials either side of the minimiser (:class:`_Sample`), then only the breakpoints inside the
+    bracket are gathered and sorted (gathering every sign change, ~d/2 of them, cost ~27 ms,
+    4-5 passes over A). ``extra_slope``: a constant added to the slope (the narrowed search's
+    far coordinates, linear along the step).
     """
     if alpha is None:
         D, const, half = v, extra_slope, 1.0  # slope = sign(u + t v).v
@@ -162,10 +164,6 @@ def _line_search(u, v, alpha, gamma, t_max: float, sums=None, extra_slope: float
             else:
                 t_lo, s_lo, w_lo = t_mid, s_mid, s_mid
                 w_hi, kept = (w_hi * 0.5 if kept == 1 else w_hi), 1
-    if not exact and math.isfinite(t_hi):
-        # steering only (the full iterations before the search narrows): the root of the slope's
-        # chord, within a bracket that regula falsi has made narrow
-        return t_lo + (t_hi - t_lo) * (-s_lo) / (s_hi - s_lo)
     torch.div(u, v, out=buf).neg_()  # the breakpoints tau_i = -u_i / v_i (nan/inf where v_i = 0)
     cand = buf > t_lo
     if math.isfinite(t_hi):
@@ -231,7 +229,7 @@ class _Sample:
 
 
 def _dual_newton(P: Scaled, lam, alpha, gamma, cnt: _Counter, max_iter: int, band0: int, band_min: int,
-                 ftol: float | None = 1e-12, steer: bool = False, why: dict | None = None,
+                 ftol: float | None = 1e-12, why: dict | None = None,
                  ) -> tuple[torch.Tensor, torch.Tensor, int]:
     """Minimise f over {lam >= 0, -beta.lam = 1} from lam; returns (lam, u = A^T lam, iterations).
 
@@ -306,7 +304,7 @@ def _dual_newton(P: Scaled, lam, alpha, gamma, cnt: _Counter, max_iter: int, ban
         t_max = float(np.min(lam_np[d < 0] / -d[d < 0])) if (d < 0).any() else math.inf
         v = P.rmatvec(d_t)
         cnt.passes += 1
-        t = _line_search(u, v, alpha, gamma, t_max, sums, exact=not steer)
+        t = _line_search(u, v, alpha, gamma, t_max, sums)
         if t <= 0.0:
             if band <= band_min:
                 stop = "no descent"

@@ -63,17 +63,22 @@ def finish(P: Scaled, lam: torch.Tensor, u: torch.Tensor, z_lb: float, iters: in
            u_exact: torch.Tensor | None = None) -> Solution:
     """The exact finish from a search's dual point (lam, u = Ah^T lam, its bound z_lb): restricted
     masters and pricing until the certified gap closes. Shared by the one-image and the batched
-    search (:mod:`.batched`), so both end on the same certificates. ``u_exact``: Ah^T lam in
-    float64 where the search computed it (handed on to the certificate with the answer)."""
+    search (:mod:`.batched`), so both end on the same certificates.
+
+    ``u_exact``: Ah^T lam in float64, if the search computed it; then z_lb is the bound it proves.
+    Otherwise z_lb only steers (it may come from the search's float32 u), and the search's point
+    is certified in float64 only if the master's own dual does not close the gap: on the sweep
+    the master's dual closed it in 9 of 12 regimes, so that pass is usually saved."""
     beta, lo, hi = P.beta, P.lo, P.hi
     m, n = P.shape
     master_size = master_size or max(2 * m, 40)
     k0 = min(master_size, n)
     K = torch.topk(u.abs(), k0, largest=False).indices
     z_est = max(z_lb, 1.0)
-    # the search's dual point is a certificate too (often the best one: the masters' duals are
+    # the search's dual point is a certificate too (sometimes the best one: the masters' duals are
     # only as exact as their few free columns allow)
-    best = (z_lb, lam, u_exact) if 0.0 < z_lb < math.inf else None
+    best = (z_lb, lam, u_exact) if u_exact is not None and 0.0 < z_lb < math.inf else None
+    search_certified = u_exact is not None
     best_primal: tuple[float, torch.Tensor, torch.Tensor | None] | None = None
     image: torch.Tensor | None = None  # Ah rho in float64, where known
     elastic = False
@@ -111,17 +116,27 @@ def finish(P: Scaled, lam: torch.Tensor, u: torch.Tensor, z_lb: float, iters: in
                 if z_br < z_m:
                     (rho, image), z_m = br, z_br
         if slack <= 1e-9:
-            assert best is not None  # set above whenever the master is feasible
             if best_primal is None or z_m < best_primal[0]:
                 best_primal = (z_m, rho, image)
             else:  # a larger master can come back a hair worse (its own tolerances): keep the best point
                 z_m, rho, image = best_primal
-            gap = (z_m - best[0]) / max(z_m, 1e-300)
+            gap = math.inf if best is None else (z_m - best[0]) / max(z_m, 1e-300)
+            if gap > tol and not search_certified:  # the search's own point, certified in float64
+                search_certified = True
+                u_s = P.rmatvec(lam, exact=True)
+                cnt.passes += 1
+                cnt.exact += 1
+                lb_s = dual_bound(u_s, float(-(beta @ lam)), lo, hi)
+                if 0.0 < lb_s < math.inf and (best is None or lb_s > best[0]):
+                    best = (lb_s, lam, u_s)
+                    gap = (z_m - lb_s) / max(z_m, 1e-300)
             if gap <= tol:
+                assert best is not None  # a finite gap has a certificate
                 _finish_info(info, rnd, K, t0, z_m)
                 return Solution(rho, z_m, best[1], "optimal", "optimal (certified)", iters + rnd, cnt.passes, info,
                                 _known(best, image))
             if gap <= _GAP_FLOOR:
+                assert best is not None
                 # The gap is at the precision floor of the masters and of float64 sums over d terms
                 # (float32 data: ~1e-8): more rounds only grow the master for no better answer
                 # (measured: 45 s instead of 0.02 s at d = 27,648, and a hang on tight instances).

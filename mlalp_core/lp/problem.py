@@ -74,7 +74,8 @@ class Scaled:
 
     def columns(self, idx: torch.Tensor) -> torch.Tensor:
         """Ah[:, idx] in float64."""
-        return self.M[:, idx].double() * self.inv_norm[:, None]
+        # index_select, not M[:, idx]: the advanced-indexing gather along dim 1 took 3x as long
+        return torch.index_select(self.M, 1, idx).double() * self.inv_norm[:, None]
 
     def gram(self) -> torch.Tensor:
         """Ah Ah^T in float64 (m x m)."""
@@ -265,7 +266,7 @@ def prepare(A, b, lo=None, hi=None, drop_zero_rows: bool = False) -> Prepared:
     cols = None
     if not bool(useful.all()):
         cols = useful.nonzero().flatten()
-        Mk = Mk[:, cols]
+        Mk = torch.index_select(Mk, 1, cols)
     n_k = norms[keep_rows]
     beta = b64[keep_rows] / n_k
     s = float(-beta.min())
