@@ -229,7 +229,7 @@ class _Sample:
 
 
 def _dual_newton(P: Scaled, lam, alpha, gamma, cnt: _Counter, max_iter: int, band0: int, band_min: int,
-                 ftol: float | None = 1e-12, why: dict | None = None,
+                 ftol: float | None = 1e-12, why: dict | None = None, u0: torch.Tensor | None = None,
                  ) -> tuple[torch.Tensor, torch.Tensor, int]:
     """Minimise f over {lam >= 0, -beta.lam = 1} from lam; returns (lam, u = A^T lam, iterations).
 
@@ -239,6 +239,7 @@ def _dual_newton(P: Scaled, lam, alpha, gamma, cnt: _Counter, max_iter: int, ban
     improves: on "1 attacked, all kept tight" at d = 100,000 it stopped 1.3e-8 from the optimum,
     and the finish needed 4 rounds). ``why["stop"]`` says why it stopped: "stationary" (no
     Newton direction), "no descent" (no step along it), "converged" (the ftol test) or "limit".
+    ``u0``: A^T lam, where the caller has it.
 
     Passes over A run in A's own dtype (float32 for Jacobians): this phase only steers; the
     finish and the certificate are float64. Two passes per iteration: A psi for the gradient
@@ -254,8 +255,11 @@ def _dual_newton(P: Scaled, lam, alpha, gamma, cnt: _Counter, max_iter: int, ban
         alpha, gamma = alpha.to(sdt), gamma.to(sdt)
         sums = _sums(alpha, gamma)
         half_w, half_dl = 0.5 * sums[0], 0.5 * sums[1]
-    u = P.rmatvec(lam)
-    cnt.passes += 1
+    if u0 is None:
+        u = P.rmatvec(lam)
+        cnt.passes += 1
+    else:  # the caller's A^T lam (a copy: u is updated in place)
+        u = u0.clone()
     f = _fvalue(u, alpha, gamma, sums) if ftol is not None else math.nan
     band = min(band0, n)
     it = 0

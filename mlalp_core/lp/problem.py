@@ -105,6 +105,16 @@ class Scaled:
             self.__dict__["_col_scale"] = cs
         return cs
 
+    def box(self, dtype: torch.dtype) -> tuple[torch.Tensor | None, torch.Tensor | None]:
+        """(lo, hi) in ``dtype``, cached: the search's steering bounds use A's own dtype (a float32
+        bound over d = 602k coordinates in half the time; the certificates stay float64)."""
+        if self.lo is None or self.hi is None or dtype == self.lo.dtype:
+            return self.lo, self.hi
+        key = f"_box_{dtype}"
+        if key not in self.__dict__:
+            self.__dict__[key] = (self.lo.to(dtype), self.hi.to(dtype))
+        return self.__dict__[key]
+
     def dense64(self) -> torch.Tensor:
         """Ah materialised in float64 (for the full-LP reference backends only)."""
         return self.M.double() * self.inv_norm[:, None]
@@ -318,7 +328,10 @@ def dual_bound(u: torch.Tensor, c: float, lo: torch.Tensor | None, hi: torch.Ten
         below = math.nextafter(z, 0.0)
         if float((a.double() * room(u, lo, hi).clamp(max=below)).sum()) < c * (1 + 1e-12):  # as smallest_crossing's check
             return z
-    return concave_crossing(room(u, lo, hi) if rm is None else rm, a.double(), c)  # u_i = 0 weighs nothing
+    if rm is None:
+        rm = room(u, lo, hi)
+    # u_i = 0 weighs nothing; a float32 u (a steering bound) stays float32 if the box is float32 too
+    return concave_crossing(rm, a if a.dtype == rm.dtype else a.double(), c)
 
 
 def dual_bounds(u: torch.Tensor, c: np.ndarray, lo: torch.Tensor | None, hi: torch.Tensor | None) -> np.ndarray:

@@ -95,7 +95,7 @@ class _Columns:
 
 def _search(P: Scaled, lam, alpha, gamma, cnt: _Counter, max_newton: int, band0: int, band_min: int,
             info: dict, full_iterations: int | None = None, narrow: bool = True, depth: int = 0,
-            ) -> tuple[torch.Tensor, torch.Tensor, int]:
+            u0: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor, int]:
     """Minimise f from lam: a few Newton iterations on all of P, then Newton on narrowed problems.
 
     Profile of the hard regimes (kept rows active and anti-correlated with the attacked rows):
@@ -108,6 +108,7 @@ def _search(P: Scaled, lam, alpha, gamma, cnt: _Counter, max_newton: int, band0:
     flipped join the narrowed set. "Far" is |u_i| / ||A_i||_2, how far lam must move to flip
     u_i: with heavy-tailed column norms |u_i| alone picked the small columns and missed the large
     ones that flip (the second family: 97-118 passes at d = 100,000 by |u_i|, 28-38 by this).
+    ``u0``: A^T lam in the search dtype where the caller has it (the box's next level: a pass saved).
     """
     m, n = P.shape
     reduce = n >= (_REDUCE_MIN_N if depth == 0 else _NESTED_MIN_N)
@@ -120,12 +121,12 @@ def _search(P: Scaled, lam, alpha, gamma, cnt: _Counter, max_newton: int, band0:
     # In the search dtype (float32 for Jacobians) f cannot resolve the last relative 1e-8..1e-12:
     # before narrowing, only the iteration count ends the full phase (the narrowed levels are
     # float64, where the test works).
-    f32 = P.search_dtype != torch.float64 and reduce and narrow
+    f32 = P.search_dtype != torch.float64 and reduce
     # Before narrowing, the band need not shrink to its floor (the narrowed levels converge): a band
     # of ~n/4000 is found from a sample (1 ms at d = 602k) where a top-k of a few dozen took 2-4 ms.
-    floor = max(band_min, n // 4000) if reduce and narrow else band_min
+    floor = max(band_min, n // 4000) if reduce else band_min
     lam, u, it = _dual_newton(P, lam, alpha, gamma, cnt, first, max(band0, floor), floor, None if f32 else 1e-12,
-                              why=why)
+                              why=why, u0=u0)
     if not reduce or not narrow or (it < first and why["stop"] != "no descent"):
         return lam, u, it
     dev = P.device
