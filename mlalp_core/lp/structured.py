@@ -43,12 +43,6 @@ from .problem import Scaled, dual_bound
 from .search import _initial_dual, _search
 from .solution import _Z_INFEASIBLE, Solution, _Counter
 
-#: The box's outer loop stops once a level's bound exceeds its z by at most this (relative): the
-#: finish then closes the rest exactly. At 1e-6 the last level only confirmed the one before (the
-#: same bound to 1e-9 on every box regime of the sweep at d = 602,112: ~70 ms each); at 1e-3 the
-#: finish took one round as before on 59 of 60 box instances (d = 27,648-268,203).
-_Z_TOL = 1e-3
-
 
 def solve_structured(P: Scaled, tol: float = 1e-9, max_newton: int = 40, max_rounds: int = 30,
                      band_min: int | None = None, master_size: int | None = None) -> Solution:
@@ -107,7 +101,7 @@ def solve_structured(P: Scaled, tol: float = 1e-9, max_newton: int = 40, max_rou
                     return Solution(None, math.inf, lam, "infeasible", "the box [lo, hi] leaves too little room: no r "
                                     "satisfies A r <= b", iters, cnt.passes, info)
                 u_exact = None  # its bound is finite after all; the finish certifies what it needs
-            if not partial and z_lb <= z * (1 + _Z_TOL):
+            if not partial and z_lb <= z * (1 + search._BOX_Z_TOL):
                 break
             z = max(z, z_lb)
     info["search_s"] = time.perf_counter() - t0
