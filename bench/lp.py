@@ -291,16 +291,13 @@ def sweep(args: argparse.Namespace) -> None:
           "those passes (see the floor line)")
     print(hdr)
     print("-" * len(hdr))
-    floors: dict[tuple[int, int], dict] = {}
-
     def floor_of(A: torch.Tensor) -> dict | None:
+        """The floor measured just before the row (on a shared machine it moves with the load)."""
         if not args.floor or dev.type != "cpu":
             return None
-        key = tuple(A.shape)
-        if key not in floors:
-            floors[key] = pass_floor(A)
-            _print_floor(floors[key], *key)
-        return floors[key]
+        fl = pass_floor(A)
+        _print_floor(fl, *A.shape)
+        return fl
 
     for d in args.sizes:
         for l in args.labels:
