@@ -283,6 +283,8 @@ def test_nested_narrowing_is_exact(monkeypatch, k):
     monkeypatch.setattr(search, "_REDUCE_MIN_N", 1000)
     monkeypatch.setattr(search, "_NESTED_MIN_N", 200)
     monkeypatch.setattr(search, "_MIN_SIZE", 60)
+    monkeypatch.setattr(search, "_MIN_PER_ROW", 3)
+    monkeypatch.setattr(search, "_NESTED_PER_ROW", 10)
     depths = []
     real = search._search
 

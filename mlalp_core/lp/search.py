@@ -30,8 +30,11 @@ _REDUCE_FRACTION = 8
 _NESTED_MIN_N = 5_000
 _NESTED_FRACTION = 4
 _NESTED_NEWTON = 3
-#: No narrowed set is smaller than this (the tests lower it to make small problems nest).
+#: No narrowed set is smaller than this, nor than this many columns per row of A (the tests
+#: lower them to make small problems nest).
 _MIN_SIZE = 2000
+_MIN_PER_ROW = 100
+_NESTED_PER_ROW = 250
 #: The batched search narrows once (no nesting), to d / 30.
 _FLAT_FRACTION = 30
 _REDUCE_ROUNDS = 8
@@ -117,7 +120,9 @@ def _search(P: Scaled, lam, alpha, gamma, cnt: _Counter, max_newton: int, band0:
     ``u0``: A^T lam in the search dtype where the caller has it (the box's next level: a pass saved).
     """
     m, n = P.shape
-    reduce = n >= (_REDUCE_MIN_N if depth == 0 else _NESTED_MIN_N)
+    # a narrowed problem must keep many columns per dual variable: with l = 80 rows, nesting down
+    # to 2,000 columns left ~25 per row; Newton stalled there (4,000 iterations, 10 s at d = 602k)
+    reduce = n >= (_REDUCE_MIN_N if depth == 0 else max(_NESTED_MIN_N, _NESTED_PER_ROW * m))
     if depth == 0:
         first = _FULL_NEWTON if full_iterations is None else full_iterations
     else:
@@ -145,7 +150,7 @@ def _search(P: Scaled, lam, alpha, gamma, cnt: _Counter, max_newton: int, band0:
     # The far coordinates' part of f is at least |their linear part| when the weights are
     # symmetric (then the aggregated column weighs 1 both ways), else at least its positive part.
     kappa = 1.0 if alpha is None or bool(torch.equal(alpha, gamma)) else 0.0
-    size = max(n // (_REDUCE_FRACTION if depth == 0 else _NESTED_FRACTION), _MIN_SIZE)
+    size = max(n // (_REDUCE_FRACTION if depth == 0 else _NESTED_FRACTION), _MIN_SIZE, _MIN_PER_ROW * m)
     cs = P.col_scale()
     inN = _nearest(u.abs() * cs, size)
     red_iters = red_passes = 0
