@@ -10,6 +10,8 @@ and max violation of A r <= b relative to max|b|.
     python bench/lp.py --device cuda         # the structured solver on the GPU (references on CPU)
     python bench/lp.py --sweep               # the regimes that make the LP hard, and real Jacobians
     python bench/lp.py --sweep --sizes 602112 --labels 80   # COCO's 80 labels at 448x448
+    python bench/lp.py --sweep --floor --sizes 602112       # with each row's time per pass against
+                                                            # the memory-bandwidth floor of a pass
 
 Speed is measured here, not asserted in tests; the machine may be shared, so compare the
 ratios of one run.
@@ -62,6 +64,46 @@ def clarabel_solve(A: np.ndarray, b: np.ndarray, lo=None, hi=None) -> tuple[floa
     return float(np.abs(x[:d]).max()), x[:d], dt
 
 
+def pass_floor(A: torch.Tensor, repeat: int = 15) -> dict[str, float]:
+    """The floor of one pass over A (l x d) on this machine: plain products with the same A, in
+    float32 (A v and A^T w, what the search's passes are) and in float64 as the solver's exact
+    passes do them (a float32 A converted block by block, :func:`mlalp_core.lp.problem.blocks64`).
+    Median seconds of ``repeat`` runs each; memory-bound, so they say how near the bandwidth
+    limit a solve runs."""
+    from mlalp_core.lp.problem import Scaled
+
+    l, d = A.shape
+    A = A.float().contiguous()
+    P = Scaled(M=A, inv_norm=torch.ones(l, dtype=torch.float64), beta=torch.zeros(l, dtype=torch.float64),
+               lo=None, hi=None, rows=torch.arange(l), cols=None, row_norm=torch.ones(l, dtype=torch.float64), s=1.0)
+    g = torch.Generator().manual_seed(0)
+    v32, w32 = torch.randn(d, generator=g), torch.randn(l, generator=g)
+    v64, w64 = v32.double(), w32.double()
+
+    def median(f) -> float:
+        f()
+        ts = []
+        for _ in range(repeat):
+            t0 = time.perf_counter()
+            f()
+            ts.append(time.perf_counter() - t0)
+        return float(np.median(ts))
+
+    out = {"f32_Av": median(lambda: A @ v32), "f32_ATw": median(lambda: w32 @ A),
+           "f64_Av": median(lambda: P.matvec(v64, exact=True)), "f64_ATw": median(lambda: P.rmatvec(w64, exact=True))}
+    out["f32"] = (out["f32_Av"] + out["f32_ATw"]) / 2
+    out["f64"] = (out["f64_Av"] + out["f64_ATw"]) / 2
+    out["GBps_f32"] = A.numel() * 4 / out["f32"] / 1e9
+    return out
+
+
+def _print_floor(fl: dict[str, float], l: int, d: int) -> None:
+    print(f"# floor of a pass over A ({l} x {d}, float32 as Jacobians are), median of 15: float32 "
+          f"A v {fl['f32_Av'] * 1e3:.2f} ms, A^T w {fl['f32_ATw'] * 1e3:.2f} ms ({fl['GBps_f32']:.0f} GB/s); float64 "
+          f"(the exact passes, A converted in blocks) A v {fl['f64_Av'] * 1e3:.2f} ms, A^T w {fl['f64_ATw'] * 1e3:.2f} ms; "
+          f"load {os.getloadavg()[0]:.2f}", flush=True)
+
+
 def violation(A: np.ndarray, b: np.ndarray, r: np.ndarray) -> float:
     return float(max((A.astype(np.float64) @ r - b).max(), 0.0) / np.abs(b).max())
 
@@ -83,9 +125,21 @@ def main() -> None:
                     help="with --sweep: only these rows of SWEEP (0-based), e.g. to time l = 80 on a few")
     ap.add_argument("--real-only-full", action="store_true",
                     help="with --real: skip the demo models' LPs (only the full-size random-weight ones)")
+    ap.add_argument("--floor", action="store_true",
+                    help="the floor of a pass over A (plain float32 and float64 products); with --sweep, each "
+                         "row's time per pass and its ratio to the floor of its passes")
     args = ap.parse_args()
     if args.sweep:
         sweep(args)
+        return
+    if args.floor:
+        if args.threads:
+            torch.set_num_threads(args.threads)
+        print(f"# torch {torch.__version__}, threads {torch.get_num_threads()}")
+        for d in args.sizes:
+            for l in args.labels:
+                A, _, _, _ = mlalp_instance(l, d, 1, seed=d, dtype=torch.float32)
+                _print_floor(pass_floor(A), l, d)
         return
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -144,7 +198,7 @@ def main() -> None:
                       f"{speed:>8}", flush=True)
 
 
-def _row(label: str, A: torch.Tensor, b: torch.Tensor, lo, hi, args, dev) -> None:
+def _row(label: str, A: torch.Tensor, b: torch.Tensor, lo, hi, args, dev, floor: dict | None = None) -> None:
     Ad = A.float().to(dev)
     best, res = float("inf"), None
     for _ in range(args.repeat):
@@ -155,13 +209,21 @@ def _row(label: str, A: torch.Tensor, b: torch.Tensor, lo, hi, args, dev) -> Non
         if dev.type == "cuda":
             torch.cuda.synchronize()
         best = min(best, time.perf_counter() - t0)
+    load = os.getloadavg()[0]
     cols = ["-", "-", "-"]
     if not args.no_clarabel:
         An = A.double().numpy()
         zc, _, ct = clarabel_solve(An, b.numpy(), None if lo is None else lo.numpy(), None if hi is None else hi.numpy())
         cols = [f"{ct:9.2f}", f"{(res.z - zc) / zc:8.1e}", f"{ct / best:7.0f}x"]
-    print(f"{label:38} {A.shape[0]:3d} {A.shape[1]:7d} | {res.status:>9} {res.z:9.4g} {res.gap:8.1e} {res.passes:6d} "
-          f"{best:8.3f} | {cols[0]:>9} {cols[1]:>8} {cols[2]:>8}", flush=True)
+    exact = res.info.get("exact_passes", 0)
+    fcols = ["-", "-"]
+    if floor is not None and res.passes:
+        # the floor of this solve: its float32 passes and its float64 ones at the floor's speeds
+        floor_s = (res.passes - exact) * floor["f32"] + exact * floor["f64"]
+        fcols = [f"{best / res.passes * 1e3:7.2f}", f"{best / floor_s:6.1f}x"]
+    print(f"{label:38} {A.shape[0]:3d} {A.shape[1]:7d} | {res.status:>9} {res.z:9.4g} {res.gap:8.1e} "
+          f"{res.passes:3d} ({exact:2d}) {best:8.3f} {fcols[0]:>7} {fcols[1]:>7} | {cols[0]:>9} {cols[1]:>8} {cols[2]:>8} "
+          f"| {load:4.1f}", flush=True)
 
 
 def _real_lps(d_models: list[str], labels: tuple[int, ...] = (20,)):
@@ -223,21 +285,32 @@ def sweep(args: argparse.Namespace) -> None:
 
     print(f"# torch {torch.__version__}, device {dev}, LP threads {lp_cpu_threads()}, load "
           f"{os.getloadavg()[0]:.2f}")
-    hdr = (f"{'regime':38} {'l':>3} {'d':>7} | {'status':>9} {'z':>9} {'gap':>8} {'passes':>6} {'ours s':>8} | "
-           f"{'clarabel s':>9} {'rel diff':>8} {'ratio':>8}")
+    hdr = (f"{'regime':38} {'l':>3} {'d':>7} | {'status':>9} {'z':>9} {'gap':>8} {'passes (f64)':>12} {'ours s':>8} "
+           f"{'ms/pass':>7} {'floor':>7} | {'clarabel s':>9} {'rel diff':>8} {'ratio':>8} | load")
+    print("# passes: over A in all, (f64) of them exact; ms/pass: ours s / passes; floor: ours s / the floor of "
+          "those passes (see the floor line)")
     print(hdr)
     print("-" * len(hdr))
+    def floor_of(A: torch.Tensor) -> dict | None:
+        """The floor measured just before the row (on a shared machine it moves with the load)."""
+        if not args.floor or dev.type != "cpu":
+            return None
+        fl = pass_floor(A)
+        _print_floor(fl, *A.shape)
+        return fl
+
     for d in args.sizes:
         for l in args.labels:
             for k, (label, _) in enumerate(SWEEP):
                 if args.regimes is not None and k not in args.regimes:
                     continue
                 A, b, lo, hi = sweep_instance(k, l, d, seed=d + l)
-                _row(label, A, b, lo, hi, args, dev)
+                _row(label, A, b, lo, hi, args, dev, floor_of(A))
     if args.real:
         which = ([] if args.real_only_full else ["demo"]) + (["full"] if max(args.sizes) >= 268203 else [])
         for label, A, b in _real_lps(which, tuple(args.labels)):
-            _row(label, A, b, None, None, args, dev)
+            _row(label, A, b, None, None, args, dev, floor_of(A))
+    print(f"# load at the end {os.getloadavg()[0]:.2f}")
 
 
 if __name__ == "__main__":

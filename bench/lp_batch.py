@@ -77,7 +77,7 @@ def _syncs(fn) -> tuple[int, int]:
 
     rowsum, defaults = batched_newton._rowsum64, problem.dual_bound.__defaults__
     batched_newton._rowsum64 = lambda x: x.sum(1, dtype=torch.float64)
-    problem.dual_bound.__defaults__ = (True,)
+    problem.dual_bound.__defaults__ = (True,) + tuple(defaults or ())[1:]  # sort=True, the rest as they are
     try:
         with OpCounter() as oc:
             fn()

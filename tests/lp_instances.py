@@ -70,9 +70,53 @@ def regime_instance(l: int = 20, d: int = 27648, attacked: int = 1, active: int 
     return A.to(dtype), b, lo, hi
 
 
+def anticorrelated_instance(l: int = 20, d: int = 27648, attacked: int = 1, box: bool = False,
+                            saturated: float = 0.3, seed: int = 0, dtype=torch.float64, weight: float = 4.0,
+                            anti: tuple[float, float] = (0.3, 0.7), tail: float = 1.0):
+    """A second family, generated differently from :func:`regime_instance`, so the sweep is not
+    tuned to one generator: what real loss Jacobians of a confident multi-label model look like.
+
+    - Heavy-tailed column norms: every pixel has one magnitude shared by all rows (edges and
+      textures move every label's loss; flat regions move none), lognormal with spread ``tail``.
+    - Kept rows with large weights (``weight`` times the attacked rows' l1 norm, times 0.5-1.5),
+      each anti-correlated with the attacked rows (a fraction drawn in ``anti`` of the row is
+      minus their mean direction): pushing the attacked labels across pushes the kept ones too,
+      so many kept rows are active at the optimum.
+    - The kept rows' slack is what a kept label has (b_j of the size of the attacked rows'
+      |b|), so it is the large weight that makes them bind, not a contrived small b.
+    - ``box``: the [0,1] box of a quantised image of which a fraction ``saturated`` of the pixels
+      sit at 0 or 1 (so one side of their box has no room at all).
+    """
+    g = torch.Generator().manual_seed(seed)
+    col = torch.exp(tail * torch.randn(d, generator=g, dtype=torch.float64))  # heavy-tailed pixel magnitudes
+    rows = torch.randn(l, d, generator=g, dtype=torch.float64) * col
+    rows = rows / rows.abs().sum(1, keepdim=True)
+    push = rows[:attacked].mean(0)
+    push = push / push.abs().sum()
+    a = anti[0] + (anti[1] - anti[0]) * torch.rand(l, generator=g, dtype=torch.float64)
+    for k in range(attacked, l):
+        rows[k] = (1 - a[k]) * rows[k] - a[k] * push
+        rows[k] = rows[k] / rows[k].abs().sum()
+    norm = torch.ones(l, 1, dtype=torch.float64)
+    norm[attacked:] = weight * (0.5 + torch.rand(l - attacked, 1, generator=g, dtype=torch.float64))
+    b = torch.rand(l, generator=g, dtype=torch.float64) * 0.5 + 0.5
+    b[:attacked] = -(torch.rand(attacked, generator=g, dtype=torch.float64) * 0.5 + 0.5)
+    A = rows * norm * 50.0 * 1e-3  # z* a few hundredths, entries of the size real Jacobians have
+    b = b * 1e-3
+    lo = hi = None
+    if box:
+        x = torch.rand(d, generator=g, dtype=torch.float64)
+        sat = torch.rand(d, generator=g) < saturated
+        x[sat] = (torch.rand(int(sat.sum()), generator=g) < 0.5).double()
+        x = (x * 255).round() / 255
+        lo, hi = -x, 1 - x
+    return A.to(dtype), b, lo, hi
+
+
 #: What makes the LP hard, one knob at a time (bench/lp.py --sweep and tests/test_lp.py): attacked
 #: rows; kept rows with little slack ("tight"), partly anti-correlated with the attacked ones
 #: ("anti"); the [0,1] box with saturated pixels. ``active``: "all" or "half" of the kept rows.
+#: The last rows are another generator's (``family``), so the solver is not tuned to one.
 SWEEP: list[tuple[str, dict]] = [
     ("1 attacked", dict(attacked=1)),
     ("3 attacked", dict(attacked=3)),
@@ -82,12 +126,20 @@ SWEEP: list[tuple[str, dict]] = [
     ("3 attacked, half tight, anti 0.4", dict(attacked=3, active="half", anti=0.4, slack=0.05)),
     ("3 attacked, box, 30% saturated", dict(attacked=3, box=True, saturated=0.3)),
     ("3 attacked, tight, anti 0.2, box", dict(attacked=3, active="all", anti=0.2, slack=0.02, box=True, saturated=0.3)),
+    # the second family (anticorrelated_instance): heavy-tailed column norms, every kept row
+    # weighing 2-6 times an attacked one and anti-correlated with them
+    ("anti kept x4, heavy cols: 1 att", dict(family="anti", attacked=1)),
+    ("anti kept x4, heavy cols: 1 att, box", dict(family="anti", attacked=1, box=True, saturated=0.3)),
+    ("anti kept x4, heavy cols: 3 att", dict(family="anti", attacked=3)),
+    ("anti kept x4, heavy cols: 3 att, box", dict(family="anti", attacked=3, box=True, saturated=0.3)),
 ]
 
 
 def sweep_instance(k: int, l: int, d: int, seed: int, dtype=torch.float64):
     """Row k of :data:`SWEEP` at size (l, d)."""
     kw = dict(SWEEP[k][1])
+    if kw.pop("family", None) == "anti":
+        return anticorrelated_instance(l=l, d=d, seed=seed, dtype=dtype, **kw)
     kept = l - kw["attacked"]
     kw["active"] = {"all": kept, "half": kept // 2}.get(kw.get("active", 0), 0)
     return regime_instance(l=l, d=d, seed=seed, dtype=dtype, **kw)

@@ -271,3 +271,73 @@ def test_narrowing_changes_the_work_not_the_answer(monkeypatch):
     assert narrowed.z == pytest.approx(plain.z, rel=1e-6)
     assert narrowed.lower_bound <= plain.z * (1 + 1e-7) and plain.lower_bound <= narrowed.z * (1 + 1e-7)
     assert narrowed.passes < plain.passes
+
+
+@pytest.mark.parametrize("k", [4, 7, 8, 11])
+def test_nested_narrowing_is_exact(monkeypatch, k):
+    # Narrowed problems narrow again (d = 602,112: 75,000, 19,000, then 4,700 columns); made to
+    # nest three levels deep at d = 6,000, with sets small enough that signs flip at every level,
+    # the answer must still be HiGHS's.
+    import mlalp_core.lp.search as search
+
+    monkeypatch.setattr(search, "_REDUCE_MIN_N", 1000)
+    monkeypatch.setattr(search, "_NESTED_MIN_N", 200)
+    monkeypatch.setattr(search, "_MIN_SIZE", 60)
+    monkeypatch.setattr(search, "_MIN_PER_ROW", 3)
+    monkeypatch.setattr(search, "_NESTED_PER_ROW", 10)
+    depths = []
+    real = search._search
+
+    def spy(*args, **kwargs):
+        depths.append(kwargs.get("depth", 0))
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(search, "_search", spy)
+    A, b, lo, hi = sweep_instance(k, 20, 6000, seed=13 * k + 5)
+    ours, _ = _check_against_highs(A, b, lo, hi)
+    assert max(depths) >= 2, depths
+
+
+@pytest.mark.parametrize("seed", range(12))
+def test_newtons_dual_bound_is_the_sorted_one(seed):
+    # The bound a dual point proves, the smallest z with sum_i q_i min(z, tau_i) >= c, by Newton's
+    # method from below, against an oracle that sorts the breakpoints and walks them.
+    from mlalp_core.lp.selection import concave_crossing
+
+    g = torch.Generator().manual_seed(seed)
+    n = [5, 300, 20000][seed % 3]
+    tau = torch.rand(n, generator=g, dtype=torch.float64) * [1.0, 10.0, 100.0][seed % 3]
+    if seed % 4 == 0:
+        tau[torch.rand(n, generator=g) < 0.3] = 0.0  # no room at all: saturated pixels
+    if seed % 4 == 1:
+        tau = (tau * 255).round() / 255  # quantised pixels: tied breakpoints
+    if seed % 4 == 2:
+        tau[: n // 5] = math.inf  # unbounded coordinates
+    q = torch.rand(n, generator=g, dtype=torch.float64) ** 3
+    cap = float((q * tau.clamp(max=1e6)).sum()) if seed % 4 != 2 else float(q.sum()) * 1e3
+    for frac in (0.05, 0.5, 0.97, 1.5):
+        c = frac * min(cap, float(q.sum()) * float(tau[torch.isfinite(tau)].max()))
+
+        def oracle() -> float:
+            order = torch.argsort(tau)
+            ts, qs = tau[order], q[order]
+            below = 0.0  # sum of q_i tau_i over breakpoints passed
+            rest = float(qs.sum())  # sum of q_i over breakpoints not passed: H's slope
+            prev = 0.0
+            for j, (t_i, q_i) in enumerate(zip(ts.tolist(), qs.tolist())):
+                # on [prev, t_i] H(z) = below + rest * z
+                if rest > 0 and below + rest * t_i >= c:
+                    return max(prev, (c - below) / rest)
+                if math.isinf(t_i):  # the rest never stop rising: H reaches c beyond
+                    return max(prev, (c - below) / float(qs[j:].sum()))
+                below += q_i * t_i
+                rest -= q_i
+                prev = t_i
+            return math.inf  # every breakpoint passed: H is flat from there, below c
+
+        want, got = oracle(), concave_crossing(tau, q, c)
+        if math.isinf(want):
+            assert math.isinf(got)
+        else:
+            assert got == pytest.approx(want, rel=1e-12, abs=1e-300), (frac, got, want)
+            assert got <= want * (1 + 1e-13)  # a certificate: never above the true bound

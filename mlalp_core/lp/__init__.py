@@ -192,8 +192,8 @@ def _result(prep: Prepared, sol: Solution, name: str, A, t0: float) -> LPResult:
         r = sol.rho.to(dev) * P.s
     else:
         r[P.cols] = sol.rho.to(dev) * P.s
-    lower, viol = certify(prep, sol.rho.to(dev), sol.lam.to(dev), r)
-    z = float(r.abs().max())
+    lower, viol = certify(prep, sol.rho.to(dev), sol.lam.to(dev), r, sol.known)
+    z = max(float(r.max()), -float(r.min()))
     return LPResult(_restore(r, A, d), z, "optimal", sol.message, dual=_restore(lam, A, l),
                     lower_bound=min(lower, z),
                     max_violation=viol, backend=name, iterations=sol.iterations, passes=sol.passes,

@@ -89,7 +89,7 @@ def solve_batch(preps: list[Prepared], A: torch.Tensor, tol: float = 1e-9, max_n
                 failed[j] = "the box [lo, hi] leaves too little room: no r satisfies A r <= b"
                 going[j] = False
             if not partial:
-                going &= ~(zl <= z * (1 + 1e-6))
+                going &= ~(zl <= z * (1 + one_image._BOX_Z_TOL))
             z = np.where(going, np.maximum(z, zl), z)
     search_s = (time.perf_counter() - t0) / B
     out: list[Solution] = []

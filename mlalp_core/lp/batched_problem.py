@@ -54,6 +54,21 @@ class BatchScaled:
             return out.double()
         return out.double() * self.inv_norm if exact else out * self.inv_norm.to(out.dtype)
 
+    def col_scale(self) -> torch.Tensor:
+        """(B, n): 1 / ||Ah_b[:, i]||_2 in the search dtype, cached (:meth:`.problem.Scaled.col_scale`:
+        how near its kink a coordinate is, |u_i| times it, whatever its column's norm)."""
+        cs = self.__dict__.get("_col_scale")
+        if cs is None:
+            B, _, n = self.M.shape
+            w = self.inv_norm.to(self.M.dtype)[:, :, None]
+            cs = torch.empty(B, n, dtype=self.M.dtype, device=self.M.device)
+            chunk = _CHUNK if self.M.device.type == "cpu" else n
+            for a in range(0, n, chunk):
+                cs[:, a:a + chunk] = (self.M[:, :, a:a + chunk] * w).square_().sum(1)
+            cs = cs.sqrt_().clamp_(min=torch.finfo(cs.dtype).tiny).reciprocal_()
+            self.__dict__["_col_scale"] = cs
+        return cs
+
     def columns(self, S: torch.Tensor) -> torch.Tensor:
         """(B, l, k) float64: Ah_b[:, S_b]."""
         B, l, _ = self.M.shape

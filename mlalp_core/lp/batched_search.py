@@ -51,8 +51,9 @@ def search(P: BatchScaled, lam: np.ndarray, alpha: torch.Tensor, gamma: torch.Te
     al, ga = alpha.double(), gamma.double()
     sdt = P.search_dtype
     a_s, g_s = alpha.to(sdt), gamma.to(sdt)
-    size = min(max(n // one_image._REDUCE_FRACTION, 2000), n)
-    inN = _narrowed_set(u.abs(), P.live, size)
+    size = min(max(n // one_image._FLAT_FRACTION, 2000), n)
+    cs = P.col_scale()  # nearness to the kink: |u_i| / ||A_i||_2 (see the one-image search)
+    inN = _narrowed_set(u.abs() * cs, P.live, size)
     ref = torch.sign(u)
     rounds = np.zeros(B, dtype=int)
     red_iters = np.zeros(B, dtype=int)
@@ -126,7 +127,7 @@ def search(P: BatchScaled, lam: np.ndarray, alpha: torch.Tensor, gamma: torch.Te
             if nflip <= size // 4:
                 inN[i] |= flipped
             else:
-                inN[i] = _narrowed_set(u[i][None].abs(), P.live[i][None], size)[0]
+                inN[i] = _narrowed_set((u[i].abs() * cs[i])[None], P.live[i][None], size)[0]
             if rounds[i] >= one_image._REDUCE_ROUNDS:  # the signs kept moving: Newton on all of A
                 fallback[i] = True
                 continue

@@ -13,7 +13,7 @@ import numpy as np
 import scipy.sparse as sp
 import torch
 
-from .problem import Scaled, room
+from .problem import Scaled, matvec64, room
 from .solution import _Z_INFEASIBLE, _Counter
 from .tiny_lp import solve_tiny_lp
 
@@ -23,22 +23,33 @@ def _master(P: Scaled, u, z_est, K, cnt: _Counter, elastic: bool):
     beta, lo, hi = P.beta, P.lo, P.hi
     m, n = P.shape
     dev = P.device
-    u = u.double()
-    sigma = -torch.sign(u)
-    rm = room(u, lo, hi)
-    inK = torch.zeros(n, dtype=torch.bool, device=dev)
-    inK[K] = True
-    zgrp = (~inK) & (rm >= z_est)
-    bgrp = (~inK) & (rm < z_est)
-    vz = torch.where(zgrp, sigma, torch.zeros_like(sigma))
-    vb = torch.where(bgrp, sigma * torch.where(bgrp, rm, torch.zeros_like(rm)), torch.zeros_like(sigma))
-    cols = P.matvec(torch.stack([vz, vb], 1), exact=True)  # (m, 2): one pass
+    # Few fresh d-sized tensors (each costs page faults at d = 602k): sigma and the z-group's
+    # column in u's own dtype (their values, +-1 and 0, are exact in any), the rest in place.
+    sigma = torch.sign(u).neg_()
+    vz = sigma.clone()
+    vz[K] = 0.0
+    vb = None
+    if lo is None or hi is None:
+        has_z, has_b = bool(vz.any()), False
+        rho_lo, rho_hi = math.inf, 0.0
+        cols = P.matvec(vz, exact=True)[:, None]
+    else:
+        rm = room(u, lo, hi)
+        small = rm < z_est  # the b-group: at their bound, rho_i = sigma_i rm_i theta
+        vz.masked_fill_(small, 0.0)
+        has_z = bool(vz.any())
+        # |rho_i| = w <= room_i on the z-group, = room_i theta <= z on the b-group (coordinates at
+        # their kink, sigma_i = 0, stay at 0 in either)
+        rho_lo = float(rm.masked_fill(vz == 0, math.inf).min()) if has_z else math.inf
+        vb = rm.mul_(sigma).masked_fill_(~small, 0.0)  # rm is ours: room() made it
+        vb[K] = 0.0
+        has_b = bool(vb.any())
+        rho_hi = max(float(vb.max()), -float(vb.min())) if has_b else 0.0
+        cols = matvec64(P.M, [vz, vb]) * P.inv_norm[:, None]
     cnt.passes += 1
-    c_z, c_b = cols[:, 0], cols[:, 1]
-    has_z = bool(zgrp.any())
-    has_b = bool(bgrp.any())
-    rho_lo = float(rm[zgrp].min()) if has_z else math.inf
-    rho_hi = float(rm[bgrp].max()) if has_b else 0.0
+    cnt.exact += 1
+    c_z = cols[:, 0]
+    c_b = cols[:, 1] if has_b else None
 
     AK = P.columns(K).cpu().numpy()
     k = AK.shape[1]
@@ -59,6 +70,7 @@ def _master(P: Scaled, u, z_est, K, cnt: _Counter, elastic: bool):
     if has_z:
         add(np.arange(m), np.full(m, iw), c_z.cpu().numpy())
     if has_b:
+        assert c_b is not None
         add(np.arange(m), np.full(m, it), c_b.cpu().numpy())
     if elastic:
         add(np.arange(m), ie + np.arange(m), -np.ones(m))
@@ -105,11 +117,9 @@ def _master(P: Scaled, u, z_est, K, cnt: _Counter, elastic: bool):
     x, row_dual = res.x, res.row_dual
     assert x is not None and row_dual is not None  # an optimal tiny LP has both
     lam = torch.from_numpy(-row_dual[:m]).to(dev).clamp(min=0.0)
-    rho = torch.zeros(n, dtype=torch.float64, device=dev)
-    if has_z:
-        rho = torch.where(zgrp, sigma * x[iw], rho)
-    if has_b:
-        rho = torch.where(bgrp, sigma * rm * x[it], rho)
+    rho = vz.to(torch.float64).mul_(float(x[iw]) if has_z else 0.0)
+    if has_b and vb is not None:
+        rho.add_(vb, alpha=float(x[it]))
     rho[K] = torch.from_numpy(x[1:1 + k]).to(dev)
     slack = float(np.sum(x[ie:])) if elastic else 0.0
     return rho, float(x[0]), lam, "optimal", slack

@@ -19,10 +19,10 @@ import numpy as np
 import torch
 
 from ..errors import InvalidInputError
-from .selection import smallest_crossing
+from .selection import concave_crossing, smallest_crossing
 
-#: Columns per chunk when a float32 matrix is used in float64 (bounded temporary memory).
-_CHUNK = 1 << 16
+#: Columns per block when a float32 matrix is used in float64 (bounded temporary memory).
+_CHUNK = 1 << 13
 
 
 @dataclass
@@ -62,8 +62,8 @@ class Scaled:
         if not exact or self.M.dtype == torch.float64:
             return w.to(self.M.dtype) @ self.M
         out = torch.empty(self.M.shape[1], dtype=torch.float64, device=self.M.device)
-        for a in range(0, self.M.shape[1], _CHUNK):
-            out[a:a + _CHUNK] = w @ self.M[:, a:a + _CHUNK].double()
+        for a, b, block in blocks64(self.M):
+            torch.mv(block.t(), w, out=out[a:b])
         return out
 
     def matvec(self, v: torch.Tensor, exact: bool = False) -> torch.Tensor:
@@ -74,31 +74,90 @@ class Scaled:
 
     def columns(self, idx: torch.Tensor) -> torch.Tensor:
         """Ah[:, idx] in float64."""
-        return self.M[:, idx].double() * self.inv_norm[:, None]
+        # index_select, not M[:, idx]: the advanced-indexing gather along dim 1 took 3x as long
+        return torch.index_select(self.M, 1, idx).double() * self.inv_norm[:, None]
 
     def gram(self) -> torch.Tensor:
         """Ah Ah^T in float64 (m x m)."""
         G = torch.zeros(self.M.shape[0], self.M.shape[0], dtype=torch.float64, device=self.M.device)
-        for a in range(0, self.M.shape[1], _CHUNK):
-            c = self.M[:, a:a + _CHUNK].double()
-            G += c @ c.t()
+        for _, _, c in blocks64(self.M):
+            G.addmm_(c, c.t())
         return G * self.inv_norm[:, None] * self.inv_norm[None, :]
+
+    def col_scale(self) -> torch.Tensor:
+        """1 / ||Ah[:, i]||_2 in the search dtype (cached): how far lam must move for u_i = Ah_i^T lam
+        to change by |u_i|, so |u_i| times it says how near its kink a coordinate is (with
+        heavy-tailed column norms, |u_i| alone picks the small columns, not the ones that flip)."""
+        cs = self.__dict__.get("_col_scale")
+        if cs is None:
+            M = self.M
+            l, n = M.shape
+            w = self.inv_norm.to(M.dtype)[:, None]
+            chunk = _CHUNK if M.device.type == "cpu" else n
+            buf = torch.empty(l, min(chunk, n), dtype=M.dtype, device=M.device)
+            ones = torch.ones(l, dtype=M.dtype, device=M.device)
+            cs = torch.empty(n, dtype=M.dtype, device=M.device)
+            for a in range(0, n, chunk):
+                b = min(a + chunk, n)
+                block = torch.mul(M[:, a:b], w, out=buf[:, :b - a]).square_()
+                torch.mv(block.t(), ones, out=cs[a:b])
+            cs = cs.sqrt_().clamp_(min=torch.finfo(cs.dtype).tiny).reciprocal_()
+            self.__dict__["_col_scale"] = cs
+        return cs
+
+    def box(self, dtype: torch.dtype) -> tuple[torch.Tensor | None, torch.Tensor | None]:
+        """(lo, hi) in ``dtype``, cached: the search's steering bounds use A's own dtype (a float32
+        bound over d = 602k coordinates in half the time; the certificates stay float64)."""
+        if self.lo is None or self.hi is None or dtype == self.lo.dtype:
+            return self.lo, self.hi
+        key = f"_box_{dtype}"
+        if key not in self.__dict__:
+            self.__dict__[key] = (self.lo.to(dtype), self.hi.to(dtype))
+        return self.__dict__[key]
 
     def dense64(self) -> torch.Tensor:
         """Ah materialised in float64 (for the full-LP reference backends only)."""
         return self.M.double() * self.inv_norm[:, None]
 
 
-def matvec64(M: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
-    """M v in float64 for a matrix M (m, n) of any float dtype, v (n,) or (n, k); a float32 M is
-    converted in column chunks (bounded temporary memory, never a float64 copy of M)."""
-    if M.dtype == torch.float64:
+def matvec64(M: torch.Tensor, v) -> torch.Tensor:
+    """M v in float64 for a matrix M (m, n) of any float dtype, v (n,) or (n, k) of any float dtype,
+    or a list of k vectors (n,) (then (m, k), without stacking them); a float32 M is converted in
+    column blocks (bounded temporary memory, never a float64 copy of M), and so is v."""
+    vs = v if isinstance(v, (list, tuple)) else None
+    if vs is None and M.dtype == torch.float64:
         return M @ v.double()
-    v = v.double()
-    out = torch.zeros((M.shape[0],) + tuple(v.shape[1:]), dtype=torch.float64, device=M.device)
-    for a in range(0, M.shape[1], _CHUNK):
-        out += M[:, a:a + _CHUNK].double() @ v[a:a + _CHUNK]
+    shape = (M.shape[0], len(vs)) if vs is not None else (M.shape[0],) + tuple(v.shape[1:])
+    out = torch.zeros(shape, dtype=torch.float64, device=M.device)
+    for a, b, block in blocks64(M):
+        if vs is not None:
+            for j, x in enumerate(vs):
+                out[:, j].add_(block @ x[a:b].double())
+        elif v.dim() == 1:
+            out.addmv_(block, v[a:b].double())
+        else:
+            out.addmm_(block, v[a:b].double())
     return out
+
+
+def blocks64(M: torch.Tensor):
+    """(start, stop, M[:, start:stop] in float64) over column blocks, for the exact passes.
+
+    One small buffer serves every block: a fresh float64 block per chunk (10 MB at 65,536
+    columns) cost more in page faults than the product itself (an exact pass at d = 602k:
+    ~30 ms that way, ~2.5 float32 passes this way), and a block of 8,192 columns stays in cache.
+    """
+    n = M.shape[1]
+    if M.dtype == torch.float64:
+        yield 0, n, M
+        return
+    chunk = _CHUNK if M.device.type == "cpu" else _CHUNK << 4  # on a GPU: fewer, larger launches
+    buf = torch.empty(M.shape[0], min(chunk, n), dtype=torch.float64, device=M.device)
+    for a in range(0, n, chunk):
+        b = min(a + chunk, n)
+        block = buf[:, :b - a]
+        block.copy_(M[:, a:b])
+        yield a, b, block
 
 
 @dataclass
@@ -134,6 +193,28 @@ def _as_matrix(A) -> torch.Tensor:
     return torch.from_numpy(np.ascontiguousarray(arr))
 
 
+def _abs_sums(M: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """(each row's l1 norm in float64, which columns have a non-zero entry): one pass over M.
+
+    Both are products with |M| of one block at a time (a block's |.| in a reused buffer, then
+    two matrix-vector products): torch's own reductions over a (20, 602,112) matrix took 18-29 ms
+    each here, as long as ten passes over A.
+    """
+    l, n = M.shape
+    chunk = _CHUNK if M.device.type == "cpu" else n
+    buf = torch.empty(l, min(chunk, n), dtype=M.dtype, device=M.device)
+    ones_c = torch.ones(buf.shape[1], dtype=M.dtype, device=M.device)
+    ones_r = torch.ones(l, dtype=M.dtype, device=M.device)
+    rows = torch.zeros(l, dtype=torch.float64, device=M.device)
+    cols = torch.empty(n, dtype=M.dtype, device=M.device)
+    for a in range(0, n, chunk):
+        b = min(a + chunk, n)
+        block = torch.abs(M[:, a:b], out=buf[:, :b - a])
+        rows += torch.mv(block, ones_c[:b - a]).double()
+        torch.mv(block.t(), ones_r, out=cols[a:b])
+    return rows, cols > 0  # a sum of |.| is 0 only where every entry is (NaN stays NaN: not > 0)
+
+
 def prepare(A, b, lo=None, hi=None, drop_zero_rows: bool = False) -> Prepared:
     """Validate, drop what cannot matter, and scale (as an operator: A itself is not copied).
 
@@ -148,7 +229,7 @@ def prepare(A, b, lo=None, hi=None, drop_zero_rows: bool = False) -> Prepared:
     b64 = _as_tensor(b, dev).flatten()
     if b64.numel() != l:
         raise InvalidInputError(f"b must have {l} entries (one per row of A), got {b64.numel()}")
-    norms = torch.linalg.vector_norm(M, ord=1, dim=1).double()
+    norms, nonzero_cols = _abs_sums(M)
     if not (torch.isfinite(norms).all() and torch.isfinite(b64).all()):
         raise InvalidInputError("A and b must be finite (no NaN or inf)")
     lo64 = hi64 = None
@@ -161,11 +242,15 @@ def prepare(A, b, lo=None, hi=None, drop_zero_rows: bool = False) -> Prepared:
             hi64 = hi64.expand(d)
         if lo64.numel() != d or hi64.numel() != d:
             raise InvalidInputError(f"lo and hi must have {d} entries (one per column of A)")
-        if bool(torch.isnan(lo64).any() | torch.isnan(hi64).any()):
+        lo_max, hi_min = float(lo64.max()), float(hi64.min())  # a NaN anywhere makes these NaN
+        if math.isnan(lo_max) or math.isnan(hi_min):
             raise InvalidInputError("bounds must not be NaN")
-        if bool((lo64 > 1e-12).any()) or bool((hi64 < -1e-12).any()):
+        if lo_max > 1e-12 or hi_min < -1e-12:
             raise InvalidInputError("bounds must contain 0 (lo <= 0 <= hi): r = 0 must satisfy them")
-        lo64, hi64 = lo64.clamp(max=0.0), hi64.clamp(min=0.0)
+        if lo_max > 0.0:
+            lo64 = lo64.clamp(max=0.0)
+        if hi_min < 0.0:
+            hi64 = hi64.clamp(min=0.0)
     prep = Prepared(l=l, d=d, device=dev, b=b64, lo=lo64, hi=hi64)
 
     zero_rows = norms == 0
@@ -185,13 +270,13 @@ def prepare(A, b, lo=None, hi=None, drop_zero_rows: bool = False) -> Prepared:
 
     # Columns that can matter: a non-zero entry in a kept row, and room to move on some side.
     Mk = M if keep_rows.numel() == l else M[keep_rows]
-    useful = (Mk != 0).any(0)
+    useful = nonzero_cols  # the rows not kept are zero: the same over the kept rows
     if lo64 is not None and hi64 is not None:
-        useful &= (lo64 < 0) | (hi64 > 0)
+        useful &= lo64 != hi64  # lo <= 0 <= hi: room on some side
     cols = None
     if not bool(useful.all()):
         cols = useful.nonzero().flatten()
-        Mk = Mk[:, cols]
+        Mk = torch.index_select(Mk, 1, cols)
     n_k = norms[keep_rows]
     beta = b64[keep_rows] / n_k
     s = float(-beta.min())
@@ -216,18 +301,19 @@ def room(u: torch.Tensor, lo: torch.Tensor | None, hi: torch.Tensor | None) -> t
     """How far each coordinate may move in the direction -sign(u) that lowers lam^T A r."""
     if lo is None or hi is None:
         return torch.full_like(u, float("inf"))
-    return torch.where(u > 0, -lo, hi)
+    return torch.where(u > 0, lo, hi).abs_()  # lo <= 0 <= hi: -lo where u > 0 (no negated copy of lo)
 
 
 def dual_bound(u: torch.Tensor, c: float, lo: torch.Tensor | None, hi: torch.Tensor | None,
-               sort: bool | None = None) -> float:
+               sort: bool | None = None, rm: torch.Tensor | None = None) -> float:
     """The lower bound a dual point proves: the smallest z with sum_i |u_i| min(z, room_i) >= c.
 
     u = A^T lam, c = -b^T lam. The aggregated constraint lam^T A r <= lam^T b is a relaxation of
     A r <= b, and its optimum is exactly this z; ``inf`` certifies infeasibility. ``sort``
     (default: on a GPU, where the sort-free search's dozen host syncs cost more than one sort)
     finds it by :func:`dual_bounds` and keeps it only if a direct float64 sum confirms that no
-    smaller z reaches c, so that the bound is never too large.
+    smaller z reaches c, so that the bound is never too large. ``rm``: room(u, lo, hi), where
+    the caller has it.
     """
     if c <= 0.0:
         return 0.0
@@ -242,7 +328,10 @@ def dual_bound(u: torch.Tensor, c: float, lo: torch.Tensor | None, hi: torch.Ten
         below = math.nextafter(z, 0.0)
         if float((a.double() * room(u, lo, hi).clamp(max=below)).sum()) < c * (1 + 1e-12):  # as smallest_crossing's check
             return z
-    return smallest_crossing(room(u, lo, hi), None, a, c)  # u_i = 0 weighs nothing
+    if rm is None:
+        rm = room(u, lo, hi)
+    # u_i = 0 weighs nothing; a float32 u (a steering bound) stays float32 if the box is float32 too
+    return concave_crossing(rm, a if a.dtype == rm.dtype else a.double(), c)
 
 
 def dual_bounds(u: torch.Tensor, c: np.ndarray, lo: torch.Tensor | None, hi: torch.Tensor | None) -> np.ndarray:
@@ -276,17 +365,25 @@ def dual_bounds(u: torch.Tensor, c: np.ndarray, lo: torch.Tensor | None, hi: tor
     return np.where(c <= 0.0, 0.0, out)
 
 
-def certify(prep: Prepared, rho: torch.Tensor, lam_s: torch.Tensor, r: torch.Tensor) -> tuple[float, float]:
+def certify(prep: Prepared, rho: torch.Tensor, lam_s: torch.Tensor, r: torch.Tensor,
+            known: tuple | None = None) -> tuple[float, float]:
     """(lower bound proved by the scaled dual lam_s, max violation of A r <= b and of the box).
 
     Computed in float64 on the row-scaled matrix, which is the original data up to one rounding:
-    the violation of row j is ||A_j||_1 * s * (Ah rho - beta)_j, in the units of b.
+    the violation of row j is ||A_j||_1 * s * (Ah rho - beta)_j, in the units of b. ``known``:
+    (Ah^T lam_s, the bound it proves, Ah rho or None) as the solver computed them, by these same
+    float64 products on these same data (each is a pass over A: ~8 ms at d = 602k).
     """
     P = prep.scaled
     assert P is not None
-    viol = float(((P.matvec(rho, exact=True) - P.beta) * (P.row_norm * P.s)).max().clamp(min=0.0))
+    u, bound, image = known if known is not None else (None, None, None)
+    if image is None:
+        image = P.matvec(rho, exact=True)
+    viol = float(((image - P.beta) * (P.row_norm * P.s)).max().clamp(min=0.0))
     if prep.lo is not None and prep.hi is not None:
         viol = max(viol, float((prep.lo - r).max().clamp(min=0.0)), float((r - prep.hi).max().clamp(min=0.0)))
-    u = P.rmatvec(lam_s, exact=True)
-    c = float(-(P.beta @ lam_s))
-    return P.s * dual_bound(u, c, P.lo, P.hi), viol
+    if bound is None:
+        if u is None:
+            u = P.rmatvec(lam_s, exact=True)
+        bound = dual_bound(u, float(-(P.beta @ lam_s)), P.lo, P.hi)
+    return P.s * bound, viol

@@ -18,6 +18,9 @@ class Solution:
     iterations: int
     passes: int
     info: dict
+    #: What the finish already computed exactly (float64, scaled) for this very lam and rho:
+    #: (Ah^T lam, the bound lam proves, Ah rho or None), so the certificate need not repeat it.
+    known: tuple | None = None
 
 
 #: A certified scaled lower bound above this means "infeasible" for practical purposes (rows of A
@@ -26,5 +29,9 @@ _Z_INFEASIBLE = 1e12
 
 
 class _Counter:
+    """Passes over A; ``exact`` of them in float64 (a float32 A converted block by block, each
+    ~2-3 float32 passes' time): what bench/lp.py's floor of a solve counts."""
+
     def __init__(self) -> None:
         self.passes = 0
+        self.exact = 0

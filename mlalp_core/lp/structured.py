@@ -8,11 +8,12 @@ Lagrangian dual has only m variables. At an optimum all but a handful of coordin
    f(lam) = sum_i alpha_i (u_i)_+ + gamma_i (u_i)_-  (u = A^T lam, alpha/gamma = the room capped
    at z) over {lam >= 0, -beta^T lam = 1}: Newton steps on a Huber smoothing whose band (the
    coordinates nearest their kink) shrinks every iteration, a tiny active-set QP for lam >= 0,
-   and an exact line search on the true piecewise-linear f. Each iteration costs three passes
+   and an exact line search on the true piecewise-linear f. Each iteration costs two passes
    over A. Above 50,000 columns the search narrows after 5 such iterations: the coordinates far
-   from their kink keep their sign, so their part of f is one linear column, and Newton runs to
-   the end on the ~d/30 others; one pass checks the signs (see :func:`.search._search`). With a box, an
-   outer loop raises z to the bound the dual point proves (monotone).
+   from their kink (|u_i| / ||A_i||_2 large) keep their sign, so their part of f is one linear
+   column, and Newton goes on over the d/8 others, narrowing again in turn; one pass checks the
+   signs (see :func:`.search._search`). With a box, an outer loop raises z to the bound the dual
+   point proves (monotone).
 2. **Restricted master (finish).** Coordinates far from their kink are fixed at the value the
    dual says and aggregated into two columns (those at +-z, those at their bound); the few
    near their kink (2m of them at first) stay free. The resulting LP is tiny; HiGHS's dual
@@ -32,6 +33,8 @@ from __future__ import annotations
 
 import math
 import time
+
+import torch
 
 from . import search
 from .dual_newton import _weights
@@ -57,13 +60,21 @@ def solve_structured(P: Scaled, tol: float = 1e-9, max_newton: int = 40, max_rou
     band0 = max(band_min, n // 200)
     lam = _initial_dual(beta)
     iters = 0
+    u_exact: torch.Tensor | None = None  # Ah^T lam in float64 for the search's last point
 
     # ---- 1. search: Newton on the dual (outer loop on z when there is a box) ----
+    # The bounds below come from the search's own u (its dtype, float32 for Jacobians): they steer
+    # (z, the master's groups); the finish certifies the search's point in float64 if the master's
+    # own dual does not close the gap, and a claim of infeasibility is made in float64 only.
     if lo is None:
         lam, u, it = _search(P, lam, None, None, cnt, max_newton, band0, band_min, info)
         iters += it
-        z_lb = dual_bound(P.rmatvec(lam, exact=True), float(-(beta @ lam)), None, None)
-        cnt.passes += 1
+        z_lb = dual_bound(u, float(-(beta @ lam)), None, None)
+        if z_lb > _Z_INFEASIBLE:
+            u_exact = P.rmatvec(lam, exact=True)
+            z_lb = dual_bound(u_exact, float(-(beta @ lam)), None, None)
+            cnt.passes += 1
+            cnt.exact += 1
         if z_lb > _Z_INFEASIBLE:
             return Solution(None, math.inf, lam, "infeasible",
                             f"the rows of A are (nearly) dependent in a way no r can satisfy: ||r||_inf would have to "
@@ -78,20 +89,27 @@ def solve_structured(P: Scaled, tol: float = 1e-9, max_newton: int = 40, max_rou
             # level starts from the last dual point, so it needs no full iteration).
             partial = outer == 0 and n >= search._REDUCE_MIN_N
             lam, u, it = _search(P, lam, alpha, gamma, cnt, max_newton, band0 if outer == 0 else band_min * 4, band_min,
-                                  info, None if outer == 0 else 0, narrow=not partial)
+                                  info, None if outer == 0 else 0, narrow=not partial, u0=None if outer == 0 else u)
             iters += it
-            z_lb = dual_bound(P.rmatvec(lam, exact=True), float(-(beta @ lam)), lo, hi)
-            cnt.passes += 1
+            z_lb = dual_bound(u, float(-(beta @ lam)), *P.box(u.dtype))
             if math.isinf(z_lb):
-                return Solution(None, math.inf, lam, "infeasible",
-                                "the box [lo, hi] leaves too little room: no r satisfies A r <= b", iters, cnt.passes, info)
-            if not partial and z_lb <= z * (1 + 1e-6):
+                u_exact = P.rmatvec(lam, exact=True)
+                z_lb = dual_bound(u_exact, float(-(beta @ lam)), lo, hi)
+                cnt.passes += 1
+                cnt.exact += 1
+                if math.isinf(z_lb):
+                    return Solution(None, math.inf, lam, "infeasible", "the box [lo, hi] leaves too little room: no r "
+                                    "satisfies A r <= b", iters, cnt.passes, info)
+                u_exact = None  # its bound is finite after all; the finish certifies what it needs
+            if not partial and z_lb <= z * (1 + search._BOX_Z_TOL):
                 break
             z = max(z, z_lb)
     info["search_s"] = time.perf_counter() - t0
     info["newton_iterations"] = iters
     info["search_bound"] = z_lb  # scaled; the finish's master starts from this dual's signs
-    return finish(P, lam, u, z_lb, iters, cnt, info, t0, tol, max_rounds, master_size)
+    sol = finish(P, lam, u, z_lb, iters, cnt, info, t0, tol, max_rounds, master_size, u_exact)
+    info["exact_passes"] = cnt.exact
+    return sol
 
 
 __all__ = ["Solution", "finish", "solve_structured"]
