@@ -18,7 +18,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from ..errors import InvalidInputError
+from ..errors import InvalidInputError, SolverError
 from .selection import smallest_crossing
 
 #: Columns per chunk when a float32 matrix is used in float64 (bounded temporary memory).
@@ -276,17 +276,48 @@ def dual_bounds(u: torch.Tensor, c: np.ndarray, lo: torch.Tensor | None, hi: tor
     return np.where(c <= 0.0, 0.0, out)
 
 
+#: Relative excess of a certified lower bound over z that rounding may explain; beyond it (after
+#: allowing for the solution's own violations) the certificate contradicts the solution.
+CERT_RTOL = 1e-9
+
+
+class CertificateError(SolverError):
+    """A dual bound above the value of the solution it certifies: a bug, never a result."""
+
+
 def certify(prep: Prepared, rho: torch.Tensor, lam_s: torch.Tensor, r: torch.Tensor) -> tuple[float, float]:
     """(lower bound proved by the scaled dual lam_s, max violation of A r <= b and of the box).
 
     Computed in float64 on the row-scaled matrix, which is the original data up to one rounding:
     the violation of row j is ||A_j||_1 * s * (Ah rho - beta)_j, in the units of b.
+
+    The bound is returned as proved, never capped at z = ||r||_inf: by weak duality it cannot
+    exceed z for a feasible r, so a bound above z (beyond rounding, and beyond what r's own
+    violations allow: r is feasible for b + v and the box widened by its violation, and the same
+    lam bounds that problem) means a wrong certificate or a wrong r, and raises
+    :class:`CertificateError` instead of reporting a gap of 0.
     """
     P = prep.scaled
     assert P is not None
-    viol = float(((P.matvec(rho, exact=True) - P.beta) * (P.row_norm * P.s)).max().clamp(min=0.0))
+    excess = P.matvec(rho, exact=True) - P.beta  # scaled units
+    viol = float((excess * (P.row_norm * P.s)).max().clamp(min=0.0))
+    box_viol = 0.0
     if prep.lo is not None and prep.hi is not None:
-        viol = max(viol, float((prep.lo - r).max().clamp(min=0.0)), float((r - prep.hi).max().clamp(min=0.0)))
+        box_viol = max(float((prep.lo - r).max().clamp(min=0.0)), float((r - prep.hi).max().clamp(min=0.0)))
+    viol = max(viol, box_viol)
     u = P.rmatvec(lam_s, exact=True)
     c = float(-(P.beta @ lam_s))
-    return P.s * dual_bound(u, c, P.lo, P.hi), viol
+    lower = P.s * dual_bound(u, c, P.lo, P.hi)
+    z = float(r.abs().max()) if r.numel() else 0.0
+    if lower > z * (1 + CERT_RTOL):
+        # what lam proves for the problem r does satisfy: A r <= b + v, the box widened by box_viol
+        c_v = float(-((P.beta + excess.clamp(min=0.0)) @ lam_s))
+        w = box_viol / P.s
+        lo_w = None if P.lo is None else P.lo - w
+        hi_w = None if P.hi is None else P.hi + w
+        allowed = P.s * dual_bound(u, c_v, lo_w, hi_w)
+        if allowed > z * (1 + CERT_RTOL):
+            raise CertificateError(
+                f"the LP certificate contradicts its solution: lower bound {lower:.17g} > z = {z:.17g} (max "
+                f"violation {viol:.3g}); this is a bug in mlalp's LP solver or certificate, please report it")
+    return lower, viol
