@@ -120,6 +120,10 @@ def test_runs_of_two_data_sets_models_or_seeds_are_never_merged():
     labels = {(r["model"], r["dataset"], r["seed"]): r["label"] for r in table}
     assert labels[("m", "voc2012", 0)] == labels[("n", "voc2007", 0)] == "MLA-LP"
     assert labels[("m", "voc2007", 0)] == "MLA-LP (seed 0)" and labels[("m", "voc2007", 1)] == "MLA-LP (seed 1)"
+    # rows made by hand without run keys: the same four runs, the same numbers
+    bare = table3([{k: v for k, v in r.items() if k != "run_key"} for r in rows])
+    strip = lambda t: sorted((r["model"], r["dataset"], r["seed"], r["attacked"], r["linf"], r["time_s"]) for r in t)
+    assert strip(bare) == strip(table)
 
 
 def test_rows_without_a_run_key_are_grouped_by_their_whole_identity():
