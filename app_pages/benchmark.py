@@ -20,6 +20,7 @@ from app_pages.common import panels, sidebar
 from mlalp_core.attacks import ATTACKS, DISPLAY_NAMES, PAPER_ATTACKS, PRESETS
 from mlalp_core.data.registry import list_datasets
 from mlalp_core.errors import MlalpError
+from mlalp_core.experiments.pairwise import PAIRWISE_COLUMNS, efficiency, pairwise
 from mlalp_core.experiments.reporting import (
     PAPER_TABLE2,
     budget_curves,
@@ -35,6 +36,7 @@ from mlalp_core.experiments.runner import BenchConfig, run_benchmark
 from mlalp_core.experiments.store import ResultsStore
 from mlalp_core.models.registry import list_models
 from mlalp_core.settings import load_settings
+from mlalp_core.viz.efficiency import efficiency_figure, efficiency_paper
 from mlalp_core.viz.figures import budget_curves_figure
 from mlalp_core.viz.paper import budget_curves as paper_budget_curves
 
@@ -184,6 +186,41 @@ try:
                         surfaces=False)
 except MlalpError as exc:
     st.warning(f"No curve to draw: {exc}")
+
+st.subheader("Efficiency: distortion against model calls")
+eps_budget = st.number_input("l_inf budget for the success panel ([0,1] units; 0 = none)", min_value=0.0,
+                             max_value=1.0, value=0.0, step=0.005, format="%.4f", key=f"{PAGE}_eff_eps")
+budget = float(eps_budget) or None
+try:
+    points = efficiency(chosen, budget)
+    panels.chart(efficiency_figure(points, budget=budget), "efficiency", f"{PAGE}_eff")
+    panels.paper_export(lambda o: efficiency_paper(points, budget=budget, **o), "efficiency", f"{PAGE}_eff_paper",
+                        surfaces=False)
+    st.caption("One point per run: mean model calls per example against the mean l_inf of its successes (and, with "
+               "a budget, its success rate within it). Lower-left is cheaper and smaller.")
+except MlalpError as exc:
+    st.warning(f"No efficiency figure: {exc}")
+
+st.subheader("Pairwise: two runs on the same examples")
+run_keys = [r["run_key"] for r in t3]
+if len(run_keys) >= 2:
+    names = {r["run_key"]: f"{r['model']} / {r['dataset']} / {r['label']}" for r in t3}
+    c1, c2 = st.columns(2)
+    run_a = c1.selectbox("A", run_keys, index=0, key=f"{PAGE}_pw_a", format_func=names.get)
+    run_b = c2.selectbox("B", run_keys, index=1, key=f"{PAGE}_pw_b", format_func=names.get)
+    try:
+        pw = pairwise(chosen, run_a, run_b)
+        st.dataframe(pd.DataFrame([{PAIRWISE_COLUMNS[k][0]: r[k] for k in PAIRWISE_COLUMNS} for r in pw]),
+                     hide_index=True, width="stretch")
+        st.caption("On the examples both runs attacked: success of each and of either; on those both reached, the "
+                   "per-example ratios A/B of l_inf and l_2 (median and quartiles; below 1: A needed less) and who "
+                   "needed the smaller l_inf; mean model calls and time per example.")
+        st.download_button("Pairwise as CSV", to_csv(pw, PAIRWISE_COLUMNS), file_name="pairwise.csv", mime="text/csv",
+                           key=f"{PAGE}_pw_csv", on_click="ignore")
+    except MlalpError as exc:
+        st.warning(f"No pairwise comparison: {exc}")
+else:
+    st.info("Two runs are needed for a pairwise comparison.")
 
 # ---------------------------------------------------------------------------------------------
 # Drill-down

@@ -72,17 +72,17 @@ class OpCounter(torch.overrides.TorchFunctionMode):
 def _syncs(fn) -> tuple[int, int]:
     """(host syncs, torch operations) of one call of fn, on the code paths a GPU takes (row sums
     in one kernel, dual bounds by a sort) whatever the device here."""
-    import mlalp_core.lp.batched as batched
+    import mlalp_core.lp.batched_newton as batched_newton
     import mlalp_core.lp.problem as problem
 
-    rowsum, defaults = batched._rowsum64, problem.dual_bound.__defaults__
-    batched._rowsum64 = lambda x: x.sum(1, dtype=torch.float64)
+    rowsum, defaults = batched_newton._rowsum64, problem.dual_bound.__defaults__
+    batched_newton._rowsum64 = lambda x: x.sum(1, dtype=torch.float64)
     problem.dual_bound.__defaults__ = (True,)
     try:
         with OpCounter() as oc:
             fn()
     finally:
-        batched._rowsum64, problem.dual_bound.__defaults__ = rowsum, defaults
+        batched_newton._rowsum64, problem.dual_bound.__defaults__ = rowsum, defaults
     return oc.syncs, oc.ops
 
 

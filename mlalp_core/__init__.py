@@ -21,7 +21,7 @@ import importlib
 import os as _os
 from typing import Any
 
-__version__ = "0.1.0"
+from .version import __version__
 
 # Before torch loads its OpenMP runtime: threads that wait sleep instead of spinning. On a CPU
 # shared with other busy processes, spinning threads stall each other at every parallel region

@@ -38,9 +38,19 @@ def configure_precision(allow_tf32: bool | None = None) -> None:
     CPU; the default is exact float32, TF32 an explicit choice for speed.
     """
     if allow_tf32 is None:
-        allow_tf32 = os.environ.get("MLALP_TF32", "0").strip().lower() in ("1", "true", "yes")
+        allow_tf32 = tf32_from_env()
     torch.backends.cuda.matmul.allow_tf32 = allow_tf32
     torch.backends.cudnn.allow_tf32 = allow_tf32
+
+
+def tf32_from_env() -> bool:
+    """``MLALP_TF32``: 1/true/yes or 0/false/no (unset: 0); any other value is refused."""
+    text = os.environ.get("MLALP_TF32", "").strip().lower()
+    if text in ("", "0", "false", "no"):
+        return False
+    if text in ("1", "true", "yes"):
+        return True
+    raise ConfigurationError(f"MLALP_TF32 must be 1 or 0 (true/false, yes/no), got {os.environ['MLALP_TF32']!r}")
 
 
 def device_choice(device: DeviceLike = None, settings: Settings | None = None) -> tuple[str, str]:
@@ -126,6 +136,28 @@ def lp_batched(device: torch.device) -> bool:
     if text == "auto":
         return device.type == "cuda"
     return text == "1"
+
+
+def cpu_cores() -> int:
+    """The cores this process may run on."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except (AttributeError, OSError):
+        return os.cpu_count() or 1
+
+
+def check_environment() -> list[str]:
+    """Parse every environment setting of this module now (``MLALP_TF32``, ``MLALP_LP_THREADS``,
+    ``MLALP_LP_BATCH``), so that a bad value stops a command before its work, not when an attack
+    first reads it; returns warnings about values that are valid but costly."""
+    tf32_from_env()
+    threads = lp_cpu_threads()
+    lp_batched(torch.device("cpu"))
+    cores = cpu_cores()
+    if threads > cores:
+        return [f"MLALP_LP_THREADS={threads} exceeds the {cores} cores this process may use: the LP solver's "
+                f"threads then wait on one another and it runs slower; set it to at most {cores}"]
+    return []
 
 
 @contextmanager

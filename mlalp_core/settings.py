@@ -24,7 +24,7 @@ from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any
 
-from .errors import ConfigurationError, MlalpError
+from .errors import ConfigurationError
 
 ENV_PREFIX = "MLALP_"
 CONFIG_FILE_NAME = "mlalp.toml"
@@ -55,8 +55,9 @@ class Settings:
     results: Path = field(default_factory=lambda: DEFAULT_RESULTS.absolute())
     cache_dir: Path = field(default_factory=default_cache_dir)
     device: str = "auto"
-    #: Attack settings from ``[attacks.<name>]`` tables of mlalp.toml: the starting values of
-    #: ``mlalp bench``/``mlalp attack`` and the app (``--set`` and the app's widgets win).
+    #: The ``[attacks.<name>]`` tables of mlalp.toml as written: the starting values of
+    #: ``mlalp bench``/``mlalp attack`` and the app (``--set`` and the app's widgets win), once
+    #: each attack's schema has parsed them (:func:`mlalp_core.attacks.file_settings`).
     attacks: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
     #: The TOML file that was read, if any.
     config_file: Path | None = None
@@ -128,19 +129,16 @@ def _convert(key: str, value: Any, origin: str, base: Path) -> Any:
 
 
 def _attack_tables(value: Any, origin: str) -> dict[str, dict[str, Any]]:
-    """``[attacks.<name>]`` tables, each parsed by that attack's settings schema."""
-    from .attacks import parse_settings
-
+    """``[attacks.<name>]`` tables as written (a table of tables). Each attack's schema parses its
+    table where the settings are used (:func:`mlalp_core.attacks.file_settings`): the settings sit
+    below the attacks, which find their device through them, and never import them."""
     if not isinstance(value, Mapping):
         raise ConfigurationError(f"{origin}: attacks must be a table of tables, e.g. [attacks.mla-lp] box = true")
     out = {}
     for name, table in value.items():
         if not isinstance(table, Mapping):
             raise ConfigurationError(f"{origin}: [attacks.{name}] must be a table of settings")
-        try:
-            out[str(name).strip().lower()] = parse_settings(name, table, f"{origin} [attacks.{name}]", complete=False)
-        except MlalpError as exc:
-            raise ConfigurationError(str(exc) if origin in str(exc) else f"{origin}: {exc}") from None
+        out[str(name)] = dict(table)
     return out
 
 
@@ -154,6 +152,9 @@ def find_config_file(environ: Mapping[str, str] | None = None, cwd: Path | None 
             raise ConfigurationError(f"MLALP_CONFIG names {p}, which is not a file")
         return p
     p = (cwd or Path.cwd()) / CONFIG_FILE_NAME
+    if p.exists() and not p.is_file():
+        raise ConfigurationError(f"{p.absolute()} is a folder (or not a regular file), not a settings file: rename "
+                                 "it, or name the settings file with MLALP_CONFIG")
     return p.absolute() if p.is_file() else None
 
 
@@ -164,6 +165,8 @@ def read_config_file(path: Path) -> dict[str, Any]:
             data = tomllib.load(fh)
     except tomllib.TOMLDecodeError as exc:
         raise ConfigurationError(f"{path}: not valid TOML ({exc})") from exc
+    except RecursionError:
+        raise ConfigurationError(f"{path}: nested too deeply to be a settings file") from None
     except UnicodeDecodeError as exc:
         raise ConfigurationError(f"{path}: not UTF-8 text (byte {exc.start}); save it as UTF-8") from exc
     except OSError as exc:

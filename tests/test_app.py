@@ -149,6 +149,41 @@ def test_upload_that_is_not_an_image_gives_an_error_and_a_real_one_works():
     assert any("tiny.png is 9x12 pixels, much smaller than the model's 96x96" in w.value for w in at.warning)
 
 
+def test_an_upload_says_what_loading_did_to_it():
+    """Alpha flattened on white, one frame of an animation, a stretch: each an st.info line."""
+    at = _app()
+    at.sidebar.selectbox(key="g_dataset").set_value("upload").run()
+    rgba = np.zeros((40, 100, 4), np.uint8)
+    rgba[..., :3] = (np.arange(40 * 100 * 3) % 251).reshape(40, 100, 3)
+    rgba[..., 3] = 255
+    rgba[:, :30, 3] = 0
+    frames = [Image.fromarray(rgba, "RGBA"), Image.fromarray(255 - rgba[..., :3], "RGB")]
+    buf = io.BytesIO()
+    frames[0].save(buf, "PNG")
+    at.file_uploader(key="explore_upload").set_value(("clear.png", buf.getvalue(), "image/png"))
+    at.run()
+    _no_exception(at)
+    infos = [i.value for i in at.info]
+    assert any(i.startswith("clear.png: 30% of the image's pixels are transparent") for i in infos), infos
+    assert any("clear.png: the image (100x40) is resized to the model's 96x96, which stretches it" in i
+               for i in infos), infos
+    gif = io.BytesIO()
+    frames[1].save(gif, "GIF", save_all=True, append_images=[frames[1].transpose(Image.Transpose.FLIP_LEFT_RIGHT)])
+    at.file_uploader(key="explore_upload").set_value(("anim.gif", gif.getvalue(), "image/gif"))
+    at.run()
+    _no_exception(at)
+    assert any("anim.gif: the image is animated (2 frames): only its first frame is used" in i.value
+               for i in at.info)
+
+
+def test_a_bad_environment_setting_is_an_error_in_the_sidebar(monkeypatch):
+    monkeypatch.setenv("MLALP_LP_BATCH", "yes")
+    at = AppTest.from_file(APP, default_timeout=240)
+    at.run()
+    _no_exception(at)
+    assert at.sidebar.error and "MLALP_LP_BATCH must be auto, 1 or 0, got 'yes'" in at.sidebar.error[0].value
+
+
 def test_target_choices_are_kept_across_modes():
     at = _app()
     at.selectbox(key="explore_index").set_value(SCENE).run()
@@ -173,6 +208,17 @@ def test_unconfigured_model_shows_its_reason_on_every_page():
     at.switch_page("app_pages/models.py").run()
     _no_exception(at)
     assert any("ml-liw" in w.value and "MLALP_MLLIW_CHECKPOINT" in w.value for w in at.warning)
+
+
+def test_a_bad_attack_table_in_mlalp_toml_is_one_line_in_the_sidebar(tmp_path):
+    # the settings keep [attacks.*] as written; the sidebar has each attack's schema check them
+    (tmp_path / "mlalp.toml").write_text("[attacks.mla-lp]\nlp_tol = 0.0\n")
+    at = AppTest.from_file(APP, default_timeout=240)
+    at.run()
+    _no_exception(at)
+    assert any("mlalp.toml [attacks.mla-lp]: mla-lp.lp_tol must be a finite number in (0, 0.5], got 0.0"
+               in e.value for e in at.sidebar.error), [e.value for e in at.sidebar.error]
+    assert not at.button  # the page stopped: nothing runs on a setting that cannot be read
 
 
 def test_models_page_lists_models_and_computes_table_one():

@@ -17,16 +17,9 @@ import torch
 from tiny import synthetic_scenes, train_tiny  # shared test fixtures
 
 from mlalp_core.attacks.base import AttackCancelled
-from mlalp_core.attacks.carlini_wagner import (
-    MLCW,
-    MLRank1,
-    MLRank2,
-    labels_matching,
-    ml_cw_loss,
-    rank1_loss,
-    rank2_loss,
-    update_binary_search,
-)
+from mlalp_core.attacks.carlini_wagner import MLCW, MLRank1, MLRank2
+from mlalp_core.attacks.cw_losses import labels_matching, ml_cw_loss, rank1_loss, rank2_loss
+from mlalp_core.attacks.cw_state import update_binary_search
 from mlalp_core.attacks.jacobian import batched_jacobian
 from mlalp_core.attacks.ml_deepfool import MLDeepFool, deepfool_step
 from mlalp_core.attacks.targets import hide_one

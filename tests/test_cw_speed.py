@@ -17,8 +17,8 @@ from mlalp_core.attacks.carlini_wagner import (
     CarliniWagnerL2,
     MLRank1,
     MLRank2,
-    _StepState,
 )
+from mlalp_core.attacks.cw_state import _StepState
 from mlalp_core.attacks.targets import hide_one
 from mlalp_core.errors import InvalidInputError
 from mlalp_core.models.base import MultiLabelClassifier

@@ -20,6 +20,7 @@ from mlalp_core.data.demo import (
     generate_scenes,
     load_gallery,
     scene_objects,
+    sources,
 )
 from mlalp_core.errors import DataError, InvalidInputError
 from mlalp_core.models.gcn import cooccurrence_adjacency
@@ -49,7 +50,7 @@ def test_labels_are_the_drawn_digits_and_each_is_visible():
     n, seed = 12, 5
     images, labels = generate_scenes(n, seed, "test")
     objects = scene_objects(n, seed, "test")
-    digits, target = demo._digits()
+    digits, target = sources._digits()
     for i, objs in enumerate(objects):
         assert 2 <= len(objs) <= 4
         classes = [o.label for o in objs]
@@ -58,7 +59,7 @@ def test_labels_are_the_drawn_digits_and_each_is_visible():
         img = images[i].permute(1, 2, 0).numpy().astype(np.float64) / 255.0
         for k, o in enumerate(objs):
             assert target[o.digit_index] == o.label  # the instance really is that digit
-            alpha, _ = demo._render_digits(digits[o.digit_index][None], o.size)
+            alpha, _ = sources._render_digits(digits[o.digit_index][None], o.size)
             core = alpha[0, demo.HALO:-demo.HALO, demo.HALO:-demo.HALO] == 1.0  # fully opaque strokes
             # Pixels of later objects (with their halos) may cover this one: exclude them.
             free = np.ones((96, 96), bool)
@@ -85,7 +86,7 @@ def test_train_and_test_use_disjoint_digit_instances():
 
 def test_train_and_test_backgrounds_come_from_disjoint_regions():
     for name, _ in demo.BACKGROUNDS:
-        h, w = demo._photo(name).shape[:2]
+        h, w = sources._photo(name).shape[:2]
         tr, te = demo.photo_region(name, "train"), demo.photo_region(name, "test")
         cells = [set(range(*r.indices(h))) for r in (tr[0], te[0])], [set(range(*c.indices(w))) for c in (tr[1], te[1])]
         rows_disjoint = not cells[0][0] & cells[0][1]
@@ -95,7 +96,7 @@ def test_train_and_test_backgrounds_come_from_disjoint_regions():
         assert len(cells[0][0] | cells[0][1]) == h and len(cells[1][0] | cells[1][1]) == w
     # Every photograph offers at least one crop scale to each split.
     for split in demo.SPLITS:
-        assert {p for _, _, p in demo._background_levels(split)} == set(range(len(demo.BACKGROUNDS)))
+        assert {p for _, _, p in sources._background_levels(split)} == set(range(len(demo.BACKGROUNDS)))
 
 
 def test_companion_labels_cooccur_well_above_the_base_rate():

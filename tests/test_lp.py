@@ -216,7 +216,7 @@ def test_the_cpu_solver_runs_on_the_threads_it_is_given_and_restores_them(monkey
 @pytest.mark.parametrize("dtype", [torch.float64, torch.float32])
 @pytest.mark.parametrize("case", range(6))
 def test_the_bracketed_line_search_finds_the_exact_minimiser(box, dtype, case):
-    from mlalp_core.lp.structured import _line_search
+    from mlalp_core.lp.dual_newton import _line_search
 
     g = torch.Generator().manual_seed(100 + case)
     n = 3000
@@ -241,21 +241,21 @@ def test_the_bracketed_line_search_finds_the_exact_minimiser(box, dtype, case):
 def test_the_narrowed_search_is_exact_on_every_regime(monkeypatch, k):
     # The narrowed search runs above 50,000 columns; made to run at d = 3,000 (with a narrowed set
     # of 100 columns, so that signs flip and rounds repeat), it must give HiGHS's optimum.
-    import mlalp_core.lp.structured as structured
+    import mlalp_core.lp.search as search
 
-    monkeypatch.setattr(structured, "_REDUCE_MIN_N", 1000)
-    monkeypatch.setattr(structured, "_REDUCE_FRACTION", 30)
+    monkeypatch.setattr(search, "_REDUCE_MIN_N", 1000)
+    monkeypatch.setattr(search, "_REDUCE_FRACTION", 30)
     A, b, lo, hi = sweep_instance(k, 20, 3000, seed=7 * k + 1)
     ours, _ = _check_against_highs(A, b, lo, hi)
-    if ours.info.get("newton_iterations", 0) > structured._FULL_NEWTON:  # the search went past the full phase
+    if ours.info.get("newton_iterations", 0) > search._FULL_NEWTON:  # the search went past the full phase
         assert ours.info["narrowed_rounds"] >= 1
 
 
 def test_flipped_signs_rejoin_the_narrowed_problem(monkeypatch):
-    import mlalp_core.lp.structured as structured
+    import mlalp_core.lp.search as search
 
-    monkeypatch.setattr(structured, "_REDUCE_MIN_N", 1000)
-    monkeypatch.setattr(structured, "_FULL_NEWTON", 1)  # a rough start: many signs are wrong
+    monkeypatch.setattr(search, "_REDUCE_MIN_N", 1000)
+    monkeypatch.setattr(search, "_FULL_NEWTON", 1)  # a rough start: many signs are wrong
     A, b, lo, hi = sweep_instance(4, 20, 4000, seed=5)
     ours, _ = _check_against_highs(A, b, lo, hi)
     assert ours.info["narrowed_rounds"] >= 2  # the first narrowed answer flipped signs outside the set
@@ -263,11 +263,11 @@ def test_flipped_signs_rejoin_the_narrowed_problem(monkeypatch):
 
 def test_narrowing_changes_the_work_not_the_answer(monkeypatch):
     # d = 60,000: above the threshold; the same problem with narrowing switched off gives the same z
-    import mlalp_core.lp.structured as structured
+    import mlalp_core.lp.search as search
 
     A, b, lo, hi = sweep_instance(7, 20, 60_000, seed=11)
     narrowed = solve_linf(A.float(), b, lo, hi)
-    monkeypatch.setattr(structured, "_REDUCE_MIN_N", 10**9)
+    monkeypatch.setattr(search, "_REDUCE_MIN_N", 10**9)
     plain = solve_linf(A.float(), b, lo, hi)
     assert narrowed.status == plain.status == "optimal"
     assert narrowed.info["narrowed_rounds"] >= 1 and "narrowed_rounds" not in plain.info

@@ -36,7 +36,7 @@ def _same(one, many) -> None:
 @pytest.mark.parametrize("box", [False, True])
 @pytest.mark.parametrize("dtype", [torch.float64, torch.float32])
 def test_the_batched_line_search_finds_each_images_minimiser(box, dtype):
-    from mlalp_core.lp.batched import line_search
+    from mlalp_core.lp.batched_newton import line_search
 
     g = torch.Generator().manual_seed(5)
     B, n = 6, 3000
@@ -63,8 +63,8 @@ def test_the_batched_line_search_finds_each_images_minimiser(box, dtype):
 
 
 def test_the_batched_newton_directions_are_the_one_image_ones():
-    from mlalp_core.lp.batched import newton_directions
-    from mlalp_core.lp.structured import _newton_direction
+    from mlalp_core.lp.batched_newton import newton_directions
+    from mlalp_core.lp.dual_newton import _newton_direction
 
     rng = np.random.default_rng(3)
     B, m = 7, 9
@@ -92,10 +92,10 @@ def test_the_batched_newton_directions_are_the_one_image_ones():
 @pytest.mark.parametrize("narrowed", [False, True])
 @pytest.mark.parametrize("k", range(len(SWEEP)))
 def test_a_batch_has_the_optima_of_one_lp_at_a_time_on_every_regime(monkeypatch, k, narrowed):
-    import mlalp_core.lp.structured as structured
+    import mlalp_core.lp.search as search
 
     if narrowed:  # the narrowed search runs above 50,000 columns: made to run here
-        monkeypatch.setattr(structured, "_REDUCE_MIN_N", 1000)
+        monkeypatch.setattr(search, "_REDUCE_MIN_N", 1000)
     insts = [sweep_instance(k, 20, 3000, seed=11 * k + s) for s in range(3)]
     A, b = torch.stack([i[0] for i in insts]), torch.stack([i[1] for i in insts])
     lo = hi = None
@@ -213,9 +213,9 @@ def test_the_batched_dual_bounds_are_the_one_image_ones(box):
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a GPU")
 @pytest.mark.parametrize("k", [1, 4, 7])
 def test_a_batch_on_the_gpu_has_the_cpus_optima(monkeypatch, k):
-    import mlalp_core.lp.structured as structured
+    import mlalp_core.lp.search as search
 
-    monkeypatch.setattr(structured, "_REDUCE_MIN_N", 1000)
+    monkeypatch.setattr(search, "_REDUCE_MIN_N", 1000)
     insts = [sweep_instance(k, 20, 3000, seed=5 * k + s, dtype=torch.float32) for s in range(4)]
     A, b = torch.stack([i[0] for i in insts]), torch.stack([i[1] for i in insts])
     lo = hi = None

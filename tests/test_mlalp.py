@@ -118,34 +118,40 @@ def test_per_example_margin_schedule():
 
 
 def test_authors_shared_margin_reaches_005_by_float_subtraction():
-    hide = torch.tensor([[True, False]])
-    not_done = torch.zeros(1, dtype=torch.bool)
+    hide, add = torch.tensor([[True, False]]), torch.tensor([[False, False]])
     m = 0.5
     for _ in range(20):
-        m = _authors_shared_margin(m, hide, torch.tensor([[0.9, 0.1]]), torch.tensor([[0.95, 0.1]]), [0], not_done)
+        m, _lowered = _authors_shared_margin(m, hide, add, torch.tensor([[0.9, 0.1]]), torch.tensor([[0.95, 0.1]]))
     assert m == pytest.approx(0.05) and m < 0.1  # the quirk REFERENCE.md describes
 
 
-def test_authors_shared_margin_drops_once_per_triggering_unfinished_example_in_order():
+def test_authors_shared_margin_drops_once_per_triggering_example_in_order():
     """Two examples triggering in one step lower it twice (0.5 -> 0.4); seven more take it from
-    0.4 to 0.05 in the next step, as observed in the authors' runs. Finished ones do not count."""
-    hide = torch.tensor([[True, False]] * 9)
+    0.4 to 0.05 in the next step, as observed in the authors' runs; the ninth finds it at 0.05."""
+    hide, add = torch.tensor([[True, False]] * 9), torch.tensor([[False, False]] * 9)
     old = torch.tensor([[0.9, 0.1]] * 9)
     rising = torch.tensor([[0.95, 0.1]] * 9)  # did not fall: triggers
     falling_high = torch.tensor([[0.7, 0.1]] * 9)  # fell and still >= 0.6: does not
-    done = torch.zeros(9, dtype=torch.bool)
-    new = torch.cat([rising[:2], falling_high[2:]])
-    m = _authors_shared_margin(0.5, hide, old, new, list(range(9)), done)
-    assert m == pytest.approx(0.4)
-    done[0] = True  # an example that succeeded this step is finished: it does not lower the margin
-    m = _authors_shared_margin(m, hide, old, rising, list(range(9)), done)
-    assert m == pytest.approx(0.05) and m < 0.1
+    m, lowered = _authors_shared_margin(0.5, hide, add, old, torch.cat([rising[:2], falling_high[2:]]))
+    assert m == pytest.approx(0.4) and lowered == [True, True] + [False] * 7
+    m, lowered = _authors_shared_margin(m, hide, add, old, rising)
+    assert m == pytest.approx(0.05) and m < 0.1 and lowered == [True] * 7 + [False] * 2
+    # equal outputs (a restarted example repeating its step) count as "did not fall"
+    m, lowered = _authors_shared_margin(0.5, hide[:1], add[:1], old[:1], old[:1])
+    assert m == pytest.approx(0.45) and lowered == [True]
     # the per-example (mlalp) mode never shares: another example's trigger leaves it alone
-    from mlalp_core.attacks.mlalp import _lower_margins
-
     thr = torch.full((2,), 0.5, dtype=torch.float64)
     _lower_margins(thr, torch.tensor([True, False]), torch.tensor([False, False]), old[0], falling_high[0], 0.5)
     assert thr.tolist() == [0.5, 0.5]
+
+
+def test_authors_shared_margin_mirrors_its_trigger_for_labels_to_add():
+    """Our extension (REFERENCE (c)): a label to add lags when it did not rise or is above 0.4."""
+    hide, add = torch.tensor([[False, False]] * 3), torch.tensor([[True, False]] * 3)
+    old = torch.tensor([[0.1, 0.1]] * 3)
+    new = torch.tensor([[0.3, 0.1], [0.05, 0.1], [0.45, 0.1]])  # rose and <= 0.4 / fell / above 0.4
+    m, lowered = _authors_shared_margin(0.5, hide, add, old, new)
+    assert lowered == [False, True, True] and m == pytest.approx(0.4)
 
 
 class _DeafLabel(MultiLabelClassifier):

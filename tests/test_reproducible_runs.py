@@ -113,7 +113,8 @@ def test_a_resume_under_another_thread_count_starts_a_run_of_its_own(weights, tm
     one = {r["attack"]: r for r in runs if r["numerics"]["threads"] == 1}
     assert one["mla-lp"]["examples"] == 4  # the interrupted run holds only what it finished
     labels = sorted(r["label"] for r in table3(ResultsStore(store).rows()))
-    assert labels == ["ML-DeepFool", "MLA-LP (threads 1)", "MLA-LP (threads 2)"]
+    assert labels == ["ML-DeepFool (stored as float32)", "MLA-LP (stored as float32, threads 1)",
+                      "MLA-LP (stored as float32, threads 2)"]
 
 
 def test_the_cli_says_why_a_run_starts_anew_under_other_numerics(tmp_path):

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import csv
 import io
+import json
 import os
 from pathlib import Path
 
@@ -113,6 +114,12 @@ def test_benchmark_page_shows_one_row_per_run(store, monkeypatch, tmp_path):
     assert not at.exception, [e.value for e in at.exception]
     t3 = next(d.value for d in at.dataframe if "success_rate" in d.value.columns)
     assert sorted(t3["attack"]) == sorted(LABELS) and len(set(t3["run"])) == 3
+    # the pairwise panel compares two of the runs on their common examples; the efficiency figure has 3 points
+    pw = next(d.value for d in at.dataframe if "attacked by both" in d.value.columns)
+    assert len(pw) == 1 and pw["attacked by both"][0] == t3["attacked"].iloc[0]
+    eff = [json.loads(c.proto.spec) for c in at.get("plotly_chart")]
+    assert any(sum(t.get("type") == "scatter" and t.get("mode") == "markers+text" for t in f["data"]) == 3
+               for f in eff)
     # the run filter: one run left, one row
     key = next(r["run_key"] for r in table3(ResultsStore(store).rows()) if r["label"] == LABELS[1])
     at.multiselect(key="bench_f_run").set_value([key]).run()

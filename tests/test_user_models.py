@@ -143,7 +143,7 @@ def test_wrong_size_tuple_output_and_fake_probabilities_are_refused(tmp_path: Pa
 
 def test_files_that_are_not_models_are_refused(tmp_path: Path) -> None:
     torch.save(_net().state_dict(), tmp_path / "weights.pt")  # a state dict, not TorchScript
-    with pytest.raises(ModelLoadError, match="not a TorchScript file"):
+    with pytest.raises(ModelLoadError, match="weights.pt is a torch.save file .* torch.jit.save"):
         load_user_model(_manifest(tmp_path, "weights.pt"))
     (tmp_path / "junk.pt").write_bytes(b"junk")
     with pytest.raises(ModelLoadError, match="junk.pt: not a TorchScript file"):

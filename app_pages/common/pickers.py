@@ -13,7 +13,7 @@ import torch
 from mlalp_core.attacks import attack_class
 from mlalp_core.attacks.targets import add, build_target, custom, hide, hide_one
 from mlalp_core.data.base import check_labels_match
-from mlalp_core.data.images import MAX_FILE_BYTES, load_image, pil_to_tensor, tensor_to_pil
+from mlalp_core.data.images import MAX_FILE_BYTES, open_image, pil_to_tensor, tensor_to_pil
 from mlalp_core.device import resolve_device
 from mlalp_core.errors import MlalpError
 from mlalp_core.viz.export import download_config
@@ -107,7 +107,7 @@ def _pick_upload(model, page: str) -> Picked | None:
         return None
     data = up.getvalue()
     try:
-        img = load_image(data, name=up.name)
+        img, notes = open_image(data, name=up.name, size=model.input_size)
         x = pil_to_tensor(img, model.input_size)[None]
     except MlalpError as exc:  # said for this file only: a later upload starts a fresh run of the page
         st.error(f"{up.name}: {exc}. Upload a PNG, JPEG, BMP, GIF, TIFF or WebP image of at most "
@@ -119,6 +119,8 @@ def _pick_upload(model, page: str) -> Picked | None:
     c1, c2 = st.columns(2)
     c1.image(img, caption=f"uploaded ({img.width}x{img.height})", width="stretch")
     c2.image(tensor_to_pil(x[0]), caption=f"model input ({w}x{h})", width="stretch")
+    for note in notes:  # what loading did to the file (flattened, one frame, stretched)
+        st.info(f"{up.name}: {note}.")
     factor = max(h / img.height, w / img.width)
     if factor >= 2:
         st.warning(f"{up.name} is {img.width}x{img.height} pixels, much smaller than the model's {w}x{h}: it is "

@@ -7,10 +7,9 @@ from typing import Any
 
 import streamlit as st
 
-from mlalp_core.attacks import PRESETS, attack_class, parse_settings
+from mlalp_core.attacks import PRESETS, attack_class, file_settings, parse_settings
 from mlalp_core.errors import MlalpError
 from mlalp_core.lp import backend_status
-from mlalp_core.settings import load_settings
 from mlalp_core.viz.figures import display_name
 
 # ---------------------------------------------------------------------------------------------
@@ -20,7 +19,7 @@ from mlalp_core.viz.figures import display_name
 def _initial_settings(attack: str) -> dict[str, Any]:
     """The paper's settings, with mlalp.toml's ``[attacks.<name>]`` table on top."""
     try:
-        overrides = load_settings().attacks.get(attack, {})
+        overrides = file_settings().get(attack, {})
     except MlalpError:  # the sidebar has already said what is wrong with the settings
         overrides = {}
     return parse_settings(attack, overrides)

@@ -9,9 +9,10 @@ from typing import Any
 import streamlit as st
 import torch
 
+from mlalp_core.attacks import file_settings
 from mlalp_core.data.images import tensor_to_pil
 from mlalp_core.data.registry import list_datasets, load_dataset
-from mlalp_core.device import available_devices, describe_device
+from mlalp_core.device import available_devices, check_environment, describe_device
 from mlalp_core.errors import MlalpError
 from mlalp_core.models.registry import list_models, load_model
 
@@ -54,6 +55,9 @@ def sidebar() -> Globals:
     try:
         datasets = {d.name: d for d in list_datasets()}
         models = {m.name: m for m in list_models()}
+        file_settings()  # mlalp.toml's [attacks.*] tables: checked here as the rest of the file
+        for warning in check_environment():  # MLALP_LP_THREADS, MLALP_LP_BATCH, MLALP_TF32: parsed now
+            sb.warning(warning)
     except MlalpError as exc:  # a broken mlalp.toml or environment variable
         sb.error(f"{exc}. Fix the setting and reload the page.")
         st.stop()

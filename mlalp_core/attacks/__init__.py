@@ -6,10 +6,10 @@ builds one with the paper's defaults for every setting not given.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
-from typing import Any
+from collections.abc import Mapping, Sequence
+from typing import TYPE_CHECKING, Any
 
-from ..errors import InvalidInputError
+from ..errors import ConfigurationError, InvalidInputError, MlalpError
 from .base import Attack, AttackCancelled, AttackResult, AttackRun, ProgressFn, success_mask
 from .bim import BIM
 from .carlini_wagner import MLCW, MLRank1, MLRank2
@@ -19,6 +19,9 @@ from .ml_deepfool import MLDeepFool
 from .mlalp import MLALP
 from .pgd import PGD, PGDL2
 from .schema import Schema, Setting
+
+if TYPE_CHECKING:
+    from ..settings import Settings
 
 #: name -> class: the paper's five (MLA-LP first: it is the subject), then the field's gradient
 #: attacks (beyond the paper; l_inf, and PGD also in l_2).
@@ -53,6 +56,23 @@ def parse_settings(name: str, values: Mapping[str, Any] | None, origin: str = ""
     return attack_class(name).schema.parse(values, origin, complete=complete)
 
 
+def file_settings(settings: Settings | None = None) -> dict[str, dict[str, Any]]:
+    """mlalp.toml's ``[attacks.<name>]`` tables (of ``settings``, else :func:`load_settings`'s),
+    each parsed by its attack's schema: name -> the settings it sets. An error is one line naming
+    the file and the table."""
+    from ..settings import load_settings
+
+    s = load_settings() if settings is None else settings
+    origin = str(s.config_file) if s.sources.get("attacks") == "file" else "settings override"
+    out: dict[str, dict[str, Any]] = {}
+    for name, table in s.attacks.items():
+        try:
+            out[str(name).strip().lower()] = parse_settings(name, table, f"{origin} [attacks.{name}]", complete=False)
+        except MlalpError as exc:
+            raise ConfigurationError(str(exc) if origin in str(exc) else f"{origin}: {exc}") from None
+    return out
+
+
 def make_attack(name: str, model: Any, **settings: Any) -> Attack:
     """Build an attack by name; settings not given take the paper's values. ``threshold`` and
     ``device`` are passed on; every other keyword is parsed by the attack's schema."""
@@ -60,11 +80,12 @@ def make_attack(name: str, model: Any, **settings: Any) -> Attack:
 
 
 def attack(name: str, model: Any, images: Any, target: Any, *, progress: ProgressFn | None = None,
-           **settings: Any) -> AttackResult:
+           example_ids: Sequence[str] | None = None, **settings: Any) -> AttackResult:
     """Run one attack on a batch: ``images`` (B, 3, H, W) in [0,1] at the model's size, ``target``
-    y* (B, l) as bool, {0,1} or {-1,+1} (e.g. ``hide_one(labels)``); settings as keywords."""
-    return make_attack(name, model, **settings)(images, target, progress=progress)
+    y* (B, l) as bool, {0,1} or {-1,+1} (e.g. ``hide_one(labels)``); settings as keywords.
+    ``example_ids`` name the images in a refusal (a model whose outputs on one are broken)."""
+    return make_attack(name, model, **settings)(images, target, progress=progress, example_ids=example_ids)
 
 
 __all__ = ["ATTACKS", "DISPLAY_NAMES", "Attack", "AttackCancelled", "AttackResult", "AttackRun", "ProgressFn",
-           "PAPER_ATTACKS", "PRESETS", "Schema", "Setting", "attack", "attack_class", "make_attack", "parse_settings", "success_mask", "MLALP", "MLDeepFool", "MLCW", "MLRank1", "MLRank2"]
+           "PAPER_ATTACKS", "PRESETS", "Schema", "Setting", "attack", "attack_class", "file_settings", "make_attack", "parse_settings", "success_mask", "MLALP", "MLDeepFool", "MLCW", "MLRank1", "MLRank2"]

@@ -4,7 +4,10 @@
 re-check of success on a fresh forward pass, moving results to the CPU; while it runs, the
 model's parameters frozen and freed memory kept for reuse); each attack implements only
 ``_run``. Success is never taken on the attack's word: it is what the model says about the
-returned images at the attack's threshold.
+returned images at the attack's threshold. Nor are the model's outputs: on the images to attack
+they must be finite (in [0,1] where the model declares probabilities), or the call raises
+:class:`~mlalp_core.errors.InvalidInputError` naming the model, the example and the problem before
+any work (:mod:`mlalp_core.models.outputs`).
 """
 
 from __future__ import annotations
@@ -12,6 +15,7 @@ from __future__ import annotations
 import contextlib
 import time
 from abc import ABC, abstractmethod
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
@@ -21,6 +25,7 @@ from ..allocator import reuse_freed_memory
 from ..device import DeviceLike, resolve_device
 from ..errors import InvalidInputError
 from ..models.base import MultiLabelClassifier, check_image_batch, frozen_parameters
+from ..models.outputs import checked_probabilities, model_name, output_problems
 from ..progress import ProgressFn
 from .schema import Schema, Setting
 
@@ -232,17 +237,27 @@ class Attack(ABC):
         return True
 
     # ---- common work -------------------------------------------------------------------------
-    def __call__(self, x: torch.Tensor, target: torch.Tensor, *, progress: ProgressFn | None = None) -> AttackResult:
+    def __call__(self, x: torch.Tensor, target: torch.Tensor, *, progress: ProgressFn | None = None,
+                 example_ids: Sequence[str] | None = None) -> AttackResult:
+        """Attack the batch ``x`` towards ``target``. Before any work the model's outputs on the
+        images are checked (finite; in [0,1] where the model declares probabilities): an image
+        where they are not raises :class:`~mlalp_core.errors.InvalidInputError`, one line naming
+        the model, the example (``example_ids``, else its place in the batch) and the problem, and
+        nothing of the batch is attacked (an attack of a broken output would only mislead). A
+        returned image on which the outputs break says so in its note."""
         check_image_batch(x, self.model.input_size)
         target = check_target(target, x.shape[0], self.model.num_labels)
+        if any(t.is_meta for t in (*self.model.parameters(), *self.model.buffers())):
+            raise InvalidInputError(f"model {model_name(self.model)} is on the meta device (shapes without weights): "
+                                    "load its weights before attacking it")
         model = self.model.to(self.device).eval()
         x_dev = x.detach().to(self.device, torch.float32).clamp(0.0, 1.0)
         t_dev = target.to(self.device)
+        images = [f"example {e}" for e in example_ids] if example_ids is not None else None
         with (frozen_parameters(model) if self.frozen_model else contextlib.nullcontext(),
               reuse_freed_memory(self.keep_freed_memory)):
             t0 = time.perf_counter()
-            with torch.no_grad():
-                probs_clean = model.probabilities(x_dev)
+            probs_clean = checked_probabilities(model, x_dev, images)
             self._stopped = False
             run = self._run(x_dev, t_dev, progress)
             x_adv = run.x_adv.detach().clamp(0.0, 1.0)
@@ -250,12 +265,17 @@ class Attack(ABC):
                 torch.cuda.synchronize(self.device)
             wall = time.perf_counter() - t0
             with torch.no_grad():
-                probs_adv = model.probabilities(x_adv)
+                outputs_adv = model.network_outputs(x_adv)
+                probs_adv = model.probabilities_from_outputs(outputs_adv)
         b = x.shape[0]
         elapsed = run.elapsed_s if run.elapsed_s is not None else torch.full((b,), wall / max(b, 1))
-        success = success_mask(probs_adv, t_dev, self.threshold).cpu()
+        broken = output_problems(outputs_adv, model.output_kind, model.num_labels)
+        # outputs that are not finite (or not probabilities) say nothing: never a success
+        success = success_mask(probs_adv, t_dev, self.threshold).cpu() & torch.tensor([not p for p in broken])
         notes = [self._outcome(i, bool(success[i]), x_dev[i], x_adv[i], probs_adv[i], t_dev[i], run.trace[i])
                  for i in range(b)]
+        notes = ["; ".join(filter(None, [f"the model's output on the returned image {broken[i]}", note])) if broken[i]
+                 else note for i, note in enumerate(notes)]
         for i, note in enumerate(notes):
             if note and run.trace[i]:
                 run.trace[i][-1]["outcome"] = note  # kept with the trace in the results store

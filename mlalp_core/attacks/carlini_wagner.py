@@ -3,8 +3,9 @@
 Distance: l_2 in [0,1] pixel units. The three attacks minimise, per image,
 ``||x' - x||_2^2 + c * loss1(f(x'))`` over ``x' = (tanh(w) + 1) / 2`` (so x' stays in [0,1]) with
 Adam, and binary-search ``c`` per image. They differ only in ``loss1`` (the plain functions
-:func:`ml_cw_loss`, :func:`rank1_loss`, :func:`rank2_loss`) and in which iterate they keep
-(:meth:`CarliniWagnerL2._score`). The defaults are the settings of the MLA-LP paper's comparison
+:func:`.cw_losses.ml_cw_loss`, :func:`.cw_losses.rank1_loss`, :func:`.cw_losses.rank2_loss`) and in
+which iterate they keep (:meth:`CarliniWagnerL2._score`). What a run keeps per image (the binary
+search on c, a step's Adam state, the running images) is in :mod:`.cw_state`. The defaults are the settings of the MLA-LP paper's comparison
 (Sec. IV.D) as its authors ran them: 1000 Adam iterations at lr 0.01 (state reset at each
 binary-search step), 10 binary-search steps from c = 1e5, early abort every ``max_iterations // 10``
 iterations when the loss did not fall below 0.9999 of the last check, no confidence margin, no
@@ -64,18 +65,16 @@ from __future__ import annotations
 import dataclasses
 import math
 from abc import abstractmethod
-from dataclasses import dataclass, fields
 from typing import Any, ClassVar
 
 import torch
 import torch.nn.functional as F
 
 from .base import Attack, AttackRun, ProgressFn
+from .cw_losses import labels_matching, ml_cw_loss, rank1_loss, rank2_loss
+from .cw_state import _NO_UPPER_BOUND, _UPPER_KNOWN, TargetSets, _CWState, _Running, _StepState, update_binary_search
 from .schema import Schema, Setting
 
-#: Upper bound of c before any success (Carlini's code and the authors'); "< 1e9" tests for it.
-_NO_UPPER_BOUND = 1e10
-_UPPER_KNOWN = 1e9
 #: The authors' early abort compares the first check of every binary step with this loss.
 _AUTHORS_FIRST_CHECK = 1e10
 #: inputs enter tanh space as arctanh((2x - 1) * _TANH_SHRINK) so that 0 and 1 stay finite
@@ -84,100 +83,6 @@ _ADAM_BETAS = (0.9, 0.999)
 _ADAM_EPS = 1e-8
 #: what the stall check returns when every running image goes on (no gather needed)
 _KEEP_ALL = torch.ones(0, dtype=torch.bool)
-
-
-# ---------------------------------------------------------------------------------------------
-# The three loss1 terms, on sigmoid outputs f (B, l) and y* in {-1,+1} (B, l); each returns (B,)
-# ---------------------------------------------------------------------------------------------
-
-
-def ml_cw_loss(probs: torch.Tensor, target_pm1: torch.Tensor, threshold: float = 0.5) -> torch.Tensor:
-    """ML-CW: sum_j max(0, -y*_j (f_j - t)): how far each label is on the wrong side of t."""
-    return torch.clamp(-target_pm1.to(probs.dtype) * (probs - threshold), min=0.0).sum(dim=1)
-
-
-def _masked_max(values: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-    return values.masked_fill(~mask, float("-inf")).amax(dim=1)
-
-
-def _masked_min(values: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-    return values.masked_fill(~mask, float("inf")).amin(dim=1)
-
-
-def _rank_gap(probs: torch.Tensor, high: torch.Tensor, low: torch.Tensor) -> torch.Tensor:
-    """max(0, max_{j in high} f_j - min_{k in low} f_k), and 0 where either set is empty."""
-    gap = _masked_max(probs, high) - _masked_min(probs, low)  # -inf when a set is empty
-    defined = high.any(dim=1) & low.any(dim=1)
-    return torch.where(defined, torch.clamp(gap, min=0.0), torch.zeros_like(gap))
-
-
-def rank1_loss(probs: torch.Tensor, target_pm1: torch.Tensor) -> torch.Tensor:
-    """ML-Rank1: max(0, max_{y*_j=-1} f_j - min_{y*_j=+1} f_j).
-
-    0 when y* has no positive or no negative label (the authors' masking gives the same for
-    sigmoid outputs: the missing side contributes 0 to the max, 1 to the min).
-    """
-    return _rank_gap(probs, target_pm1 < 0, target_pm1 > 0)
-
-
-def rank2_loss(probs: torch.Tensor, target_pm1: torch.Tensor, hidden_mask: torch.Tensor,
-               stay_negative_mask: torch.Tensor) -> torch.Tensor:
-    """ML-Rank2: Rank1 + max(0, max_{j in A+} f_j - min_{k in B-} f_k).
-
-    A+ (``hidden_mask``) are the labels being hidden (positive before the attack, negative in y*);
-    B- (``stay_negative_mask``) the labels negative before and in y*. The second term is 0 when
-    A+ or B- is empty (nothing to hide, or no label that stays negative).
-    """
-    return rank1_loss(probs, target_pm1) + _rank_gap(probs, hidden_mask.bool(), stay_negative_mask.bool())
-
-
-def labels_matching(probs: torch.Tensor, target: torch.Tensor, threshold: float) -> torch.Tensor:
-    """(B,) number of labels whose prediction at ``threshold`` equals y* (bool or {-1,+1})."""
-    return ((probs >= threshold) == (target > 0)).sum(dim=1)
-
-
-# ---------------------------------------------------------------------------------------------
-# Binary search on c
-# ---------------------------------------------------------------------------------------------
-
-
-def update_binary_search(
-    c: torch.Tensor, lower: torch.Tensor, upper: torch.Tensor, success: torch.Tensor
-) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """One binary-search update per example; returns new (c, lower, upper).
-
-    Success: upper := min(upper, c), then c := (lower + upper) / 2 once an upper bound is known.
-    Failure: lower := max(lower, c), then c := (lower + upper) / 2 if an upper bound is known
-    (upper < 1e9), else c := 10 c. (min/max as in the authors' code; in every reachable state
-    they equal the plain assignments upper := c, lower := c.)
-    """
-    success = success.bool()
-    upper = torch.where(success, torch.minimum(upper, c), upper)
-    lower = torch.where(success, lower, torch.maximum(lower, c))
-    known = upper < _UPPER_KNOWN
-    mid = (lower + upper) / 2
-    c = torch.where(known, mid, torch.where(success, c, c * 10))
-    return c, lower, upper
-
-
-# ---------------------------------------------------------------------------------------------
-# The shared core
-# ---------------------------------------------------------------------------------------------
-
-
-@dataclass
-class TargetSets:
-    """Per-example label sets the losses and scores need (all (B, l))."""
-
-    target: torch.Tensor  # bool y*
-    target_pm1: torch.Tensor  # y* in {-1,+1}, float
-    hidden: torch.Tensor  # A+: predicted positive before the attack, negative in y*
-    stay_negative: torch.Tensor  # B-: predicted negative before the attack and in y*
-    added: torch.Tensor  # A-: predicted negative before the attack, positive in y*
-
-    def take(self, idx: torch.Tensor) -> TargetSets:
-        return TargetSets(*(getattr(self, f.name)[idx] for f in fields(self)))
-
 
 CW_SETTINGS: tuple[Setting, ...] = (
     Setting("max_iterations", int, 1000, "Adam iterations per binary-search step", "max iterations",
@@ -446,94 +351,6 @@ class CarliniWagnerL2(Attack):
                 "best_score": float(st.best_score[e]),
                 **({"gave_up": True} if bool(st.gave_up[e]) else {}),
             })
-
-
-@dataclass
-class _CWState:
-    """What a CW run keeps across binary-search steps, per image."""
-
-    sets: TargetSets
-    w0: torch.Tensor  # the clean images in tanh space
-    x_ref: torch.Tensor  # the clean images as tanh space sees them
-    c: torch.Tensor
-    lower: torch.Tensor
-    upper: torch.Tensor
-    best_score: torch.Tensor
-    best_l2sq: torch.Tensor
-    best_match: torch.Tensor
-    best_x: torch.Tensor
-    iterations: torch.Tensor
-    calls: torch.Tensor
-    trace: list[list[dict[str, Any]]]
-    gave_up: torch.Tensor  # images that stopped the search (give_up_after failed steps)
-
-
-@dataclass
-class _StepState:
-    """What one binary-search step keeps per image (Adam's state, the step's best, the abort)."""
-
-    delta: torch.Tensor
-    adam_m: torch.Tensor
-    adam_v: torch.Tensor
-    score: torch.Tensor
-    l2sq: torch.Tensor
-    success: torch.Tensor
-    active: torch.Tensor
-    prev: torch.Tensor
-    last_loss: torch.Tensor
-    ran: torch.Tensor
-    improved_at: torch.Tensor  # the iteration at which the step's best iterate last changed
-    prev_batch: float = float("inf")
-
-    @classmethod
-    def new(cls, like: torch.Tensor) -> _StepState:
-        b, dev = like.shape[0], like.device
-        f64: dict[str, Any] = dict(dtype=torch.float64, device=dev)
-        return cls(delta=torch.zeros_like(like), adam_m=torch.zeros_like(like), adam_v=torch.zeros_like(like),
-                   score=torch.full((b,), float("-inf"), **f64), l2sq=torch.full((b,), float("inf"), **f64),
-                   success=torch.zeros(b, dtype=torch.bool, device=dev),
-                   active=torch.ones(b, dtype=torch.bool, device=dev), prev=torch.full((b,), float("inf"), **f64),
-                   last_loss=torch.full((b,), float("nan"), **f64), ran=torch.zeros(b, dtype=torch.long, device=dev),
-                   improved_at=torch.zeros(b, dtype=torch.long, device=dev))
-
-
-@dataclass
-class _Running:
-    """The images of a binary step that still run (``idx``, into the batch) and their tensors.
-
-    While every image runs (``whole``) these are the batch's own tensors, updated in place; when
-    some stop at a stall check, :meth:`take` copies the rest's out once, and the loop goes on in
-    place on those copies (gathering them by index at every iteration cost ~10 % of the time).
-    Adam's state and delta live only for the step, so nothing needs writing back.
-    """
-
-    idx: torch.Tensor
-    whole: bool
-    delta: torch.Tensor
-    adam_m: torch.Tensor
-    adam_v: torch.Tensor
-    w0: torch.Tensor
-    x_ref: torch.Tensor
-    c: torch.Tensor
-    sets: TargetSets
-
-    @classmethod
-    def of(cls, st: _CWState, ss: _StepState, idx: torch.Tensor | None = None) -> _Running:
-        """Every image of the batch, on its tensors; or the images ``idx``, gathered (copies)."""
-        if idx is None:
-            return cls(torch.arange(ss.active.numel(), device=ss.active.device), True, ss.delta, ss.adam_m,
-                       ss.adam_v, st.w0, st.x_ref, st.c, st.sets)
-        return cls(idx, False, ss.delta[idx], ss.adam_m[idx], ss.adam_v[idx], st.w0[idx], st.x_ref[idx], st.c[idx],
-                   st.sets.take(idx))
-
-    def take(self, keep: torch.Tensor) -> _Running:
-        """The images ``keep`` (a mask or indices into these) on copies of their tensors."""
-        return _Running(self.idx[keep], False, self.delta[keep], self.adam_m[keep], self.adam_v[keep], self.w0[keep],
-                        self.x_ref[keep], self.c[keep], self.sets.take(keep))
-
-    def write_back(self, ss: _StepState) -> None:
-        """The gathered path: Adam's state and delta back into the step's tensors."""
-        ss.delta[self.idx], ss.adam_m[self.idx], ss.adam_v[self.idx] = self.delta, self.adam_m, self.adam_v
 
 
 class MLCW(CarliniWagnerL2):

@@ -8,6 +8,7 @@ family's early abort) make real runs shorter, often much.
 
 from __future__ import annotations
 
+import math
 import time
 from dataclasses import dataclass
 from typing import Any
@@ -69,9 +70,30 @@ def measure_costs(model: Any, device: DeviceLike = None) -> Costs:
 
 def estimate_seconds(attack: str, settings: dict[str, Any], costs: Costs) -> float:
     """An upper bound on the seconds one image takes under ``settings`` (the schema's keys)."""
+    from . import ATTACKS
+
     if attack == "mla-lp":
         return settings.get("max_iterations", 10) * (costs.jacobian + costs.lp + 2 * costs.forward_backward / 2)
     if attack == "ml-deepfool":
         return settings.get("max_iterations", 20) * (costs.jacobian + costs.forward_backward / 2)
+    cls = ATTACKS.get(attack)
+    if cls is not None and "eps" in cls.schema:  # the gradient family: a forward + backward per step
+        steps = settings.get("iterations", cls.schema.defaults().get("iterations", 1)) * max(
+            1, settings.get("restarts", 1))
+        if settings.get("min_budget"):  # bracketing (eps doubles up to max_eps), then bisection
+            eps, top = settings.get("eps", 1.0), settings.get("max_eps", 1.0)
+            steps *= max(1, math.ceil(math.log2(max(top / eps, 1.0))) + 1) + settings.get("budget_steps", 6)
+        return (steps + 1) * costs.forward_backward
     steps = settings.get("binary_search_steps", 10) * settings.get("max_iterations", 1000)
     return steps * costs.forward_backward
+
+
+def duration_text(seconds: float) -> str:
+    """"40 s", "12 min", "3.5 h"."""
+    if seconds < 1:
+        return "< 1 s"
+    if seconds < 90:
+        return f"{seconds:.0f} s"
+    if seconds < 5400:
+        return f"{seconds / 60:.0f} min"
+    return f"{seconds / 3600:.1f} h"

@@ -17,11 +17,23 @@ matching y*, then smaller RMS distortion) is returned.
 Beyond the paper: ``box=True`` puts x + r in [0,1] inside the LP (the paper clips afterwards);
 the Jacobian of all l losses comes from one vectorised backward per batch; thresholds are
 per example. ``mode="authors"`` reproduces the authors' code, quirks included (the README's
-table lists each behaviour): losses on probabilities clamped to [1e-6, 1-1e-6]; one margin
-threshold shared by the whole batch, lowered by 0.05 for each triggering unfinished example in
-turn (float subtraction: it can reach 0.05); r in [-1,1]; all-zero rows of A dropped before the
-LP; the give-up check on the step's own output, before the best-iterate update; and a restart
-from the clean image that forgets the best iterate whenever a step leaves fewer labels right.
+table lists each behaviour; ``tests/authors_oracle.py`` transcribes their loop): losses on
+probabilities clamped to [1e-6, 1-1e-6]; r in [-1,1]; all-zero rows of A dropped before the LP;
+the give-up check on the step's own output against the (clamped) output where the Jacobian was
+taken, before the best-iterate update; a restart from the clean image that forgets the best
+iterate whenever a step leaves fewer labels right; and one margin threshold shared by the whole
+batch, lowered by 0.05 for each triggering example in batch order while above 0.1 (float
+subtraction: it reaches 0.05). Which examples trigger follows their code: "did not fall" is
+against the output after the example's previous step, which a restart does not reset (so a
+restarted example that repeats its step triggers), and an example that reaches y* in a step
+still counts in that step (their success is recorded at the top of the next iteration).
+
+Labels to add, in the authors' mode: their trigger and threshold were written for the label to
+hide (the paper only hides, one label per example). Taken literally on a label to add, a lower
+threshold would ask for a shallower crossing and "did not fall" would fire on progress, so the
+mode mirrors both, as the default mode does: such a label's target is 1 - margin, and it lags
+when its output did not rise or is above 0.4. An example with several attacked labels lowers
+the shared margin once if any of them lags. This is our extension, not their code.
 
 Example::
 
@@ -103,15 +115,13 @@ class MLALP(Attack):
             active = (~st.done).nonzero().flatten()
             if active.numel() == 0:
                 break
-            probs_prev = st.probs_cur.clone()
             rhs, jac, thr, jac_s = self._linearise(st, active)
             steps, lp_info = self._solve(st, active, jac, rhs, jac_s)
             x_new, probs_new = self._step(st, active, steps)
-            for k, i in enumerate(active.tolist()):
-                self._update(st, it, i, x_new[k], probs_new[k], thr[k], lp_info[k])
-            if self.authors:  # authors' mode: one threshold for the whole batch
-                st.shared_margin = _authors_shared_margin(st.shared_margin, st.hide, probs_prev, probs_new,
-                                                          active.tolist(), st.done)
+            took_part = [k for k, i in enumerate(active.tolist())
+                         if self._update(st, it, i, x_new[k], probs_new[k], thr[k], rhs[k], lp_info[k])]
+            if self.authors:
+                self._authors_margin(st, active, took_part, probs_new)
             if not self._report(progress, it, self.max_iterations,
                                 f"MLA-LP iteration {it}: {int((~st.done).sum())} of {len(st.done)} still running"):
                 break
@@ -132,7 +142,7 @@ class MLALP(Attack):
         return _State(
             x=x, tgt=tgt, probs0=probs0, attacked=attacked, hide=attacked & ~tgt, add=attacked & tgt,
             thresholds=torch.full((b, l), t0, dtype=torch.float64, device=x.device), shared_margin=t0,
-            x_cur=x.clone(), probs_cur=probs0.clone(), best_x=x.clone(),
+            x_cur=x.clone(), probs_cur=probs0.clone(), probs_step=probs0.clone(), best_x=x.clone(),
             best_key=_score(probs0, tgt, t0, torch.zeros(b, device=x.device)), done=done,
             iterations=torch.zeros(b, dtype=torch.long), calls=torch.ones(b, dtype=torch.long),  # the clean forward
             elapsed=torch.zeros(b, dtype=torch.float64), trace=[[] for _ in range(b)],
@@ -197,8 +207,10 @@ class MLALP(Attack):
             return x_new, self.model.probabilities(x_new)
 
     def _update(self, st: _State, it: int, i: int, x_new: torch.Tensor, p_new: torch.Tensor, thr: torch.Tensor,
-                lp: tuple[Any, bool, float, float]) -> None:
-        """One example after a step: trace, keep-best, success, the stall rule, the margins."""
+                b: torch.Tensor, lp: tuple[Any, bool, float, float]) -> bool:
+        """One example after a step: trace, the give-up rules, keep-best (or the authors' restart),
+        success, the per-example margins. Returns False when the example was given up in this step
+        (it then takes no part in the authors' margin loop)."""
         res, ok, lp_s, jac_s = lp
         t0, l = self.threshold, st.tgt.shape[1]
         st.iterations[i] = it
@@ -207,42 +219,56 @@ class MLALP(Attack):
         r_tot = x_new - st.x[i]
         rms = float(r_tot.double().pow(2).mean().sqrt())
         key = _score(p_new[None], st.tgt[i][None], t0, torch.tensor([rms], device=st.x.device))[0]
-        entry = self._trace_entry(st, it, i, res, lp_s, jac_s, r_tot, p_new, thr)
+        entry = self._trace_entry(st, it, i, res, lp_s, jac_s, r_tot, p_new, thr, b)
+        st.trace[i].append(entry)
         if not ok:
             st.reason[i] = ("LP " + res.status if res.status != "optimal" else
                             "LP step beyond [-1,1]" if res.z > 1.0 else "LP returned r = 0")
             entry["note"] = res.message
-            st.trace[i].append(entry)
+            entry["gave_up"] = True
             st.done[i] = True
-            return
+            return False
         # the give-up rule looks at the step itself: the output after it against the output where
-        # the Jacobian was taken (in the authors' mode, before a restart replaces the iterate)
-        stalled = self._stalled(it, st.attacked[i], p_old, p_new)
+        # the Jacobian was taken (in the authors' mode: clamped as their loss clamps it, and after a
+        # restart the clean image's)
+        p_ref = p_old.clamp(AUTHORS_CLAMP, 1.0 - AUTHORS_CLAMP) if self.authors else p_old
+        stalled = self._stalled(it, st.attacked[i], p_ref, p_new)
         if stalled and self.authors:  # authors' mode: given up before the best-iterate update
             st.reason[i] = "attacked labels did not move"
             entry["success"] = False
-            st.trace[i].append(entry)
+            entry["gave_up"] = True
             st.done[i] = True
-            return
+            return False
         p_new = self._keep_best(st, i, x_new, p_new, key, entry)
         success = bool(((p_new >= t0) == st.tgt[i]).all())
         entry["success"] = success
-        st.trace[i].append(entry)
         if success:
             st.done[i] = True
             st.reason[i] = "success"
             if not self.keep_best:
                 st.best_x[i] = st.x_cur[i]
             st.probs_cur[i] = p_new
-            return
+            return True
         if stalled:
             st.done[i] = True
             st.reason[i] = "attacked labels did not move"
+            entry["gave_up"] = True
         if not self.authors:
             _lower_margins(st.thresholds[i], st.hide[i], st.add[i], p_old, p_new, t0)
         st.probs_cur[i] = p_new
         if not self.keep_best:
             st.best_x[i] = st.x_cur[i]
+        return True
+
+    def _authors_margin(self, st: _State, active: torch.Tensor, took_part: list[int], probs_new: torch.Tensor) -> None:
+        """The authors' margin loop after a step, then their reference for the next one: every
+        stepped example's outputs (a restart does not reset it)."""
+        idx = active[took_part]
+        st.shared_margin, lowered = _authors_shared_margin(st.shared_margin, st.hide[idx], st.add[idx],
+                                                           st.probs_step[idx], probs_new[took_part])
+        for i, low in zip(idx.tolist(), lowered):
+            st.trace[i][-1]["margin_lowered"] = low
+        st.probs_step[active] = probs_new
 
     def _keep_best(self, st: _State, i: int, x_new: torch.Tensor, p_new: torch.Tensor, key: torch.Tensor,
                    entry: dict[str, Any]) -> torch.Tensor:
@@ -260,6 +286,7 @@ class MLALP(Attack):
             st.best_key[i] = _score(st.probs0[i][None], st.tgt[i][None], self.threshold,
                                     torch.zeros(1, device=st.x.device))[0]
             entry["note"] = "worse step: restarted from the clean image (authors' rule)"
+            entry["restart"] = True
             return st.probs0[i]
         else:
             st.x_cur[i] = x_new
@@ -278,9 +305,10 @@ class MLALP(Attack):
         return not moved and it >= GIVE_UP_FROM
 
     def _trace_entry(self, st: _State, it: int, i: int, res: Any, lp_s: float, jac_s: float, r_tot: torch.Tensor,
-                     p_new: torch.Tensor, thr: torch.Tensor) -> dict[str, Any]:
+                     p_new: torch.Tensor, thr: torch.Tensor, b: torch.Tensor) -> dict[str, Any]:
         names = self.model.label_names
         flip = st.attacked[i].nonzero().flatten().tolist()
+        authors = {"margin": st.shared_margin, "restart": False, "margin_lowered": False} if self.authors else {}
         return {
             "iteration": it,
             "lp_status": res.status,
@@ -293,6 +321,9 @@ class MLALP(Attack):
             "labels_wrong": int(((p_new >= self.threshold) != st.tgt[i]).sum()),
             "attacked_probs": {names[j]: float(p_new[j]) for j in flip},
             "margins": {names[j]: float(thr[j]) for j in flip},
+            "b": {names[j]: float(b[j]) for j in flip},  # loss(t) - loss(f(x)) of the LP
+            "gave_up": False,
+            **authors,
         }
 
 
@@ -310,7 +341,8 @@ class _State:
     thresholds: torch.Tensor  # per-example target thresholds (float64)
     shared_margin: float  # authors' mode: one threshold for the whole batch
     x_cur: torch.Tensor
-    probs_cur: torch.Tensor
+    probs_cur: torch.Tensor  # outputs where the next Jacobian is taken
+    probs_step: torch.Tensor  # authors' mode: outputs after each example's previous step (kept across a restart)
     best_x: torch.Tensor
     best_key: torch.Tensor  # (B, 2): labels matching y*, -RMS
     done: torch.Tensor
@@ -350,18 +382,22 @@ def _authors_thresholds(hide: torch.Tensor, add: torch.Tensor, t0: float, margin
     return thr
 
 
-def _authors_shared_margin(margin: float, hide: torch.Tensor, probs_old: torch.Tensor, probs_new: torch.Tensor,
-                           idx: list[int], done: torch.Tensor) -> float:
-    """The authors' single threshold for the whole batch: lowered by 0.05 (float subtraction)
-    once for EACH unfinished example of this step whose hidden label triggers (its output did
-    not fall, or is now below 0.6), in batch order, each time only while it is still above 0.1;
-    so it can fall 0.5 -> 0.4 -> 0.05 within two steps. ``probs_new`` are the outputs right after
-    the step, ``probs_old`` where the Jacobian was taken."""
-    for k, i in enumerate(idx):
-        if bool(done[i]):
-            continue
-        trigger = any(bool(probs_new[k, j] >= probs_old[i, j]) or bool(probs_new[k, j] < MARGIN_TRIGGER)
-                      for j in hide[i].nonzero().flatten().tolist())
-        if trigger and margin > MARGIN_FLOOR:
+def _authors_shared_margin(margin: float, hide: torch.Tensor, add: torch.Tensor, before: torch.Tensor,
+                           after: torch.Tensor) -> tuple[float, list[bool]]:
+    """The authors' single threshold for the whole batch, after one step: lowered by 0.05 (float
+    subtraction) once for EACH example whose attacked label lags, in batch order, each time only
+    while it is still above 0.1 (so 0.5 -> 0.4 -> 0.05 within two steps). Rows: the examples that
+    took this step and were not given up in it, one that reached y* in it included (their code
+    records a success at the top of the next iteration). Lagging: a hidden label whose output did
+    not fall since the example's previous step (``before``; a restart does not reset it) or is
+    below 0.6; a label to add, mirrored (our extension). Returns the margin and who lowered it."""
+    lowered = []
+    for k in range(len(after)):
+        lag_hide = (after[k] >= before[k]) | (after[k] < MARGIN_TRIGGER)
+        lag_add = (after[k] <= before[k]) | (after[k] > 1.0 - MARGIN_TRIGGER)
+        trigger = bool((hide[k] & lag_hide).any() or (add[k] & lag_add).any())
+        low = trigger and margin > MARGIN_FLOOR
+        if low:
             margin = margin - MARGIN_STEP
-    return margin
+        lowered.append(low)
+    return margin, lowered

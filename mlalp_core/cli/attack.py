@@ -32,15 +32,24 @@ def _target(args: argparse.Namespace, names: list[str], pred: Any, index: int) -
     return hide_one(pred, seed=args.seed, example_ids=[index])
 
 
+def _objective(args: argparse.Namespace) -> str:
+    """The target as the command line gave it."""
+    for flag in ("hide", "add", "labels"):
+        if getattr(args, flag) is not None:
+            return f"--{flag} {' '.join(getattr(args, flag))}"
+    return f"hide-one (seed {args.seed})"
+
+
 def _cmd_attack(args: argparse.Namespace) -> int:
     import numpy as np
     import torch
 
-    from ..attacks import DISPLAY_NAMES, make_attack
+    from ..attacks import DISPLAY_NAMES, file_settings, make_attack
     from ..data.base import check_labels_match
     from ..data.images import load_image, pil_to_tensor, tensor_to_pil
     from ..data.registry import find_image
     from ..experiments.metrics import attack_metrics
+    from ..models.outputs import checked_probabilities
     from ..models.registry import load_model
     from ..settings import load_settings
     from ..viz.paper import figure_bytes, result_panel
@@ -50,23 +59,31 @@ def _cmd_attack(args: argparse.Namespace) -> int:
     bad = [f for f in formats if f not in ("pdf", "svg", "png")]
     if bad:
         raise InvalidInputError(f"--format takes pdf, svg and/or png (comma-separated), got {', '.join(bad)}")
-    out = writable_output(args.out, "--out", folder=True)
-    figures = writable_output(args.figures, "--figures", folder=True) if args.figures else None
     settings = load_settings()
     attack_name = args.attack.strip().lower()
-    sets = parse_sets(args.set, settings.attacks).get(attack_name, {})
+    sets = parse_sets(args.set, file_settings(settings)).get(attack_name, {})
+    out = writable_output(args.out, "--out", folder=True)
+    figures = writable_output(args.figures, "--figures", folder=True) if args.figures else None
     model = load_model(args.model, device=args.device, settings=settings)
     found = find_image(args.image, model.input_size, args.data, args.split, settings)
     names = list(model.label_names)
     if found.label_names is not None:
         check_labels_match(args.model, names, args.data, found.label_names)
+    for note in found.notes:
+        print(f"note: {note}")
     x = found.x[None]
-    with torch.no_grad():
-        pred = model.predict(x.to(next(model.parameters()).device)).cpu()
+    dev = model.norm_mean.device  # where load_model put it (a network may have no parameter)
+    # the model's outputs on this image are checked before its prediction builds the target
+    probs = checked_probabilities(model, x.to(dev), [f"example {found.name}"])
+    pred = (probs >= model.threshold).cpu()
     target = _target(args, names, pred, found.index)
     attack = make_attack(attack_name, model, device=args.device, **sets)
+    problem = attack.target_problem(target[0])
+    if problem:  # bench's refusal, before any work
+        raise InvalidInputError(f"{attack_name} cannot pursue the target {_objective(args)}: {problem}; choose "
+                                "another target, or another attack")
     t0 = time.perf_counter()
-    result = attack(x, target)
+    result = attack(x, target, example_ids=[found.name])
     seconds = time.perf_counter() - t0
     metrics = attack_metrics(result)[0]
     stem = f"{found.name}_{attack_name}"
@@ -77,7 +94,7 @@ def _cmd_attack(args: argparse.Namespace) -> int:
     np.save(pert, result.perturbation[0].numpy().astype(np.float32))
     # the PNG holds 8-bit pixels: say whether the attack survives that rounding
     with torch.no_grad():
-        reread = pil_to_tensor(load_image(adv_png))[None].to(next(model.parameters()).device)
+        reread = pil_to_tensor(load_image(adv_png))[None].to(dev)
         png_ok = bool(((model.probabilities(reread)[0].cpu() >= result.threshold) == result.target[0]).all())
     before, after = result.probs_clean[0].tolist(), result.probs_adv[0].tolist()
     report = {
@@ -89,7 +106,7 @@ def _cmd_attack(args: argparse.Namespace) -> int:
         "success": bool(result.success[0]), "success_as_8bit_png": png_ok,
         "metrics": {k: v for k, v in metrics.items() if k != "success"},
         "probabilities": {n: {"before": b, "after": a} for n, b, a in zip(names, before, after)},
-        "note": result.notes[0] if result.notes else "", "seconds": seconds,
+        "note": result.notes[0] if result.notes else "", "image_notes": list(found.notes), "seconds": seconds,
         "files": {"adversarial": str(adv_png), "perturbation": str(pert)},
     }
     if figures is not None:

@@ -6,8 +6,8 @@ import argparse
 import sys
 from pathlib import Path
 
-from ..errors import InvalidInputError
-from .output import writable_output
+from ..errors import InvalidInputError, MlalpError
+from .output import writable_output, write_output
 
 
 def parse_sets(items: list[str] | None, base: dict[str, dict] | None = None) -> dict[str, dict]:
@@ -17,6 +17,7 @@ def parse_sets(items: list[str] | None, base: dict[str, dict] | None = None) -> 
     from ..attacks.schema import parse_assignment
 
     out: dict[str, dict] = {k: dict(v) for k, v in (base or {}).items()}
+    given: dict[tuple[str, str], str] = {}
     for item in items or []:
         attack, key, value = parse_assignment(item)
         shown = item if item.isprintable() else repr(item)  # one line, whatever was typed
@@ -26,6 +27,11 @@ def parse_sets(items: list[str] | None, base: dict[str, dict] | None = None) -> 
             if str(exc).startswith("--set"):
                 raise
             raise InvalidInputError(f"--set {shown}: {exc}") from None
+        for name in parsed:
+            if (attack, name) in given:
+                raise InvalidInputError(f"--set {attack}.{name} is given twice ({given[attack, name]} and {shown}): "
+                                        "give each setting once")
+            given[attack, name] = shown
         out.setdefault(attack, {}).update(parsed)
     return out
 
@@ -33,14 +39,14 @@ def parse_sets(items: list[str] | None, base: dict[str, dict] | None = None) -> 
 def _cmd_bench(args: argparse.Namespace) -> int:
     from tqdm import tqdm
 
-    from ..attacks import ATTACKS, PAPER_ATTACKS
+    from ..attacks import ATTACKS, PAPER_ATTACKS, file_settings
     from ..experiments.reporting import export, table2
     from ..experiments.runner import (
         BenchConfig,
         init_distributed_from_env,
         run_benchmark,
     )
-    from ..experiments.store import ResultsStore
+    from ..experiments.store import ResultsStore, discard_unused_store
     from ..settings import load_settings
 
     out = writable_output(args.out, "--out", folder=True) if args.out else None  # before hours of work
@@ -50,7 +56,7 @@ def _cmd_bench(args: argparse.Namespace) -> int:
     attacks = [a for name in args.attacks for a in groups.get(name.lower(), [name])]
     cfg = BenchConfig(models=args.models, dataset=args.data, split=args.split, attacks=attacks, n=args.limit,
                       seed=args.seed, batch_size=args.batch, device=dist_dev or args.device,
-                      attack_settings=parse_sets(args.set, load_settings().attacks), store=args.store, precision=args.precision,
+                      attack_settings=parse_sets(args.set, file_settings()), store=args.store, precision=args.precision,
                       objective=args.objective, threads=args.threads)
     bars: dict[str, tqdm] = {}
 
@@ -67,7 +73,14 @@ def _cmd_bench(args: argparse.Namespace) -> int:
     def notice(line: str) -> None:
         tqdm.write(f"note: {line}", file=sys.stderr)
 
-    t3 = run_benchmark(cfg, progress=progress, notice=notice)
+    store_path = Path(cfg.store or load_settings().results)
+    new_store = not store_path.exists()
+    try:
+        t3 = run_benchmark(cfg, progress=progress, notice=notice)
+    except MlalpError:
+        if new_store and rank == 0:  # a refused run leaves no store it created
+            discard_unused_store(store_path)
+        raise
     for bar in bars.values():
         bar.close()
     if rank != 0:
@@ -101,7 +114,13 @@ def _cmd_report(args: argparse.Namespace) -> int:
         return 0
     run = store.resolve_run(args.run) if args.run else None
     rows = store.rows(model=args.model, dataset=args.data, attack=args.attack, run_key=run)
-    if args.budget:
+    if args.efficiency:
+        return _efficiency(rows, args)
+    if args.pairwise:
+        from ..experiments.pairwise import PAIRWISE_COLUMNS, pairwise
+
+        text = export(pairwise(rows, *args.pairwise), args.format, columns=PAIRWISE_COLUMNS)
+    elif args.budget:
         curves = budget_curves(rows, norm=args.budget)
         lines = [f"success rate within {args.budget} <= eps"]
         for (m, d, _, label), (eps, rate) in curves.items():
@@ -114,11 +133,26 @@ def _cmd_report(args: argparse.Namespace) -> int:
         t3 = table3(rows)
         text = export(with_paper(t3) if args.paper and args.format == "csv" else t3, args.format)
     if args.out:
-        out = writable_output(args.out, "--out")
-        out.write_text(text)
+        out = writable_output(args.out, "--out", force=args.force)
+        write_output(out, text, "--out")
         print(f"written to {out}")
     else:
         sys.stdout.write(text)
+    return 0
+
+
+def _efficiency(rows: list, args: argparse.Namespace) -> int:
+    """``mlalp report --efficiency FILE``: the efficiency figure, its format from the file's suffix."""
+    from ..experiments.pairwise import efficiency
+    from ..viz.efficiency import efficiency_paper
+    from ..viz.paper import FORMATS, figure_bytes
+
+    fmt = Path(args.efficiency).suffix.lower().lstrip(".")
+    if fmt not in FORMATS:
+        raise InvalidInputError(f"--efficiency {args.efficiency}: name a .pdf, .svg or .png file")
+    out = writable_output(args.efficiency, "--efficiency")
+    out.write_bytes(figure_bytes(efficiency_paper(efficiency(rows, args.eps), budget=args.eps), fmt))
+    print(f"written to {out}")
     return 0
 
 
@@ -178,5 +212,14 @@ def register(sub) -> None:
     p.add_argument("--runs", action="store_true", help="list the store's runs (key, settings, examples, numerics)")
     p.add_argument("--paper", action="store_true", help="CSV: add the paper's values beside ours")
     p.add_argument("--budget", choices=["linf", "l2"], default=None, help="success rate against a distortion budget")
+    p.add_argument("--pairwise", nargs=2, metavar=("A", "B"), default=None,
+                   help="compare two runs (attack names, or run keys) on the examples both attacked: per-example "
+                        "l_inf and l_2 ratios A/B (median, quartiles), wins, success on the union, model calls, time")
+    p.add_argument("--efficiency", default=None, metavar="FILE",
+                   help="write the efficiency figure (mean l_inf against mean model calls, per run and model) "
+                        "as FILE (.pdf, .svg or .png)")
+    p.add_argument("--eps", type=float, default=None,
+                   help="with --efficiency: also plot the success rate within this l_inf budget ([0,1] units)")
     p.add_argument("--out", default=None)
+    p.add_argument("--force", action="store_true", help="let --out replace a file mlalp did not write")
     p.set_defaults(func=_cmd_report)

@@ -9,8 +9,8 @@ from __future__ import annotations
 import argparse
 import sys
 
-from .. import __version__
 from ..errors import MlalpError
+from ..version import __version__
 
 
 def _cmd_devices(args: argparse.Namespace) -> int:
@@ -52,20 +52,27 @@ def _registrars():
 
     found = []
     for mod_name, attr in _SUBCOMMAND_MODULES:
-        mod = importlib.import_module(f"{__package__}.{mod_name}")
+        mod = importlib.import_module(mod_name)
         found.append(getattr(mod, attr))
     return found
 
 
 #: (module, function) pairs; each function adds its subparsers. Imports stay inside the commands.
-_SUBCOMMAND_MODULES: list[tuple[str, str]] = [("attack", "register"), ("bench", "register"), ("models", "register"),
-                                               ("demo", "register")]
+#: Whole module names, so that tests/test_architecture.py sees these imports.
+_SUBCOMMAND_MODULES: list[tuple[str, str]] = [("mlalp_core.cli.attack", "register"), ("mlalp_core.cli.bench", "register"),
+                                               ("mlalp_core.cli.models", "register"), ("mlalp_core.cli.demo", "register")]
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     try:
+        from ..device import check_environment
+        from ..settings import load_settings
+
+        load_settings()  # mlalp.toml and the MLALP_* settings, each parsed before any work
+        for warning in check_environment():
+            print(f"mlalp {args.command}: warning: {warning}", file=sys.stderr)
         return int(args.func(args) or 0)
     except MlalpError as exc:
         print(f"mlalp {args.command}: error: {exc}", file=sys.stderr)

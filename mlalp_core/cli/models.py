@@ -15,7 +15,7 @@ from typing import Any
 from ..errors import ConfigurationError, InvalidInputError
 from ..training.evaluation import TABLE_ONE_ROWS, check_model, predict_dataset, table_one
 from ..training.paper import TRAINERS, TrainConfig
-from .output import writable_output
+from .output import writable_output, write_output
 
 # ---------------------------------------------------------------------------------------------
 # Small helpers
@@ -45,8 +45,8 @@ def _print_summary(name: str, info: dict[str, Any], model: Any) -> None:
         (f"labels ({info['num_labels']})", _fmt_labels(info["labels"], 20)
          + (f"  [{model.label_set}'s label set]" if getattr(model, "label_set", None) else "")),
         ("threshold", f"{info['threshold']}"),
-        ("forward", f"1 blank image in {info['forward_s']:.2f} s on {info['device']}; probabilities in "
-                    f"[{info['prob_min']:.3f}, {info['prob_max']:.3f}]"),
+        ("forward", f"a blank image and {info['images'] - 1} gallery scenes in {info['forward_s']:.2f} s on "
+                    f"{info['device']}; probabilities in [{info['prob_min']:.3f}, {info['prob_max']:.3f}]"),
     ]
     match = getattr(model, "adjacency_matches", None)
     if match is not None:
@@ -98,6 +98,27 @@ def _cmd_check_model(args: argparse.Namespace) -> int:
 # ---------------------------------------------------------------------------------------------
 
 
+def _model_state(info: Any, check: bool) -> tuple[str, str]:
+    """(state, reason) of a listed model: what check-model says of it with ``check``; otherwise
+    "available" only for models that ship with mlalp or live in this process; a configured file
+    that was never run is "not checked"."""
+    from ..errors import MlalpError
+    from ..models.registry import load_model
+
+    if not info.available:
+        return "unavailable", info.reason
+    if check:
+        try:
+            check_model(load_model(info.name, device="cpu"), "cpu")
+        except MlalpError as exc:
+            return "unavailable", str(exc) if info.name in str(exc) else f"{info.name}: {exc}"
+        return "available", ""
+    if info.kind in ("paper", "user"):
+        return "not checked", (f"{info.name}: its files are in place but the network was not run: "
+                               f"mlalp check-model {info.name} (or mlalp models --check)")
+    return "available", ""
+
+
 def _cmd_models(args: argparse.Namespace) -> int:
     from ..models.registry import list_models
     from ..settings import load_settings
@@ -107,10 +128,10 @@ def _cmd_models(args: argparse.Namespace) -> int:
     for i in infos:
         size = f"{i.input_size[0]}x{i.input_size[1]}" if i.input_size else "?"
         labels = f"{i.num_labels} labels" if i.num_labels else "? labels"
-        state = "available" if i.available else "unavailable"
+        state, reason = _model_state(i, args.check)
         print(f"{i.name:<{w}}  {state:<11}  {size:>7}  {labels:>9}  {i.description}")
-        if not i.available:
-            print(f"{'':<{w}}  -> {i.reason}")
+        if reason:
+            print(f"{'':<{w}}  -> {reason}")
     return 0
 
 
@@ -164,7 +185,7 @@ def _cmd_eval(args: argparse.Namespace) -> int:
         raise InvalidInputError(f"--batch-size must be at least 1, got {args.batch_size}")
     if args.limit is not None and args.limit < 1:
         raise InvalidInputError(f"--limit must be at least 1 (leave it out for the whole data set), got {args.limit}")
-    json_out = writable_output(args.json, "--json") if args.json else None
+    json_out = writable_output(args.json, "--json", force=args.force) if args.json else None
     s = load_settings()
     model = load_model(args.model, device=args.device, settings=s)
     ds = load_dataset(args.data, args.split, settings=s)
@@ -179,19 +200,22 @@ def _cmd_eval(args: argparse.Namespace) -> int:
     for key, title in TABLE_ONE_ROWS:
         print(f"  {title:<18} {report[key]:.4f}")
     if json_out is not None:
-        json_out.write_text(json.dumps({"model": args.model, "data": ds.name, **report}, indent=1))
+        write_output(json_out, json.dumps({"model": args.model, "data": ds.name, **report}, indent=1), "--json")
         print(f"written to {json_out}")
     return 0
 
 
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("models", help="list the models mlalp knows and whether they can be used")
+    p.add_argument("--check", action="store_true",
+                   help="load and run every usable model as check-model does (slow for large models)")
     p.set_defaults(func=_cmd_models)
 
     p = sub.add_parser("datasets", help="list the data sets mlalp knows and whether they can be used")
     p.set_defaults(func=_cmd_datasets)
 
-    p = sub.add_parser("check-model", help="load a model exactly as an attack would and run one forward pass",
+    p = sub.add_parser("check-model", help="load a model exactly as an attack would and run it on a blank image "
+                                           "and a few gallery scenes",
                        description="Examples: check-model ml-gcn --checkpoint voc_checkpoint.pth.tar --word-vectors "
                                    "voc_glove_word2vec.pkl; check-model ml-liw --checkpoint FILE; check-model user "
                                    "--manifest FILE; check-model NAME (from the settings)")
@@ -233,6 +257,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--batch-size", type=int, default=8)
     p.add_argument("--limit", type=int, default=None, help="only the first N images")
     p.add_argument("--json", default=None, help="also write the numbers to this JSON file")
+    p.add_argument("--force", action="store_true", help="let --json replace a file mlalp did not write")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.add_argument("--device", default=None, help="auto (default), cpu or cuda[:N]")
     p.set_defaults(func=_cmd_eval)

@@ -52,6 +52,8 @@ def read_category_order(path: str | os.PathLike) -> tuple[str, ...]:
         raise DataError(f"{p}: no such category file") from None
     except (OSError, UnicodeDecodeError, ValueError) as exc:
         raise DataError(f"{p}: not a readable JSON category file ({str(exc).splitlines()[0]})") from None
+    except RecursionError:
+        raise DataError(f"{p}: JSON nested too deeply to be a category file ({{name: index}})") from None
     if not isinstance(obj, dict) or not obj or not all(isinstance(k, str) and isinstance(v, int) for k, v in obj.items()):
         raise DataError(f"{p}: expected {{category name: index}}, as ML-GCN's category.json")
     if sorted(obj.values()) != list(range(len(obj))):
@@ -122,6 +124,9 @@ class COCODataset(FileListDataset):
             raise DataError(f"{p}: not valid JSON ({str(exc).splitlines()[0]})") from None
         except OSError as exc:
             raise DataError(f"{p}: cannot be read ({exc.strerror or exc})") from None
+        except RecursionError:
+            raise DataError(f"{p}: JSON nested too deeply to be a COCO instances file (images, annotations and "
+                            "categories lists)") from None
         if not isinstance(obj, dict) or not all(isinstance(obj.get(k), list) for k in ("images", "annotations",
                                                                                      "categories")):
             raise DataError(f"{p}: not a COCO instances file (needs images, annotations and categories lists)")

@@ -1,8 +1,9 @@
 """Safe image loading: any file or upload to an RGB float tensor in [0,1] at a model's size.
 
 Grayscale, palette, CMYK, 16-bit and alpha images are converted to RGB (alpha composited on
-white). Files that are too large, too big in pixels, or not images at all get a one-line
-:class:`~mlalp_core.errors.InvalidInputError`; Pillow's decompression-bomb guard stays on.
+white; an animation gives its first frame); :func:`open_image` says so, and names a resize that
+stretches the image. Files that are too large, too big in pixels, or not images at all get a
+one-line :class:`~mlalp_core.errors.InvalidInputError`; Pillow's decompression-bomb guard stays on.
 """
 
 from __future__ import annotations
@@ -72,10 +73,51 @@ def to_rgb(img: Image.Image) -> Image.Image:
     return img.convert("RGB")
 
 
-def load_image(source: str | os.PathLike | bytes | io.IOBase, name: str | None = None) -> Image.Image:
-    """Open a file path, bytes or file object as an RGB PIL image, with size limits."""
+def _transparent_fraction(img: Image.Image) -> float:
+    """The share of pixels that :func:`to_rgb` composites on white (not fully opaque)."""
+    if img.mode == "P" and "transparency" in img.info or img.mode in ("RGBA", "LA", "PA", "RGBa"):
+        alpha = np.asarray(img.convert("RGBA"))[..., 3]
+        return float((alpha < 255).mean())
+    return 0.0
+
+
+#: Aspect ratios that differ by less than this factor count as the same (rounding of sizes).
+ASPECT_TOLERANCE = 1.01
+
+
+def open_image(source: str | os.PathLike | bytes | io.IOBase, name: str | None = None,
+               size: tuple[int, int] | None = None) -> tuple[Image.Image, list[str]]:
+    """The RGB image of a file path, bytes or file object (with size limits), and what was done to
+    make it one a model takes, one line each, for the user to see (the CLI prints them, the app
+    shows them): transparent pixels composited on white, an animation reduced to its first frame,
+    and, for a model's ``size`` = (H, W), a resize that changes the aspect ratio."""
     label = name or (str(source) if isinstance(source, (str, os.PathLike)) else "the image")
-    return to_rgb(_open(source, label))
+    img = _open(source, label)
+    notes = []
+    frames = int(getattr(img, "n_frames", 1) or 1)
+    if frames > 1:
+        notes.append(f"the image is animated ({frames} frames): only its first frame is used")
+    clear = _transparent_fraction(img)
+    if clear > 0:
+        notes.append(f"{clear:.0%} of the image's pixels are transparent or translucent: they were composited on "
+                     "white (the model sees RGB)" if clear >= 0.005 else
+                     "some of the image's pixels are transparent or translucent: they were composited on white "
+                     "(the model sees RGB)")
+    rgb = to_rgb(img)
+    if size is not None:
+        h, w = int(size[0]), int(size[1])
+        ratio = (rgb.width / rgb.height) / (w / h)
+        if max(ratio, 1 / ratio) > ASPECT_TOLERANCE:
+            notes.append(f"the image ({rgb.width}x{rgb.height}) is resized to the model's {w}x{h}, which stretches "
+                         f"it (aspect ratio {rgb.width / rgb.height:.2f} to {w / h:.2f}); crop it to the model's "
+                         "aspect ratio first to avoid that")
+    return rgb, notes
+
+
+def load_image(source: str | os.PathLike | bytes | io.IOBase, name: str | None = None) -> Image.Image:
+    """Open a file path, bytes or file object as an RGB PIL image, with size limits (what was done
+    to it: :func:`open_image`)."""
+    return open_image(source, name)[0]
 
 
 def pil_to_tensor(img: Image.Image, size: tuple[int, int] | None = None) -> torch.Tensor:

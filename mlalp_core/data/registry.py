@@ -140,18 +140,19 @@ class FoundImage:
     index: int  # the position in the data set (hide-one's seed uses it); 0 for a file
     original_size: tuple[int, int] | None = None  # (H, W) of a file before resizing
     label_names: tuple[str, ...] | None = None  # the data set's labels; None for a file
+    notes: tuple[str, ...] = ()  # what loading did to a file (open_image): flattened, one frame, stretched
 
 
 def find_image(spec: str, size: tuple[int, int], dataset: str = "demo", split: str | None = None,
                settings: Settings | None = None) -> FoundImage:
     """``spec`` as a user writes it: an image file, an example id of ``dataset`` (``scene_005``)
     or its index (``5``). Files go through the safe image loader (size limits) and are resized."""
-    from .images import load_image, pil_to_tensor
+    from .images import open_image, pil_to_tensor
 
     path = Path(spec).expanduser()
     if path.is_file():
-        img = load_image(path)
-        return FoundImage(pil_to_tensor(img, size), path.stem, None, 0, (img.height, img.width))
+        img, notes = open_image(path, size=size)
+        return FoundImage(pil_to_tensor(img, size), path.stem, None, 0, (img.height, img.width), notes=tuple(notes))
     ds = load_dataset(dataset, split, settings=settings)
     ids = ds.ids()
     if spec in ids:

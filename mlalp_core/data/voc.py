@@ -19,11 +19,13 @@ import hashlib
 import os
 import re
 import tempfile
-import xml.etree.ElementTree as ET
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Literal
+from xml.etree.ElementTree import Element, ParseError
 
+import defusedxml
+import defusedxml.ElementTree as SafeET
 import numpy as np
 import torch
 
@@ -118,11 +120,39 @@ def read_split(path: Path) -> list[str]:
     return ids
 
 
+#: "<!DOCTYPE" and "<!ENTITY" in every encoding an XML file may use (each ASCII letter is one unit
+#: of 1, 2 or 4 bytes there, so ``bytes.upper()`` folds their case in all of them).
+_DECLARATIONS = tuple(word.encode(enc) for word in ("<!DOCTYPE", "<!ENTITY")
+                      for enc in ("utf-8", "utf-16-le", "utf-16-be", "utf-32-le", "utf-32-be"))
+
+
+def _refuse_declarations(raw: bytes, path: Path) -> None:
+    """The second line of defence: any DOCTYPE/ENTITY declaration, in any encoding, is refused
+    before a parser sees the file (VOC annotations never have one)."""
+    upper = raw.upper()
+    if any(word in upper for word in _DECLARATIONS):
+        raise DataError(f"{path}: annotation contains a DOCTYPE/ENTITY declaration; refused (VOC annotations are "
+                        "plain XML: remove the declaration)")
+
+
+def _parse_xml(raw: bytes, path: Path) -> Element:
+    """XML parsed by defusedxml, made for hostile input: a DOCTYPE, an entity (internal or external)
+    or an external reference is refused, in every encoding the parser reads, never expanded."""
+    try:
+        return SafeET.fromstring(raw, forbid_dtd=True, forbid_entities=True, forbid_external=True)
+    except defusedxml.DefusedXmlException as exc:
+        raise DataError(f"{path}: annotation contains a DOCTYPE/ENTITY declaration or an external reference "
+                        f"({type(exc).__name__}); refused (VOC annotations are plain XML)") from None
+    except (ParseError, ValueError, LookupError) as exc:  # ValueError/LookupError: an encoding expat lacks
+        raise DataError(f"{path}: malformed XML ({exc}); VOC annotations are UTF-8 XML") from None
+
+
 def parse_annotation(path: Path, label_names: Sequence[str] = VOC_CLASSES) -> tuple[np.ndarray, np.ndarray]:
     """(positive, difficult_only) bool vectors of one VOC XML annotation.
 
-    Only plain XML is accepted: files over :data:`MAX_XML_BYTES` and any DOCTYPE/ENTITY
-    declaration are refused before parsing (no entity expansion can happen).
+    Only plain XML is accepted: files over :data:`MAX_XML_BYTES` are refused unread; a DOCTYPE or
+    ENTITY declaration is refused twice over, by a byte scan in every encoding and by defusedxml's
+    parser (no entity is ever expanded).
     """
     try:
         size = path.stat().st_size
@@ -133,13 +163,8 @@ def parse_annotation(path: Path, label_names: Sequence[str] = VOC_CLASSES) -> tu
         raise DataError(f"{path}: missing annotation file") from exc
     except OSError as exc:
         raise DataError(f"{path}: cannot be read ({exc.strerror or exc})") from exc
-    upper = raw.upper()
-    if b"<!DOCTYPE" in upper or b"<!ENTITY" in upper:
-        raise DataError(f"{path}: annotation contains a DOCTYPE/ENTITY declaration; refused")
-    try:
-        root = ET.fromstring(raw)
-    except ET.ParseError as exc:
-        raise DataError(f"{path}: malformed XML ({exc})") from exc
+    _refuse_declarations(raw, path)
+    root = _parse_xml(raw, path)
     if root.tag != "annotation":
         raise DataError(f"{path}: not a VOC annotation (root element <{root.tag}>)")
     index = {n: j for j, n in enumerate(label_names)}

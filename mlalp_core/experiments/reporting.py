@@ -451,13 +451,14 @@ def to_latex(table: Sequence[dict[str, Any]], columns: dict | None = None, capti
     return "% needs \\usepackage{booktabs} (\\toprule, \\midrule, \\bottomrule); the best values are in bold\n" + body
 
 
-def export(table: Sequence[dict[str, Any]], fmt: str, **kw: Any) -> str:
-    """``fmt`` in csv, md/markdown, tex/latex."""
+def export(table: Sequence[dict[str, Any]], fmt: str, columns: dict | None = None, **kw: Any) -> str:
+    """``fmt`` in csv, md/markdown, tex/latex; ``columns`` as in :data:`TABLE3_COLUMNS` (default:
+    Table III's or Table II's, by the rows)."""
     fmt = fmt.lower()
     if fmt == "csv":
-        return to_csv(table)
+        return to_csv(table, columns)
     if fmt in ("md", "markdown"):
-        return to_markdown(table)
+        return to_markdown(table, columns)
     if fmt in ("tex", "latex"):
-        return to_latex(table, **kw)
+        return to_latex(table, columns, **kw)
     raise ValueError(f"unknown format {fmt!r}: use csv, md or latex")

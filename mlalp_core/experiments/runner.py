@@ -29,17 +29,19 @@ from typing import Any
 import torch
 
 from ..attacks import ATTACKS, PAPER_ATTACKS, make_attack, parse_settings
+from ..attacks.cost import duration_text, estimate_seconds, measure_costs
 from ..attacks.targets import build_target, parse_objective
 from ..data.base import MultiLabelDataset, check_labels_match, stack_images
 from ..device import DeviceLike, resolve_device
 from ..errors import ConfigurationError, InvalidInputError
 from ..models.base import MultiLabelClassifier
+from ..models.outputs import checked_probabilities
 from ..numerics import Numerics, check_threads
 from ..numerics import apply as apply_numerics
 from ..progress import ProgressFn
 from .metrics import attack_metrics
 from .reporting import table3
-from .store import ResultsStore, data_identity, model_identity
+from .store import ResultsStore, data_identity, model_identity, run_key
 
 
 @dataclass
@@ -186,7 +188,7 @@ def select_examples(model: MultiLabelClassifier, dataset: MultiLabelDataset, *, 
         ok_mine: dict[int, bool] = {}
         for chunk in mine:
             x = stack_images(dataset, chunk, model.input_size).to(dev)
-            pred = model.predict(x).cpu()
+            pred = (checked_probabilities(model, x, [f"example {ids[i]}" for i in chunk]) >= model.threshold).cpu()
             for k, i in enumerate(chunk):
                 ok_mine[i] = bool((pred[k] == labels[i]).all())
             if progress is not None:
@@ -264,7 +266,7 @@ def run_attack_on_selection(model: MultiLabelClassifier, dataset: MultiLabelData
         if not todo:
             continue
         x = stack_images(dataset, [sel.indices[p] for p in batch], model.input_size)
-        res = attack(x, targets[batch])
+        res = attack(x, targets[batch], example_ids=[sel.ids[p] for p in batch])
         metrics = attack_metrics(res)
         for k, p in enumerate(batch):
             if sel.ids[p] in done:
@@ -316,6 +318,24 @@ def numerics_note(store: ResultsStore, key: str, numerics: Numerics, *, model_id
     return ""
 
 
+def notice_estimates(notice: Callable[[str], None], model_name: str, model: MultiLabelClassifier, dev: torch.device,
+                     sel: Selection, store: ResultsStore, plans: Sequence[tuple[str, dict[str, Any], str]]) -> None:
+    """Before a model's attacks: how long each may take on this device (the Compare page's cost
+    model, measured once here: an upper bound; early stops shorten it), divided over the ranks,
+    and in all. ``plans``: (attack, its settings, its run key)."""
+    world = dist_rank_world()[1]
+    costs = measure_costs(model, dev)
+    where = f"{costs.device}" + (f", {world} ranks" if world > 1 else "")
+    lines, total = [], 0.0
+    for attack, settings, key in plans:
+        todo = len(set(sel.ids) - store.finished_ids(key))
+        seconds = estimate_seconds(attack, settings, costs) * todo / world
+        total += seconds
+        lines.append(f"{attack} {duration_text(seconds)} ({todo} to attack)" if todo else f"{attack} done")
+    notice(f"{model_name}: at most ~{duration_text(total)} on {where} (upper bounds; early stops shorten them): "
+           + ", ".join(lines))
+
+
 def run_benchmark(config: BenchConfig, progress: ProgressFn | None = None, *,
                   model_loader: Callable[..., MultiLabelClassifier] | None = None,
                   dataset_loader: Callable[..., MultiLabelDataset] | None = None,
@@ -355,6 +375,7 @@ def run_benchmark(config: BenchConfig, progress: ProgressFn | None = None, *,
         if not sel.indices:
             raise ConfigurationError(f"{model_name} classifies no example of {config.dataset} correctly with >= 2 "
                                      "labels: nothing to attack")
+        plans = []  # every attack checked and its run known before any attack runs
         for attack_name in config.attacks:
             settings = dict(config.attack_settings.get(attack_name, {}))
             probe = make_attack(attack_name, model, device=dev, **settings)
@@ -364,10 +385,15 @@ def run_benchmark(config: BenchConfig, progress: ProgressFn | None = None, *,
                 recorded = {**recorded, "objective": config.objective}
             if config.precision != "float16":  # how its perturbations are stored: a run of its own
                 recorded = {**recorded, "precision": config.precision}
-            key = store.open_run(model=model_name, model_id=sel.model_id, dataset=config.dataset, split=split,
-                                 data_id=sel.data_id, attack=attack_name, settings=recorded, seed=config.seed,
-                                 threshold=probe.threshold, label_names=model.label_names,
-                                 input_size=model.input_size, device=str(dev), numerics=numerics.as_dict())
+            key = run_key(sel.model_id, sel.data_id, attack_name, recorded, config.seed, numerics.as_dict())
+            plans.append((attack_name, settings, probe, batch, recorded, key))
+        if notice is not None and dist_rank_world()[0] == 0:
+            notice_estimates(notice, model_name, model, dev, sel, store, [(p[0], p[2].config(), p[5]) for p in plans])
+        for attack_name, settings, probe, batch, recorded, key in plans:
+            store.open_run(model=model_name, model_id=sel.model_id, dataset=config.dataset, split=split,
+                           data_id=sel.data_id, attack=attack_name, settings=recorded, seed=config.seed,
+                           threshold=probe.threshold, label_names=model.label_names, input_size=model.input_size,
+                           device=str(dev), numerics=numerics.as_dict())
             keys.append(key)
             note = numerics_note(store, key, numerics, model_id=sel.model_id, data_id=sel.data_id,
                                  attack=attack_name, settings=recorded, seed=config.seed)

@@ -30,8 +30,8 @@ from typing import Any
 import numpy as np
 import torch
 
-from .. import __version__
 from ..errors import ConfigurationError, exception_line
+from ..version import __version__
 
 SCHEMA_VERSION = 2
 #: Older schemas this code still reads (and upgrades in place when it opens one to write).
@@ -149,6 +149,42 @@ def _retry_locked(fn, attempts: int = 50, pause_s: float = 0.1):
             time.sleep(pause_s * (1 + k % 5))
 
 
+def check_store_path(path: Path) -> None:
+    """A path that cannot hold a store, named for what it is before SQLite says something vaguer."""
+    if not path.exists():
+        return
+    if path.is_dir():
+        raise ConfigurationError(f"the results store {path} is a folder, not a file; name a file")
+    if not path.is_file():
+        raise ConfigurationError(f"the results store {path} is not a regular file (a device, pipe or socket); "
+                                 "name a file")
+    try:
+        with open(path, "rb"):
+            pass
+    except OSError as exc:
+        raise ConfigurationError(f"the results store {path} cannot be read ({exc.strerror or exc}): give yourself "
+                                 "read permission or pass another --store") from None
+
+
+def discard_unused_store(path: str | Path) -> bool:
+    """Remove a store that holds no run (one a refused command created, with at most the
+    selection it cached); returns whether it did. A store with any run is never touched."""
+    p = Path(path)
+    if not p.is_file():
+        return False
+    try:
+        with sqlite3.connect(f"{p.absolute().as_uri()}?mode=ro", uri=True) as conn:
+            runs = conn.execute("SELECT count(*) FROM runs").fetchone()[0]
+        conn.close()
+    except sqlite3.Error:
+        return False
+    if runs:
+        return False
+    for q in (p, Path(f"{p}-wal"), Path(f"{p}-shm")):
+        q.unlink(missing_ok=True)
+    return True
+
+
 class ResultsStore:
     """Open the store at ``path``: read-only unless ``readonly=False`` (the batch runner), which
     creates it when it does not exist. Safe for several processes writing at once.
@@ -162,8 +198,7 @@ class ResultsStore:
     def __init__(self, path: str | Path, *, readonly: bool = True) -> None:
         self.path = Path(path)
         self.readonly = readonly
-        if self.path.exists() and not self.path.is_file():
-            raise ConfigurationError(f"the results store {self.path} is a folder, not a file; name a file")
+        check_store_path(self.path)
         if readonly:
             if not self.path.is_file():
                 raise ConfigurationError(f"no results store at {self.path}: run `mlalp bench` first or pass --store")

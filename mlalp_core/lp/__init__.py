@@ -25,7 +25,7 @@ from .problem import CertificateError, Prepared, certify, prepare
 from .result import LPResult
 
 if TYPE_CHECKING:
-    from .structured import Solution
+    from .solution import Solution
 
 BACKENDS = ("auto", "structured", "highs", "highs-ipm", "highs-ds", "mosek")
 

@@ -15,7 +15,7 @@ import torch
 
 from ..errors import SolverError
 from .problem import Scaled
-from .structured import Solution
+from .solution import Solution
 
 
 def full_lp(P: Scaled):

@@ -16,7 +16,7 @@ import torch
 
 from ..errors import SolverError
 from .problem import Scaled
-from .structured import Solution
+from .solution import Solution
 
 
 def licence_locations() -> list[Path]:

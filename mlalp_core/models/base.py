@@ -41,6 +41,9 @@ class MultiLabelClassifier(nn.Module):
     norm_std: torch.Tensor
     #: the name the registry loaded it under ("" for a model built by hand)
     registry_name: str = ""
+    #: what the network behind :meth:`classify` returns: "logits", or "probabilities" (which
+    #: :meth:`classify` turns into logits, clamped at :data:`PROB_EPS`)
+    output_kind: str = "logits"
 
     def __init__(
         self,
@@ -88,6 +91,17 @@ class MultiLabelClassifier(nn.Module):
     def probabilities(self, x: torch.Tensor) -> torch.Tensor:
         return torch.sigmoid(self.forward(x))
 
+    def network_outputs(self, x: torch.Tensor) -> torch.Tensor:
+        """The network's own outputs on images in [0,1], as it returns them (logits, or declared
+        probabilities before any clamp): what :mod:`~mlalp_core.models.outputs` checks."""
+        return self.forward(x)
+
+    def probabilities_from_outputs(self, outputs: torch.Tensor) -> torch.Tensor:
+        """:meth:`probabilities` from :meth:`network_outputs` (the same numbers, no second pass)."""
+        if self.output_kind == "probabilities":
+            return torch.sigmoid(torch.logit(outputs, eps=PROB_EPS))
+        return torch.sigmoid(outputs)
+
     @torch.no_grad()
     def predict(self, x: torch.Tensor) -> torch.Tensor:
         """Boolean predictions (B, l) at the model's threshold."""
@@ -114,6 +128,9 @@ def check_image_batch(x: torch.Tensor, input_size: tuple[int, int] | None = None
         raise InvalidInputError(f"images must have shape (B, 3, H, W), got {tuple(x.shape)}")
     if x.shape[0] == 0:
         raise InvalidInputError("the batch holds no image (B = 0): pass at least one")
+    if x.device.type == "meta":
+        raise InvalidInputError("images are on the meta device (shapes without pixels): pass images that hold data "
+                                "(on the CPU or a GPU)")
     if input_size is not None and tuple(x.shape[2:]) != tuple(input_size):
         raise InvalidInputError(
             f"images are {x.shape[2]}x{x.shape[3]} but the model expects "

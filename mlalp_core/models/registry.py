@@ -85,7 +85,7 @@ def _mlliw_info(s: Settings) -> ModelInfo:
 
 
 def _user_infos(s: Settings, taken: set[str]) -> list[ModelInfo]:
-    from .user import read_manifest
+    from .user import PICKLE_REFUSAL, file_kind, read_manifest
 
     out = []
     for path in s.user_models:
@@ -102,8 +102,10 @@ def _user_infos(s: Settings, taken: set[str]) -> list[ModelInfo]:
                                  f"{path}: the name {m.name!r} is {what}; rename the model in its manifest", str(path)))
             continue
         taken.add(m.name)
+        pickled = file_kind(m.file) == "pickle"  # its table of contents says so; nothing is loaded
         out.append(ModelInfo(m.name, m.description or f"user model ({m.format})", "user", m.input_size,
-                             len(m.labels), True, "", str(m.manifest)))
+                             len(m.labels), not pickled, f"{m.file} {PICKLE_REFUSAL}" if pickled else "",
+                             str(m.manifest)))
     return out
 
 

@@ -22,11 +22,14 @@ finite (in [0,1] for "probabilities"), else the manifest/file pair is refused.
 
 from __future__ import annotations
 
+import contextlib
 import json
+import logging
 import os
 import tomllib
 import warnings
 import zipfile
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
@@ -73,19 +76,34 @@ def _triple(value: Any, path: Path, key: str) -> tuple[float, float, float]:
     return out  # type: ignore[return-value]
 
 
-def _guess_format(file: Path) -> str:
-    if file.suffix == ".pt2":
-        return "export"
+def file_kind(file: Path) -> str:
+    """What a model file is, from its table of contents (nothing in it is loaded): "torchscript",
+    "export", "pickle" (a ``torch.save`` file: weights or a pickled module, which mlalp never
+    unpickles) or "unknown"."""
     try:
         with zipfile.ZipFile(file) as z:
             names = z.namelist()
     except (zipfile.BadZipFile, OSError):
-        return "torchscript"  # let torch.jit.load give its own error
+        try:
+            with open(file, "rb") as fh:
+                head = fh.read(2)
+        except OSError:
+            return "unknown"
+        # a legacy (non-zip) torch.save file is a pickle stream: protocol 2+ starts with 0x80
+        return "pickle" if len(head) == 2 and head[0] == 0x80 and 2 <= head[1] <= 5 else "unknown"
     if any(n.endswith("constants.pkl") or "/code/" in n for n in names):
         return "torchscript"
-    if any(n.endswith("serialized_exported_program.json") or "/models/" in n for n in names):
+    if any(n.endswith(("serialized_exported_program.json", "/archive_format")) or "/models/" in n for n in names):
         return "export"
-    return "torchscript"
+    if any(n.endswith("data.pkl") for n in names):
+        return "pickle"
+    return "unknown"
+
+
+#: What a torch.save file given as a model file is told.
+PICKLE_REFUSAL = ("is a torch.save file (a pickle of weights or of a module), which mlalp does not unpickle: save "
+                  "the network with torch.jit.save(torch.jit.script(net), FILE) or torch.export.save(torch.export."
+                  "export(net, (x,)), FILE.pt2) and name that file")
 
 
 def read_manifest(path: str | os.PathLike) -> UserManifest:
@@ -101,6 +119,8 @@ def read_manifest(path: str | os.PathLike) -> UserManifest:
     except (ValueError, UnicodeDecodeError) as exc:  # JSONDecodeError and TOMLDecodeError are ValueErrors
         kind = "JSON" if p.suffix.lower() == ".json" else "TOML"
         raise _fail(p, f"not valid {kind} ({exception_line(exc)})") from None
+    except RecursionError:
+        raise _fail(p, "nested too deeply to be a manifest (a flat table of settings)") from None
     if not isinstance(data, dict):
         raise _fail(p, "the manifest must be a table/object")
     unknown = sorted(set(data) - _KEYS)
@@ -148,7 +168,7 @@ def read_manifest(path: str | os.PathLike) -> UserManifest:
                        "next to the manifest")
     if not f.is_file():
         raise _fail(p, f"the model file {f} does not exist")
-    fmt = data.get("format") or _guess_format(f)
+    fmt = data.get("format") or ("export" if f.suffix == ".pt2" or file_kind(f) == "export" else "torchscript")
     if fmt not in ("torchscript", "export"):
         raise _fail(p, "format must be \"torchscript\" or \"export\"")
     desc = data.get("description", "")
@@ -158,8 +178,34 @@ def read_manifest(path: str | os.PathLike) -> UserManifest:
                         output, "export" if fmt == "export" else "torchscript", desc, p)
 
 
+@contextlib.contextmanager
+def _quiet_loggers(*names: str) -> Iterator[list[str]]:
+    """Records of these loggers (and their children) kept from the console and collected, one line
+    each: torch.export logs a whole traceback as a warning before it raises "check the warnings
+    above"; mlalp's one line gives the reason instead."""
+    seen: list[str] = []
+
+    def keep(record: logging.LogRecord) -> bool:
+        exc = record.exc_info[1] if record.exc_info else None
+        seen.append(exception_line(exc, limit=200) if exc is not None else record.getMessage().splitlines()[0])
+        return False
+
+    loggers = [logging.getLogger(n) for n in names]
+    loggers += [logging.getLogger(n) for n in list(logging.root.manager.loggerDict)
+                if any(n.startswith(p + ".") for p in names)]
+    for lg in loggers:
+        lg.addFilter(keep)
+    try:
+        yield seen
+    finally:
+        for lg in loggers:
+            lg.removeFilter(keep)
+
+
 def _load_network(m: UserManifest) -> nn.Module:
     f = m.file
+    if file_kind(f) == "pickle":  # refused before torch sees it: nothing is unpickled, nothing logged
+        raise ModelLoadError(f"{f} {PICKLE_REFUSAL}")
     try:
         if m.format == "torchscript":
             with warnings.catch_warnings():
@@ -167,10 +213,14 @@ def _load_network(m: UserManifest) -> nn.Module:
                 warnings.filterwarnings("ignore", message=r".*torch\.jit.* is deprecated", category=FutureWarning)
                 net = torch.jit.load(str(f), map_location="cpu")
         else:
-            net = torch.export.load(str(f)).module()
+            with _quiet_loggers("torch.export", "torch._export") as logged:
+                net = torch.export.load(str(f)).module()
     except Exception as exc:  # noqa: BLE001 - every way a foreign file can fail to load
         what = "a TorchScript file (torch.jit.save)" if m.format == "torchscript" else "a torch.export program (torch.export.save)"
-        raise ModelLoadError(f"{f}: not {what}: {exception_line(exc, limit=200)}") from None
+        why = exception_line(exc, limit=200)
+        if "warnings above" in why and logged:
+            why = logged[-1]
+        raise ModelLoadError(f"{f}: not {what}: {why}") from None
     return net
 
 
@@ -205,6 +255,9 @@ class UserModel(MultiLabelClassifier):
         if self.output_kind == "probabilities":
             out = torch.logit(out, eps=PROB_EPS)
         return out
+
+    def network_outputs(self, x: torch.Tensor) -> torch.Tensor:
+        return self._raw(self.normalize(x))
 
     def describe(self) -> dict:
         info = super().describe()

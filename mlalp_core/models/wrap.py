@@ -4,7 +4,8 @@
 :class:`~mlalp_core.models.base.MultiLabelClassifier` (pixels in [0,1], normalisation inside,
 logits and probabilities, the label names) that every attack and the batch runner accept; with
 :func:`register` it is also known by name to ``load_model``, ``mlalp_core.experiments`` and an app
-started in the same Python process. It is checked once, on a blank image, like a user's file.
+started in the same Python process. It is checked once, on a blank image and a few gallery scenes (finite outputs, in [0,1] for
+probabilities).
 
 Example::
 
@@ -25,6 +26,7 @@ from torch import nn
 
 from ..errors import InvalidInputError, exception_line
 from .base import PROB_EPS, MultiLabelClassifier
+from .outputs import check_outputs, probe_images
 
 
 def _triple(value: Sequence[float], what: str) -> tuple[float, float, float]:
@@ -49,12 +51,19 @@ class WrappedModel(MultiLabelClassifier):
         self.registry_name = name
         self.source = f"Python module {type(net).__name__}"
 
-    def classify(self, x_normalized: torch.Tensor) -> torch.Tensor:
+    def _raw(self, x_normalized: torch.Tensor) -> torch.Tensor:
         out = self.net(x_normalized)
         if not isinstance(out, torch.Tensor):
             raise InvalidInputError(f"{self.registry_name}: the network returned {type(out).__name__}, not a tensor "
                                     "of shape (B, labels); wrap a module that returns one")
+        return out
+
+    def classify(self, x_normalized: torch.Tensor) -> torch.Tensor:
+        out = self._raw(x_normalized)
         return torch.logit(out, eps=PROB_EPS) if self.output_kind == "probabilities" else out
+
+    def network_outputs(self, x: torch.Tensor) -> torch.Tensor:
+        return self._raw(self.normalize(x))
 
     def describe(self) -> dict:
         info = super().describe()
@@ -105,4 +114,13 @@ def wrap(net: nn.Module, *, labels: Sequence[str], input_size: int | tuple[int, 
         raise InvalidInputError(f"{name}: the network's output on a blank image is not finite")
     if output == "probabilities" and (out.min() < 0 or out.max() > 1):
         raise InvalidInputError(f"{name}: output='probabilities' but the outputs leave [0, 1]; use output='logits'")
+    # a blank image is not enough: a network may fail only on real pixels
+    probes, names = probe_images(size, device)
+    with torch.no_grad():
+        try:
+            outputs = model.network_outputs(probes[1:])
+        except Exception as exc:  # noqa: BLE001 - any way a user's network can fail on a valid input
+            raise InvalidInputError(f"{name}: the network fails on {len(names) - 1} gallery scenes: "
+                                    f"{exception_line(exc, last=True)}") from None
+    check_outputs(model, outputs, names[1:], advice="fix the network (or its output=) before wrapping it")
     return model

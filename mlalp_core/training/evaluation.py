@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import time
 from typing import Any
 
@@ -31,7 +32,7 @@ def predict_dataset(
     n = len(ds) if limit is None else min(limit, len(ds))
     if n == 0:
         raise DataError(f"{ds.name} holds no example")
-    device = next(model.parameters()).device
+    device = next(itertools.chain(model.parameters(), model.buffers()), torch.empty(0)).device
     model.eval()
     chunks = []
     starts = range(0, n, batch_size)
@@ -78,25 +79,29 @@ def masked_map(scores: torch.Tensor, labels: torch.Tensor, valid: torch.Tensor) 
 
 
 def check_model(model: torch.nn.Module, device: Any = None) -> dict[str, Any]:
-    """One forward pass on a blank (grey) image at the model's size; returns a summary."""
+    """A forward pass on a blank (grey) image and a few demo gallery scenes at the model's size
+    (a network may fail only on real pixels); its outputs must be finite, and in [0,1] where it
+    declares probabilities. Returns a summary."""
     from ..device import resolve_device
+    from ..models.outputs import check_outputs, probe_images
 
     dev = resolve_device(device)
     model = model.to(dev).eval()
-    x = torch.full((1, 3, *model.input_size), 0.5, device=dev)
+    x, names = probe_images(model.input_size, dev)
     t0 = time.perf_counter()
     try:
         with torch.no_grad():
-            probs = model.probabilities(x)
+            outputs = model.network_outputs(x)
     except MlalpError:
         raise
     except Exception as exc:  # noqa: BLE001 - a model that loads but cannot run
         src = getattr(model, "source", None) or type(model).__name__
         raise ModelLoadError(f"{src}: the forward pass failed: {exception_line(exc, last=True, limit=200)}") from None
     dt = time.perf_counter() - t0
-    if tuple(probs.shape) != (1, model.num_labels) or not torch.isfinite(probs).all():
-        src = getattr(model, "source", None) or type(model).__name__
-        raise ModelLoadError(f"{src}: the forward pass gave {tuple(probs.shape)} / non-finite outputs")
+    check_outputs(model, outputs, names, error=ModelLoadError, advice="fix the network (or its declared output) "
+                  "before using it")
+    probs = model.probabilities_from_outputs(outputs)
     info = model.describe()
-    info.update(device=str(dev), forward_s=dt, prob_min=float(probs.min()), prob_max=float(probs.max()))
+    info.update(device=str(dev), forward_s=dt, images=len(names), prob_min=float(probs.min()),
+                prob_max=float(probs.max()))
     return info

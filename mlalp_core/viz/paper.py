@@ -33,13 +33,12 @@ from .figures import (
     CHANNELS,
     PAPER_Z_RANGE,
     GridRow,
-    _as_chw,
-    _np,
     auto_z_range,
     label_marks,
     perturbation_image,
     pool_perturbation,
 )
+from .figures.pooling import _as_chw, _np
 
 #: Widths of a two-column paper (IEEE), in inches.
 COLUMN = 3.5
