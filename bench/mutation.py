@@ -128,8 +128,9 @@ _SYMBOL = {ast.Add: "+", ast.Sub: "-", ast.Mult: "*", ast.Div: "/", ast.FloorDiv
 _SWAP = {"amax": "amin", "amin": "amax", "max": "min", "min": "max", "maximum": "minimum", "minimum": "maximum",
          "sum": "mean", "mean": "sum", "any": "all", "all": "any", "clamp_min": "clamp_max", "clamp_max": "clamp_min"}
 #: calls that wrap a value and can be dropped (f(x) -> x, x.f() -> x)
-_UNWRAP = {"abs", "clamp", "clamp_min", "clamp_max", "sqrt", "sorted", "flatten", "double", "float", "int", "bool",
-           "detach", "clone", "strip", "lower"}
+#: (type conversions, detach/clone and the like are left out: their mutants are mostly equivalent
+#: or crash at once)
+_UNWRAP = {"abs", "clamp", "clamp_min", "clamp_max", "sqrt", "sorted", "flatten", "double", "round"}
 
 
 @dataclass
@@ -140,6 +141,7 @@ class Mutant:
     line: int
     what: str  # "a < b -> a <= b"
     source: str = field(repr=False)  # the whole mutated module
+    span: tuple[int, int] = (0, 0)  # lines of the innermost function around it (test selection)
 
 
 class _Finder(ast.NodeVisitor):
@@ -151,6 +153,7 @@ class _Finder(ast.NodeVisitor):
         self.found: list[tuple[str, ast.AST, ast.AST, str, str]] = []
         self.skip_ids: set[int] = set()
         self.depth = 0  # functions entered
+        self.spans: list[tuple[int, int]] = []  # their line ranges
 
     def _in_scope(self) -> bool:
         """Inside a function (a method's qualname: Class.method) that the target names."""
@@ -162,7 +165,11 @@ class _Finder(ast.NodeVisitor):
     def _scoped(self, node, name, function=False):
         self.stack.append(name)
         self.depth += function
+        if function:
+            self.spans.append((node.lineno, node.end_lineno))
         self.generic_visit(node)
+        if function:
+            self.spans.pop()
         self.depth -= function
         self.stack.pop()
 
@@ -192,7 +199,7 @@ class _Finder(ast.NodeVisitor):
 
     def _add(self, node, new, op, what):
         if id(node) not in self.skip_ids and self._in_scope():
-            self.found.append((".".join(self.stack), node, new, op, what))
+            self.found.append((".".join(self.stack), node, new, op, what, self.spans[-1]))
 
     def visit_BinOp(self, node):
         swap = _BINOP.get(type(node.op))
@@ -341,7 +348,7 @@ def make_mutants(target: str, module: str, functions: set[str] | None, source: s
         offsets.append(offsets[-1] + len(line))
     seen: dict[str, int] = {}
     out = []
-    for func, node, new, op, what in finder.found:
+    for func, node, new, op, what, span in finder.found:
         mutated = _splice(source, offsets, node, new)
         if mutated is None or mutated == source:
             continue
@@ -350,7 +357,7 @@ def make_mutants(target: str, module: str, functions: set[str] | None, source: s
         snippet = ast.get_source_segment(source, node) or ""
         snippet = " ".join(snippet.split())
         out.append(Mutant(f"{key}#{seen[key]}", target, module, node.lineno,
-                          f"{what}: `{snippet[:70]}{'...' if len(snippet) > 70 else ''}`", mutated))
+                          f"{what}: `{snippet[:70]}{'...' if len(snippet) > 70 else ''}`", mutated, span))
     return out
 
 
@@ -420,8 +427,50 @@ class _Collector:
             self.failed.append(f"collecting {report.nodeid}")
 
 
-def _child(tree: Path, args: list[str], out: Path) -> None:
-    """In a forked child: run pytest on ``tree`` and write what failed to ``out``."""
+class _Tracer:
+    """A pytest plugin: the lines of one module each test runs in this process (sys.settrace,
+    only in that module's frames). Lines run while setting a test up (module-scoped fixtures)
+    count for every test of its file, since the fixture's result feeds them all."""
+
+    def __init__(self, module: Path) -> None:
+        self.module = str(module)
+        self.calls: dict[str, set[int]] = {}
+        self.setups: dict[str, set[int]] = {}
+        self.order: list[str] = []
+        self.hit: set[int] = set()
+
+    def _global(self, frame, event, arg):
+        return self._local if frame.f_code.co_filename == self.module else None
+
+    def _local(self, frame, event, arg):
+        if event == "line":
+            self.hit.add(frame.f_lineno)
+        return self._local
+
+    def pytest_sessionstart(self, session):
+        import threading
+
+        sys.settrace(self._global)
+        threading.settrace(self._global)
+
+    def pytest_runtest_setup(self, item):
+        self.order.append(item.nodeid)
+        self.hit = self.setups.setdefault(item.nodeid.split("::")[0], set())
+
+    def pytest_runtest_call(self, item):
+        self.hit = self.calls.setdefault(item.nodeid, set())
+
+    def pytest_runtest_teardown(self, item):
+        self.hit = self.setups.setdefault(item.nodeid.split("::")[0], set())
+
+    def result(self) -> dict:
+        return {"order": self.order, "calls": {k: sorted(v) for k, v in self.calls.items()},
+                "setups": {k: sorted(v) for k, v in self.setups.items()}}
+
+
+def _child(tree: Path, args: list[str], out: Path, trace: str | None) -> None:
+    """In a forked child: run pytest on ``tree`` and write what failed (and, with ``trace``, the
+    lines of that module each test ran) to ``out``."""
     os.setpgrp()  # its own process group, so that a timeout kills what it started too
     devnull = os.open(os.devnull, os.O_WRONLY)
     os.dup2(devnull, 1)
@@ -432,15 +481,28 @@ def _child(tree: Path, args: list[str], out: Path) -> None:
     import pytest
 
     col = _Collector()
+    tracer = _Tracer(tree / trace) if trace else None
     try:
-        rc = int(pytest.main(args, plugins=[col]))
+        rc = int(pytest.main(args, plugins=[col] + ([tracer] if tracer else [])))
+        sys.settrace(None)
         import mlalp_core
 
         where = mlalp_core.__file__
     except BaseException as exc:  # noqa: BLE001 - whatever happens is the mutant's result
         rc, where = 99, f"{type(exc).__name__}: {exc}"
-    out.write_text(json.dumps({"rc": rc, "failed": col.failed, "ran": col.ran, "mlalp_core": where}))
+    res = {"rc": rc, "failed": col.failed, "ran": col.ran, "mlalp_core": where}
+    if tracer is not None:
+        res["cover"] = tracer.result()
+    out.write_text(json.dumps(res))
     os._exit(0)
+
+
+def select_tests(cover: dict, span: tuple[int, int]) -> list[str]:
+    """The tests that ran a line of the function (the mutant's span), in the baseline's order."""
+    lo, hi = span
+    files = {f for f, lines in cover["setups"].items() if any(lo <= n <= hi for n in lines)}
+    return [t for t in cover["order"] if t.split("::")[0] in files
+            or any(lo <= n <= hi for n in cover["calls"].get(t, ()))]
 
 
 @dataclass
@@ -449,6 +511,8 @@ class Job:
     target: str
     args: list[str]
     timeout: float
+    trace: str | None = None  # the baseline records which tests run which lines of this module
+    selected: int | None = None  # tests chosen by coverage (None: the target's whole list)
 
 
 @dataclass
@@ -458,6 +522,7 @@ class Outcome:
     failed: list[str]
     seconds: float
     ran: int = 0
+    cover: dict | None = None
 
 
 class Pool:
@@ -487,7 +552,7 @@ class Pool:
         out.unlink(missing_ok=True)
         pid = os.fork()
         if pid == 0:
-            _child(tree, job.args, out)
+            _child(tree, job.args, out, job.trace)
         self.running[pid] = (slot, job, time.perf_counter(), out, original)
 
     def _finish(self, pid: int, timed_out: bool) -> Outcome:
@@ -510,7 +575,7 @@ class Pool:
             status = "baseline-ok" if res["rc"] == 0 else "baseline-failed"
         else:
             status = "survived" if res["rc"] == 0 else "killed"
-        return Outcome(job, status, res["failed"], seconds, res.get("ran", 0))
+        return Outcome(job, status, res["failed"], seconds, res.get("ran", 0), res.get("cover"))
 
     def wait(self) -> list[Outcome]:
         """Block until at least one job finishes (or times out); return what finished."""
@@ -585,8 +650,10 @@ def _warm_imports() -> None:
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.RawTextHelpFormatter)
     ap.add_argument("--only", nargs="+", choices=list(TARGETS), help="targets to mutate (default: all)")
-    ap.add_argument("--budget", type=float, default=1140.0, help="seconds for the mutants, all targets together")
-    ap.add_argument("--max-mutants", type=int, default=None, help="at most this many mutants per target (sampled)")
+    ap.add_argument("--budget", type=float, default=1140.0,
+                    help="seconds for the whole run (baselines included); no mutant starts after it")
+    ap.add_argument("--max-mutants", type=int, default=30,
+                    help="at most this many mutants per target, drawn at random (0: all)")
     ap.add_argument("--workers", type=int, default=2)
     ap.add_argument("--seed", type=int, default=0, help="order in which mutants are drawn")
     ap.add_argument("--rev", default=None, help="mutate and test the tree of this commit (default: the working tree)")
@@ -625,26 +692,40 @@ def main(argv: list[str] | None = None) -> int:
         _warm_imports()
         pool = Pool(args.workers, args.rev, tmp)
 
-        # 1. every target's tests pass unmutated (and how long they take: the timeout)
+        # 1. every target's tests pass unmutated: how long they take (the timeout) and which of
+        #    them run which lines of the module (a mutant runs the tests that run its function)
         baseline: dict[str, float] = {}
+        cover: dict[str, dict] = {}
 
         def on_baseline(o: Outcome) -> None:
-            print(f"# baseline {o.job.target}: {o.status}, {o.ran} tests, {o.seconds:.1f} s"
+            print(f"# baseline {o.job.target}: {o.status}, {o.ran} tests, {o.seconds:.1f} s (traced)"
                   + (f"; failing: {o.failed}" if o.failed else ""), flush=True)
             if o.status == "baseline-ok":
                 baseline[o.job.target] = o.seconds
+                cover[o.job.target] = o.cover or {}
             else:
                 print(f"# {o.job.target} left out: its tests fail without any mutant (fix them first)", flush=True)
 
         used = [t for t in targets if counts[t]]
-        run_jobs(pool, iter([Job(None, t, pytest_args(pool.trees[0], t, False), 1800.0) for t in used]), None,
-                 on_baseline)
+        run_jobs(pool, iter([Job(None, t, pytest_args(pool.trees[0], t, False), 1800.0, trace=TARGETS[t][0])
+                             for t in used]), None, on_baseline)
         used = [t for t in used if t in baseline]
         mutants = [m for m in mutants if m.target in used]
 
         # 2. the mutants, interleaved across targets so that a budget cut leaves a sample of each
-        jobs = [Job(m, m.target, pytest_args(pool.trees[0], m.target, not args.issue_table),
-                    max(60.0, args.timeout_factor * baseline[m.target])) for m in mutants]
+        jobs = []
+        for m in mutants:
+            full = pytest_args(pool.trees[0], m.target, not args.issue_table)
+            chosen = select_tests(cover[m.target], m.span) if cover.get(m.target) and not args.issue_table else []
+            if chosen:  # the options, then the chosen tests by id (-k/-m were applied when they were listed)
+                opts = [a for a in full if not a.startswith("tests/")]
+                opts = [a for k, a in enumerate(opts) if a not in ("-k", "-m") and (k == 0 or opts[k - 1] not in
+                                                                                   ("-k", "-m"))]
+                run_args = opts + chosen
+            else:  # no test runs it in this process (maybe in a subprocess): all of them
+                run_args = full
+            jobs.append(Job(m, m.target, run_args, max(60.0, args.timeout_factor * baseline[m.target]),
+                            selected=len(chosen) if chosen else None))
         order: dict[str, list[Job]] = {t: [j for j in jobs if j.target == t] for t in used}
         interleaved = []
         while any(order.values()):
@@ -658,10 +739,11 @@ def main(argv: list[str] | None = None) -> int:
             m = o.job.mutant
             tag = "EQUIVALENT" if m.id in equivalent else o.status.upper()
             first = o.failed[0] if o.failed else ""
-            print(f"{tag:10} {o.seconds:6.1f}s  {m.id}  line {m.line}: {m.what}"
+            tests = "all" if o.job.selected is None else o.job.selected
+            print(f"{tag:10} {o.seconds:6.1f}s {tests:>4} tests  {m.id}  line {m.line}: {m.what}"
                   + (f"  [{first}]" if first and not args.issue_table else ""), flush=True)
 
-        deadline = None if args.issue_table else time.perf_counter() + args.budget
+        deadline = None if args.issue_table else t_start + args.budget
         not_run = run_jobs(pool, iter(interleaved), deadline, on_mutant)
 
     # 3. the report
