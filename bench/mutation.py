@@ -53,33 +53,30 @@ TARGETS: dict[str, tuple[str, set[str] | None, list[str]]] = {
         "tests/test_targets_metrics.py", "tests/test_published_numbers.py", "tests/test_runner.py",
         "-k", "not two_processes and not killed_run and not many_processes"]),
     "reporting": ("mlalp_core/experiments/reporting.py", None, [
-        "tests/test_published_numbers.py", "tests/test_runner.py", "tests/test_run_rows.py", "tests/test_figures.py",
+        "tests/test_reporting_rules.py", "tests/test_published_numbers.py", "tests/test_runner.py",
+        "tests/test_run_rows.py", "tests/test_figures.py", "tests/test_pairwise.py",
         "-k", "not two_processes and not killed_run and not many_processes and not benchmark_page "
-              "and not selection_follows and not store_rejects and not model_identity and not process_group "
-              "and not pooling and not maxabs and not pool_factor and not z_range and not distortion_surfaces "
-              "and not confidence_bars and not trace_chart and not images_perturbation and not figure1 "
-              "and not publication_style and not download_config"]),
+              "and (not test_figures or budget)"]),
     "store": ("mlalp_core/experiments/store.py", None, [
-        "tests/test_published_numbers.py", "tests/test_runner.py", "tests/test_first_contact.py",
-        "tests/test_run_rows.py",
-        "-k", "not two_processes and not benchmark_page and (test_published or test_runner or test_run_rows "
-              "or store or report)"]),
+        "tests/test_store.py", "tests/test_published_numbers.py", "tests/test_runner.py", "tests/test_first_contact.py",
+        "tests/test_hostile_input.py", "tests/test_run_rows.py",
+        "-k", "not two_processes and not killed_run and not many_processes and not benchmark_page"]),
     "pairwise": ("mlalp_core/experiments/pairwise.py", None, ["tests/test_pairwise.py"]),
     "runner": ("mlalp_core/experiments/runner.py",
                {"BenchConfig.check", "select_examples", "batch_for", "check_objective", "attack_batches",
                 "run_attack_on_selection", "run_benchmark", "numerics_note", "process_group_plan"}, [
         "tests/test_runner.py", "tests/test_published_numbers.py", "tests/test_run_rows.py",
-        "tests/test_reproducible_runs.py",
-        "-m", "not slow", "-k", "not two_processes and not benchmark_page and not many_processes"]),
+        "tests/test_first_contact.py", "tests/test_hostile_input.py",
+        "-k", "not two_processes and not benchmark_page and not many_processes and not killed_run"]),
     "targets": ("mlalp_core/attacks/targets.py", None, [
-        "tests/test_targets_metrics.py", "tests/test_published_numbers.py", "tests/test_properties.py",
-        "tests/test_gradient_attacks.py",
+        "tests/test_targets_metrics.py", "tests/test_target_rules.py", "tests/test_published_numbers.py",
+        "tests/test_properties.py", "tests/test_gradient_attacks.py",
         "-k", "not batching_does_not_change and (target or hide or add or custom or show or objective "
               "or test_published)"]),
     "gradient": ("mlalp_core/attacks/gradient.py", {"IterativeGradient._project"}, [
         "tests/test_projections.py", "tests/test_gradient_attacks.py"]),
     "lp-problem": ("mlalp_core/lp/problem.py", None, [
-        "tests/test_lp_certificate.py", "tests/test_lp.py", "tests/test_lp_batch.py",
+        "tests/test_lp_problem.py", "tests/test_lp_certificate.py", "tests/test_lp.py", "tests/test_lp_batch.py",
         "-k", "not narrowed and not sweep and not flipped and not many_rows and not line_search "
               "and not threads and not newton and not regime"]),
 }

@@ -173,6 +173,9 @@ def test_norms_of_negative_and_asymmetric_perturbations_follow_their_definitions
     assert float(n["linf"][1]) == pytest.approx(0.3) and float(n["linf"][0]) > 0
     assert float(n["linf"][3]) == 0.0 and float(n["l2"][3]) == 0.0
     assert all(v.dtype == torch.float64 and v.shape == (4,) for v in n.values())
+    empty = perturbation_norms(torch.zeros(3, 0))  # no pixel: no distortion, one value per example
+    assert all(v.shape == (3,) for v in empty.values())
+    assert not any(bool(empty[k].any()) for k in ("l1", "l2", "linf"))
 
 
 class _Linear(MultiLabelClassifier):
@@ -226,6 +229,10 @@ def test_label_bookkeeping_counts_hidden_added_and_collateral_labels():
     # added (and is not), and label 1 (0.8 -> 0.7) is lost
     c = label_changes(clean, adv, target, threshold=0.75)
     assert (c["attacked_total"][0], c["attacked_reached"][0], c["collateral"][0], c["labels_wrong"][0]) == (3, 2, 1, 2)
+    # REFERENCE: label j is predicted positive when o_j >= t; an output exactly at t is positive
+    c = label_changes(torch.tensor([[0.5, 0.2]]), torch.tensor([[0.2, 0.5]]), torch.tensor([[False, True]]))
+    assert (c["attacked_total"].item(), c["attacked_reached"].item(), c["collateral"].item()) == (2, 2, 0)
+    assert c["labels_wrong"].item() == 0
 
 
 # ---- targets ----------------------------------------------------------------------------------
