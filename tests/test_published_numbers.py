@@ -174,7 +174,7 @@ def test_norms_of_negative_and_asymmetric_perturbations_follow_their_definitions
     assert float(n["linf"][3]) == 0.0 and float(n["l2"][3]) == 0.0
     assert all(v.dtype == torch.float64 and v.shape == (4,) for v in n.values())
     empty = perturbation_norms(torch.zeros(3, 0))  # no pixel: no distortion, one value per example
-    assert all(v.shape == (3,) for v in empty.values())
+    assert all(v.shape == (3,) and v.dtype == torch.float64 for v in empty.values())
     assert not any(bool(empty[k].any()) for k in ("l1", "l2", "linf"))
 
 

@@ -39,6 +39,12 @@ def test_the_random_draws_are_those_of_earlier_versions():
         assert (Y & ~t).int().argmax(1).tolist() == hidden[seed]
         s = show_k(Y, 2, seed=seed, example_ids=IDS)
         assert [sorted((s[i] & ~Y[i]).nonzero().flatten().tolist()) for i in range(6)] == shown[seed]
+    # the default seed is 0 (the command line's) in every builder
+    assert torch.equal(build_target("hide-one", Y, example_ids=IDS), hide_one(Y, seed=0, example_ids=IDS))
+    assert torch.equal(build_target("show-k:2", Y, example_ids=IDS), show_k(Y, 2, seed=0, example_ids=IDS))
+    assert torch.equal(hide_one(Y, example_ids=IDS), hide_one(Y, seed=0, example_ids=IDS))
+    assert torch.equal(show_k(Y, 2, example_ids=IDS), show_k(Y, 2, seed=0, example_ids=IDS))
+    assert torch.equal(hide_one(Y, seed=3), hide_one(Y, seed=3, example_ids=range(6)))  # ids default to positions
 
 
 @pytest.mark.parametrize("convention", ["bool", "01", "pm1", "float"])
@@ -106,7 +112,7 @@ def test_labels_by_name_or_index_and_their_errors():
 
 @pytest.mark.parametrize("text, expect", [
     ("hide-one", ("hide-one", None)), (" Hide-One ", ("hide-one", None)), ("hide-all", ("hide-all", None)),
-    ("show-many", ("show-many", None)), ("show-k:2", ("show-k", 2)), ("show-k: 3 ", ("show-k", 3)),
+    ("show-many", ("show-many", None)), ("show-k:1", ("show-k", 1)), ("show-k: 3 ", ("show-k", 3)),
     ("hide:a, c", ("hide", ("a", "c"))), ("add:d", ("add", ("d",))),
 ])
 def test_objectives_parse_exactly(text, expect):
