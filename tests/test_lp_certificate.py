@@ -93,6 +93,25 @@ def test_an_over_claimed_bound_is_reported_not_capped(monkeypatch):
     assert solve_linf(A, b, lo, hi).lower_bound == honest.lower_bound
 
 
+def test_a_bound_scaled_wrong_is_reported_even_when_r_is_slightly_infeasible():
+    """A certificate that lost (or doubled) the scale factor s is not explained by r's violations."""
+    import dataclasses
+
+    A, b, lo, hi = mlalp_instance(10, 800, 2, seed=13, box=True)
+    res = solve_linf(A, b, lo, hi)
+    prep = prepare(A, b, lo, hi)
+    P = prep.scaled
+    lam_s = torch.as_tensor(res.dual)[P.rows] * P.row_norm
+    r = torch.as_tensor(res.r)
+    rho = (r if P.cols is None else r[P.cols]) / P.s
+    lower, viol = certify(prep, rho, lam_s, r)  # the right one: no complaint
+    assert lower == pytest.approx(res.lower_bound, rel=1e-12) and lower <= res.z * (1 + 1e-9)
+    for factor in (1 / P.s, 3.0):  # s lost (s < 1 here), or a wrong one
+        wrong = dataclasses.replace(prep, scaled=dataclasses.replace(P, s=P.s * factor))
+        with pytest.raises(CertificateError, match="contradicts its solution"):
+            certify(wrong, rho, lam_s, r * 0.999)  # even with r a little short (violating rows)
+
+
 def test_a_bound_above_an_infeasible_r_is_returned_as_proved():
     """An r that violates A r <= b can have ||r||_inf below the optimum: the bound is then above
     z, explained by the violation (reported), and returned as proved, not capped."""

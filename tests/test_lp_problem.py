@@ -59,6 +59,10 @@ def test_prepare_scales_the_box_and_keeps_only_columns_that_can_move():
     assert float(prep.hi.min()) >= 0.0 and float(prep.lo.max()) <= 0.0
     assert torch.equal(prep.hi[:7], hi[:7]) and prep.hi[8] == 0.0
     assert torch.allclose(P.lo, prep.lo[P.cols] / P.s, rtol=1e-15) and torch.allclose(P.hi, prep.hi[P.cols] / P.s)
+    # b as a column and the box shaped like the image: the same problem
+    same = prepare(A, b[:, None], lo.reshape(4, 10), hi.reshape(4, 10))
+    assert torch.equal(same.scaled.beta, P.beta) and torch.equal(same.scaled.lo, P.lo) and torch.equal(
+        same.scaled.hi, P.hi) and torch.equal(same.scaled.cols, P.cols)
     # one side given: the other is unbounded; scalars broadcast
     one = prepare(A, b, lo=None, hi=torch.tensor(0.5))
     assert bool(torch.isinf(one.lo).all()) and bool((one.hi == 0.5).all()) and one.hi.shape == (40,)
@@ -158,6 +162,7 @@ def test_the_dual_bound_by_its_definition(sort):
     # no box: c / sum |u|, and nothing to move at all: infeasible
     assert dual_bound(u, 2.0, None, None, sort=sort) == pytest.approx(2.0 / float(u.abs().sum()), rel=1e-15)
     assert math.isinf(dual_bound(torch.zeros(5, dtype=torch.float64), 1.0, None, None, sort=sort))
+    assert dual_bound(torch.zeros(5, dtype=torch.float64), 0.0, None, None, sort=sort) == 0.0  # c = 0 proves 0
     got = dual_bounds(u[None].repeat(3, 1), np.array([2.0, 0.0, -1.0]), None, None)
     assert got[0] == pytest.approx(2.0 / float(u.abs().sum()), rel=1e-15) and got[1] == got[2] == 0.0
     assert math.isinf(dual_bounds(torch.zeros(1, 5, dtype=torch.float64), np.array([1.0]), None, None)[0])
