@@ -58,16 +58,16 @@ TARGETS: dict[str, tuple[str, set[str] | None, list[str]]] = {
         "-k", "not two_processes and not killed_run and not many_processes and not benchmark_page "
               "and (not test_figures or budget)"]),
     "store": ("mlalp_core/experiments/store.py", None, [
-        "tests/test_store.py", "tests/test_published_numbers.py", "tests/test_runner.py", "tests/test_first_contact.py",
-        "tests/test_hostile_input.py", "tests/test_run_rows.py",
-        "-k", "not two_processes and not killed_run and not many_processes and not benchmark_page"]),
-    "pairwise": ("mlalp_core/experiments/pairwise.py", None, ["tests/test_pairwise.py"]),
+        "tests/test_store.py", "tests/test_published_numbers.py", "tests/test_runner.py", "tests/test_run_rows.py",
+        "tests/test_first_contact.py",
+        "-k", "not two_processes and not killed_run and not benchmark_page and (not test_first_contact or store "
+              "or report)"]),
+    "pairwise": ("mlalp_core/experiments/pairwise.py", None, ["tests/test_pairwise_rules.py", "tests/test_pairwise.py"]),
     "runner": ("mlalp_core/experiments/runner.py",
                {"BenchConfig.check", "select_examples", "batch_for", "check_objective", "attack_batches",
                 "run_attack_on_selection", "run_benchmark", "numerics_note", "process_group_plan"}, [
-        "tests/test_runner.py", "tests/test_published_numbers.py", "tests/test_run_rows.py",
-        "tests/test_first_contact.py", "tests/test_hostile_input.py",
-        "-k", "not two_processes and not benchmark_page and not many_processes and not killed_run"]),
+        "tests/test_runner_rules.py", "tests/test_runner.py", "tests/test_published_numbers.py",
+        "tests/test_run_rows.py", "-k", "not two_processes and not benchmark_page and not many_processes"]),
     "targets": ("mlalp_core/attacks/targets.py", None, [
         "tests/test_targets_metrics.py", "tests/test_target_rules.py", "tests/test_published_numbers.py",
         "tests/test_properties.py", "tests/test_gradient_attacks.py",

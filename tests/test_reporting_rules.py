@@ -194,6 +194,10 @@ def test_latex_bolds_the_best_of_each_block_as_the_paper_does():
     assert "\\bfseries 1.0000" in cw07 and "\\bfseries 0.0200" in cw07 and "\\bfseries" not in mla07.split("&")[5]
     assert "\\bfseries 0.0300" not in mla07 and "-" in df07
     assert cw12.count("\\bfseries 0.0500") == 1 and mla12.count("\\bfseries 0.0500") == 1  # a tie in voc2012
+    # the five columns with a best value, per block: ML-CW's five in voc2007, both rows' five in voc2012 (ties);
+    # no other column (attacked, time, calls) is ever bold
+    assert tex.count("\\bfseries") == 15
+    assert "\\begin{tabular}{llll" + "r" * 8 + "}" in tex  # text columns left, numbers right
     notes = tex.index("Runs (one row each)")
     assert tex.index("\\end{tabular}") < notes < tex.index("\\end{table}")
     assert tex.count(";") >= 4  # the five runs, separated

@@ -90,7 +90,9 @@ def test_a_configuration_that_cannot_run_is_refused_before_any_work(weights, tmp
 
 def test_a_run_restarted_under_other_numerics_is_announced(weights, tmp_path):
     store = tmp_path / "s.sqlite"
-    _run(weights, store, n=2, threads=1)
+    first: list[str] = []
+    _run(weights, store, n=2, threads=1, notes=first.append)
+    assert not [n for n in first if "other numerics" in n]  # a new run: nothing to announce
     notes: list[str] = []
     _run(weights, store, n=2, threads=2, notes=notes.append)
     (note,) = [n for n in notes if "other numerics" in n]
@@ -112,3 +114,23 @@ def test_a_run_restarted_under_other_numerics_is_announced(weights, tmp_path):
                          settings=old["settings"], seed=1).startswith("fgsm: the store has this run under other")
     assert numerics_note(rs, key, now, model_id=old["model_id"], data_id=old["data_id"], attack="fgsm",
                          settings=old["settings"], seed=2) == ""  # another seed: another run, nothing to say
+
+
+def test_models_are_loaded_on_the_device_asked_for(weights, tmp_path):
+    asked = []
+
+    def loader(name, device=None):
+        asked.append(device)
+        return load_tiny(weights)
+
+    cfg = BenchConfig(models=["tiny"], dataset="tiny", split="all", attacks=["fgsm"], n=1, device="cpu",
+                      store=tmp_path / "s.sqlite", threads=1)
+    run_benchmark(cfg, model_loader=loader, dataset_loader=lambda name, split=None: TinyScenes(n=24))
+    assert asked == [torch.device("cpu")]
+
+
+def test_without_a_gpu_every_rank_uses_gloo():
+    from mlalp_core.experiments.runner import process_group_plan
+
+    assert process_group_plan(True, 0, 1, 0) == ("gloo", None)  # CUDA asked for, none there
+    assert process_group_plan(True, 1, 2, 0) == ("gloo", None)

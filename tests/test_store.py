@@ -128,8 +128,12 @@ def test_a_run_is_found_by_a_unique_prefix_of_its_key(tmp_path):
     shared = next(p for n in range(1, 4) for p in {x[:n] for x in keys} if sum(x.startswith(p) for x in keys) > 1)
     with pytest.raises(ConfigurationError, match="ambiguous"):
         store.resolve_run(shared)
-    with pytest.raises(ConfigurationError, match="no run 'zzz'.* ..."):  # more than 12 runs: the list is cut
+    with pytest.raises(ConfigurationError, match=r"no run 'zzz'.* \.\.\. \(`mlalp report"):  # the list of 40 is cut
         store.resolve_run("zzz")
+    few = ResultsStore(tmp_path / "few.sqlite", readonly=False)
+    (only,) = [few.open_run(seed=0, **IDENT)]
+    with pytest.raises(ConfigurationError, match=rf"its runs: {only[:8]} \(`mlalp report"):  # one run: no '...'
+        few.resolve_run("zzz")
     with pytest.raises(ConfigurationError, match="no run ''"):
         store.resolve_run("   ")
 
@@ -206,13 +210,13 @@ def test_sqlite_errors_are_explained(text, words):
 def test_a_locked_store_is_retried_and_other_errors_are_not():
     calls = []
 
-    def locked_twice():
+    def locked_a_while():
         calls.append(1)
-        if len(calls) <= 2:
+        if len(calls) <= 6:
             raise sqlite3.OperationalError("database is locked")
         return "done"
 
-    assert _retry_locked(locked_twice, attempts=5, pause_s=0.0) == "done" and len(calls) == 3
+    assert _retry_locked(locked_a_while, attempts=8, pause_s=1e-4) == "done" and len(calls) == 7
     calls.clear()
 
     def broken():

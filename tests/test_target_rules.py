@@ -86,6 +86,8 @@ def test_custom_targets_broadcast_one_row_and_refuse_wrong_shapes():
     t = custom(y, torch.tensor([1, 1, 1]))  # one target for the batch
     assert t.shape == (2, 3) and bool(t.all())
     assert torch.equal(custom(y[:1], torch.tensor([[0, 0, 1]])), torch.tensor([[False, False, True]]))
+    one_label = custom(torch.tensor([[1], [1]]), torch.tensor([0]))  # a one-label model, a batch of two
+    assert one_label.tolist() == [[False], [False]]
     with pytest.raises(InvalidInputError, match="target has 4 labels, the model has 3"):
         custom(y, torch.ones(2, 4))
     with pytest.raises(InvalidInputError, match="does not match"):
