@@ -673,6 +673,9 @@ def main(argv: list[str] | None = None) -> int:
             mutants = []
             for t in targets:
                 module, functions, _ = TARGETS[t]
+                if not (src_tree / module).exists():
+                    print(f"# {t}: {module} is not in this tree", file=sys.stderr)
+                    continue
                 ms = make_mutants(t, module, functions, (src_tree / module).read_text())
                 rng = random.Random(f"{args.seed}/{t}")
                 rng.shuffle(ms)
