@@ -621,9 +621,10 @@ def load_equivalent(path: Path) -> dict[str, str]:
     out = {}
     if path.exists():
         for line in path.read_text().splitlines():
-            ident, _, why = line.partition("#")
-            if ident.strip() and not line.lstrip().startswith("#"):
-                out[ident.strip()] = why.strip()
+            if not line.strip() or line.lstrip().startswith("#"):
+                continue
+            ident, _, why = line.strip().partition(" ")  # ids hold '#' (op#k): the id ends at the first space
+            out[ident] = why.strip().removeprefix("#").strip()
     return out
 
 

@@ -140,3 +140,20 @@ def test_the_brute_force_bound_by_hand():
     assert brute_dual_bound(u, 2.5, lo, hi) == pytest.approx(0.5)  # H(0.5) = 2.5: every room used
     assert math.isinf(brute_dual_bound(u, 2.6, lo, hi)) and brute_dual_bound(u, -1.0, lo, hi) == 0.0
     assert brute_dual_bound(u, 1.4) == pytest.approx(0.2)  # no box: c / sum |u|
+
+
+def test_an_infeasibility_proof_with_any_r_is_returned_as_proved():
+    """A dual point that proves the LP infeasible bounds z by inf; any r then violates a row, and
+    certify returns the proof with the violation instead of failing."""
+    A, b, _, _ = mlalp_instance(20, 2000, 3, seed=1)
+    x = torch.full((2000,), 0.5, dtype=torch.float64)
+    lo, hi = -x, 1 - x
+    res = solve_linf(A, b * 300, lo, hi)
+    assert res.status == "infeasible"
+    prep = prepare(A, b * 300, lo, hi)
+    P = prep.scaled
+    lam_s = torch.as_tensor(res.dual)[P.rows] * P.row_norm
+    for r in (torch.zeros(2000, dtype=torch.float64), torch.full((2000,), 0.01, dtype=torch.float64)):
+        rho = (r if P.cols is None else r[P.cols]) / P.s
+        lower, viol = certify(prep, rho, lam_s, r)
+        assert math.isinf(lower) and viol > 0

@@ -86,6 +86,27 @@ def test_what_prepare_answers_itself():
     assert stuck.farkas.tolist() == [0, 1, 0, 0, 0, 0]
 
 
+def test_bounds_may_miss_zero_by_rounding_only():
+    A, b = _instance(7)
+    d = A.shape[1]
+    for lo, hi in ((torch.full((d,), 1e-12), torch.ones(d)), (-torch.ones(d), torch.full((d,), -1e-12))):
+        prep = prepare(A, b, lo, hi)  # 1e-12 on the wrong side of 0: rounding, taken as 0
+        assert float(prep.lo.max()) <= 0.0 <= float(prep.hi.min())
+    for lo, hi in ((torch.full((d,), 2e-12), torch.ones(d)), (-torch.ones(d), torch.full((d,), -2e-12))):
+        with pytest.raises(InvalidInputError, match="contain 0"):
+            prepare(A, b, lo, hi)
+
+
+def test_a_float_matrix_is_used_in_place_not_copied():
+    A, b = _instance(8)
+    for arr in (A.numpy(), A.float().numpy()):
+        M = problem._as_matrix(arr)
+        assert M.data_ptr() == arr.ctypes.data and M.dtype == {np.float64: torch.float64, np.float32: torch.float32}[
+            arr.dtype.type]
+    for t in (A, A.float()):
+        assert problem._as_matrix(t).data_ptr() == t.data_ptr()
+
+
 @pytest.mark.parametrize("args, words", [
     ((torch.ones(3), torch.ones(1)), "A must be a matrix"),
     ((torch.ones(2, 3), torch.ones(3)), "b must have 2 entries"),
@@ -163,6 +184,11 @@ def test_the_dual_bound_by_its_definition(sort):
     assert dual_bound(u, 2.0, None, None, sort=sort) == pytest.approx(2.0 / float(u.abs().sum()), rel=1e-15)
     assert math.isinf(dual_bound(torch.zeros(5, dtype=torch.float64), 1.0, None, None, sort=sort))
     assert dual_bound(torch.zeros(5, dtype=torch.float64), 0.0, None, None, sort=sort) == 0.0  # c = 0 proves 0
+    # a float32 u (the batched search's) is summed in float64: the bound of its exact values
+    u32 = u.float()
+    for c in (0.3 * top, 0.9 * top):
+        assert dual_bounds(u32[None], np.array([c]), lo[None], hi[None])[0] == pytest.approx(
+            brute_dual_bound(u32.double(), c, lo, hi), rel=1e-12)
     got = dual_bounds(u[None].repeat(3, 1), np.array([2.0, 0.0, -1.0]), None, None)
     assert got[0] == pytest.approx(2.0 / float(u.abs().sum()), rel=1e-15) and got[1] == got[2] == 0.0
     assert math.isinf(dual_bounds(torch.zeros(1, 5, dtype=torch.float64), np.array([1.0]), None, None)[0])
