@@ -192,3 +192,16 @@ def test_the_dual_bound_by_its_definition(sort):
     got = dual_bounds(u[None].repeat(3, 1), np.array([2.0, 0.0, -1.0]), None, None)
     assert got[0] == pytest.approx(2.0 / float(u.abs().sum()), rel=1e-15) and got[1] == got[2] == 0.0
     assert math.isinf(dual_bounds(torch.zeros(1, 5, dtype=torch.float64), np.array([1.0]), None, None)[0])
+
+
+@pytest.mark.parametrize("sort", [False, True])
+def test_a_bound_exactly_at_a_breakpoint(sort):
+    """In exact arithmetic (small integers): H(z) = min(z,1) + 2 min(z,2) + 4 min(z,3) reaches c = 17
+    exactly at the largest room, 3: that is the bound (feasible, every room used), not inf."""
+    u = torch.tensor([1.0, -2.0, 4.0], dtype=torch.float64)
+    lo = torch.tensor([-1.0, -9.0, -3.0], dtype=torch.float64)
+    hi = torch.tensor([9.0, 2.0, 9.0], dtype=torch.float64)
+    for c, z in ((17.0, 3.0), (13.0, 2.0), (7.0, 1.0), (10.0, 1.5)):
+        assert dual_bound(u, c, lo, hi, sort=sort) == z
+        assert dual_bounds(u[None], np.array([c]), lo[None], hi[None])[0] == z
+    assert math.isinf(dual_bounds(u[None], np.array([17.5]), lo[None], hi[None])[0])
