@@ -47,3 +47,13 @@ def test_efficiency_points_are_ordered_by_cost_in_each_block():
     assert [p["run_key"] for p in points] == ["D", "C", "B", "A"]
     assert [p["model_calls"] for p in points] == [50, 2, 20, 300]
     assert math.isnan(points[1]["linf"]) and points[1]["success_rate"] == 0.0
+
+
+def test_a_budget_must_be_a_number_in_the_unit_interval():
+    from mlalp_core.errors import InvalidInputError
+
+    rows = [_r("A", "mla-lp", "e1", True, 0.01)]
+    for bad in ("0.5", 0.0, 1.5, -0.1, None if False else [0.5]):
+        with pytest.raises(InvalidInputError, match="budget must be a number in"):
+            efficiency(rows, budget=bad)
+    assert efficiency(rows, budget=1)[0]["success_within"] == 1.0

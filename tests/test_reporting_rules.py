@@ -101,6 +101,10 @@ def test_show_objectives_get_labels_shown_and_success_at_k():
     assert r["objective"] == "show-many" and r["labels_shown"] == pytest.approx(11 / 5)
     assert (r["success_at_1"], r["success_at_2"], r["success_at_3"]) == pytest.approx((0.8, 0.6, 0.4))
     assert "labels_shown" not in table3([_row("h")])[0]
+    # a column some rows have (the show objectives') is exported, empty for the others
+    both = table3(rows + [_row("h")])
+    parsed = list(csv.DictReader(io.StringIO(to_csv(both))))
+    assert [r["labels_shown"] for r in parsed] == ["", "2.2"] and "labels shown" in to_markdown(both)
 
 
 def test_the_papers_numbers_sit_beside_ours_for_its_objective_only():

@@ -99,6 +99,8 @@ def test_a_run_restarted_under_other_numerics_is_announced(weights, tmp_path):
     assert "threads 2 (stored 1)" in note and "pass --threads 1 to resume that one" in note
     runs = ResultsStore(store).runs()
     assert sorted(r["numerics"]["threads"] for r in runs) == [1, 2] and all(r["examples"] == 2 for r in runs)
+    _run(weights, store, n=2, threads=4)  # no one to tell: the run starts anew all the same
+    assert sorted(r["numerics"]["threads"] for r in ResultsStore(store).runs()) == [1, 2, 4]
     # the same numerics again: resumed, nothing to announce
     notes.clear()
     _run(weights, store, n=2, threads=2, notes=notes.append)

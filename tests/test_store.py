@@ -266,7 +266,7 @@ def test_what_cannot_be_a_store_is_refused_without_a_change(tmp_path):
     conn.close()
     before = foreign.read_bytes()
     for readonly in (True, False):
-        with pytest.raises(ConfigurationError, match="not an mlalp results store"):
+        with pytest.raises(ConfigurationError, match=r"not an mlalp results store \(tables: meta, runs\)"):
             ResultsStore(foreign, readonly=readonly)
     assert foreign.read_bytes() == before
     for schema, words in (("3", "newer mlalp"), ("x", "newer mlalp"), ("0", "old store schema 0")):
@@ -317,3 +317,13 @@ def test_a_store_locked_while_it_is_created_is_retried(tmp_path, monkeypatch):
     monkeypatch.setattr(store_mod.time, "sleep", lambda s: None)
     store = ResultsStore(tmp_path / "s.sqlite", readonly=False)
     assert fails["n"] == 0 and store.runs() == []
+
+
+def test_identities_and_run_keys_are_those_earlier_versions_wrote():
+    """A store written by one version is resumed by the next only if the same run gets the same key:
+    the hashes are pinned (computed by this version; change them only with a store schema change)."""
+    assert data_identity("voc2007", "test", ["a", "b"], torch.tensor([[1, 0], [0, 1]])) == "34e0d08b692064cc"
+    assert tensor_identity([("w", torch.arange(6.0).reshape(2, 3))]) == "e2f6bbef144d9823"
+    key = store_mod.run_key("m" * 16, "d" * 16, "mla-lp", {"max_iterations": 3}, 0, {"threads": 1})
+    assert key == "007eabe1714cb2b24a29"
+    assert store_mod.run_key("m" * 16, "d" * 16, "mla-lp", {"max_iterations": 3}, 0) == "74844cbeb1723a21da6a"  # schema 1
