@@ -89,10 +89,11 @@ def test_what_prepare_answers_itself():
 def test_bounds_may_miss_zero_by_rounding_only():
     A, b = _instance(7)
     d = A.shape[1]
-    for lo, hi in ((torch.full((d,), 1e-12), torch.ones(d)), (-torch.ones(d), torch.full((d,), -1e-12))):
+    f64 = dict(dtype=torch.float64)
+    for lo, hi in ((torch.full((d,), 1e-12, **f64), torch.ones(d)), (-torch.ones(d), torch.full((d,), -1e-12, **f64))):
         prep = prepare(A, b, lo, hi)  # 1e-12 on the wrong side of 0: rounding, taken as 0
         assert float(prep.lo.max()) <= 0.0 <= float(prep.hi.min())
-    for lo, hi in ((torch.full((d,), 2e-12), torch.ones(d)), (-torch.ones(d), torch.full((d,), -2e-12))):
+    for lo, hi in ((torch.full((d,), 2e-12, **f64), torch.ones(d)), (-torch.ones(d), torch.full((d,), -2e-12, **f64))):
         with pytest.raises(InvalidInputError, match="contain 0"):
             prepare(A, b, lo, hi)
 

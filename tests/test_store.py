@@ -259,14 +259,15 @@ def test_what_cannot_be_a_store_is_refused_without_a_change(tmp_path):
         ResultsStore(tmp_path, readonly=False)
     foreign = tmp_path / "foreign.sqlite"
     conn = sqlite3.connect(foreign)
-    conn.execute("CREATE TABLE runs (x)")
+    for name in ("runs", "zeta", "alpha", "notes", "beta", "gamma"):
+        conn.execute(f"CREATE TABLE {name} (x)")
     conn.execute("CREATE TABLE meta (key TEXT, value TEXT)")
     conn.execute("INSERT INTO meta VALUES ('schema', '2')")  # a schema mark, but not the store's tables
     conn.commit()
     conn.close()
     before = foreign.read_bytes()
     for readonly in (True, False):
-        with pytest.raises(ConfigurationError, match=r"not an mlalp results store \(tables: meta, runs\)"):
+        with pytest.raises(ConfigurationError, match=r"not an mlalp results store \(tables: alpha, beta, gamma, meta, notes, runs, zeta\)"):
             ResultsStore(foreign, readonly=readonly)
     assert foreign.read_bytes() == before
     for schema, words in (("3", "newer mlalp"), ("x", "newer mlalp"), ("0", "old store schema 0")):
