@@ -2,26 +2,34 @@
 (mutants) of the library, each run against the tests that should catch it; a mutant that passes
 them all survives, and names a wrong number the suite would let through.
 
-    PYTHONPATH=$PWD python bench/mutation.py                      # every target, 2 workers, <= 19 min
-    PYTHONPATH=$PWD python bench/mutation.py --only metrics targets --budget 300
-    PYTHONPATH=$PWD python bench/mutation.py --rev 87549f3        # the tree (code and tests) of a commit
+    PYTHONPATH=$PWD python bench/mutation.py                      # 30 mutants per module, 2 workers, <= 19 min
+    PYTHONPATH=$PWD python bench/mutation.py --only metrics targets --max-mutants 0 --budget 1800
+    PYTHONPATH=$PWD python bench/mutation.py --rev 0389d07        # the tree (code and tests) of a commit
     PYTHONPATH=$PWD python bench/mutation.py --issue-table        # issue 25's mutants: every test that fails
     PYTHONPATH=$PWD python bench/mutation.py --list               # the mutants, without running anything
 
-Mutants are made on the AST (operators below) of the functions each target names, spliced into the
-source as text, in a temporary copy of the tree (the working tree's tracked and untracked files, or
-``git archive REV``): the real files are never touched. Each mutant runs its target's tests with
-``pytest -x -q`` in a child forked from a process that has imported torch and pytest once (a fresh
-interpreter per mutant would spend most of the budget importing), with a timeout per mutant (3x the
-unmutated run; a mutant that hangs counts as killed, and is reported as a timeout).
+Mutants are made on the AST (the operators below: comparisons, arithmetic, boolean operators,
+constants, negated conditions, swapped or dropped calls, dropped keyword arguments, dropped list,
+tuple and dict elements) of the functions each target names, spliced into the source as text, in a
+temporary copy of the tree (the working tree's tracked and untracked files, or ``git archive REV``):
+the real files are never touched. Mutants are drawn at random (``--seed``), ``--max-mutants`` per
+module (30; 0 for all of them).
+
+First each target's tests run unmutated, traced line by line (sys.settrace, in the module only):
+that gives the timeout (3x that run) and which tests run which lines. Then each mutant runs, with
+``pytest -x``, the tests that ran a line of its function (lines run while setting up a module's
+fixtures count for all the tests of that file), or all the target's tests when none ran it in
+this process. Each run is a child forked from a process that imported torch and pytest once (a
+fresh interpreter per mutant would spend most of the budget importing). A mutant that hangs
+counts as killed and is reported as a timeout.
 
 A mutant that survives is either a gap in the tests or an equivalent mutant (a change no input can
 observe). ``bench/mutation_equivalent.txt`` lists the known equivalent ones by id with the reason;
 they are reported apart and left out of the survival rate.
 
-The budget (``--budget`` seconds, default 1140) is shared by the targets in proportion to their
-mutants; mutants are drawn in a seeded random order, so a run cut short is a uniform sample, and the
-report says how many were not run.
+No mutant starts after ``--budget`` seconds (1140 by default, baselines included); the targets'
+mutants are interleaved, so a run cut short has run a uniform sample of each, and the report says
+how many were not run.
 """
 
 from __future__ import annotations
