@@ -157,3 +157,18 @@ def test_an_infeasibility_proof_with_any_r_is_returned_as_proved():
         rho = (r if P.cols is None else r[P.cols]) / P.s
         lower, viol = certify(prep, rho, lam_s, r)
         assert math.isinf(lower) and viol > 0
+
+
+def test_the_box_violation_is_reported_on_both_sides():
+    A, b, lo, hi = mlalp_instance(8, 600, 2, seed=14, box=True)
+    res = solve_linf(A, b, lo, hi)
+    prep = prepare(A, b, lo, hi)
+    P = prep.scaled
+    lam_s = torch.as_tensor(res.dual)[P.rows] * P.row_norm
+    for side, k in ((hi, 1.0), (lo, -1.0)):
+        r = torch.as_tensor(res.r).clone()
+        j = int(torch.argmin(side.abs()))  # a pixel at 0 or 1: no room on that side
+        r[j] = side[j] + k * 0.004
+        rho = (r if P.cols is None else r[P.cols]) / P.s
+        _, viol = certify(prep, rho, lam_s, r)
+        assert viol == pytest.approx(0.004, rel=1e-9)

@@ -72,6 +72,9 @@ def test_what_prepare_answers_itself():
     A, b = _instance(2)
     zero = prepare(A, b.abs())
     assert zero.trivial == "zero" and zero.scaled is None and "r = 0 is optimal" in zero.message
+    b_tight = b.abs()
+    b_tight[[0, 2]] = 0.0  # rows r = 0 meets exactly: still nothing to do
+    assert prepare(A, b_tight).trivial == "zero"
     A0 = A.clone()
     A0[3] = 0.0
     b0 = b.clone()
@@ -202,7 +205,19 @@ def test_a_bound_exactly_at_a_breakpoint(sort):
     u = torch.tensor([1.0, -2.0, 4.0], dtype=torch.float64)
     lo = torch.tensor([-1.0, -9.0, -3.0], dtype=torch.float64)
     hi = torch.tensor([9.0, 2.0, 9.0], dtype=torch.float64)
-    for c, z in ((17.0, 3.0), (13.0, 2.0), (7.0, 1.0), (10.0, 1.5)):
+    for c, z in ((17.0, 3.0), (13.0, 2.0), (7.0, 1.0), (10.0, 1.5), (3.5, 0.5)):
         assert dual_bound(u, c, lo, hi, sort=sort) == z
         assert dual_bounds(u[None], np.array([c]), lo[None], hi[None])[0] == z
     assert math.isinf(dual_bounds(u[None], np.array([17.5]), lo[None], hi[None])[0])
+
+
+def test_sort_true_finds_the_bound_by_the_batched_sort(monkeypatch):
+    """The docstring's dispatch: sort=True (the GPU's way) goes through dual_bounds, sort=False
+    (and the default on a CPU) through the sort-free search; both give the same bound."""
+    calls = []
+    real = problem.dual_bounds
+    monkeypatch.setattr(problem, "dual_bounds", lambda *a: calls.append(1) or real(*a))
+    u = torch.tensor([1.0, -2.0, 4.0], dtype=torch.float64)
+    lo, hi = -torch.ones(3, dtype=torch.float64), torch.ones(3, dtype=torch.float64)
+    assert dual_bound(u, 3.5, lo, hi, sort=True) == 0.5 and len(calls) == 1
+    assert dual_bound(u, 3.5, lo, hi, sort=False) == 0.5 and dual_bound(u, 3.5, lo, hi) == 0.5 and len(calls) == 1

@@ -36,6 +36,13 @@ def test_zero_distortions_are_ties_or_losses_never_an_error():
     (row,) = pairwise(rows, "A", "B")
     assert (row["linf_wins"], row["linf_losses"], row["linf_ties"]) == (1, 1, 1)
     assert row["linf_ratio_median"] == 1.0 and math.isinf(row["linf_ratio_q3"])
+    assert (row["run_a"], row["run_b"]) == ("A", "B")
+    # two infinite ratios: the quartile between them is inf, not nan
+    more = rows + [_r("A", "mla-lp", "e4", True, 0.03), _r("B", "pgd", "e4", True, 0.0)]
+    (row,) = pairwise(more, "A", "B")
+    # ratios sorted: 0.25, 1, inf, inf
+    assert row["linf_ratio_q1"] == pytest.approx(0.8125) and math.isinf(row["linf_ratio_median"])
+    assert math.isinf(row["linf_ratio_q3"])
     (calls,) = pairwise([_r("A", "a", "e", True, 0.1, calls=0), _r("B", "b", "e", True, 0.1, calls=0)], "A", "B")
     assert calls["calls_ratio"] == 1.0
 

@@ -79,6 +79,9 @@ def test_labels_and_notes_name_the_runs_behind_the_rows():
                       "k3" * 8: "MLA-LP (threads 1)", "k4" * 8: "ML-CW"}
     table = table3(rows)
     assert {r["objective"] for r in table} == {"hide-one", "hide-all"}  # several objectives: a column
+    # runs of one attack in a block: by their labels
+    assert [r["label"] for r in table if r["attack"] == "mla-lp"] == [
+        "MLA-LP (max iterations 2)", "MLA-LP (threads 1)", "MLA-LP (threads 2)"]
     notes = run_notes(table)
     assert len(notes) == 4
     cw = next(n for n in notes if n.startswith("ML-CW"))
@@ -133,6 +136,10 @@ def test_budget_curves_and_their_default_grid():
     assert none[("ml-gcn", "voc2007", "mla-lp", "MLA-LP")][0].tolist() == [0.0, 0.25, 0.5, 0.75, 1.0]
     (_, r2), = budget_curves(rows[:4], "l2", grid=[0.0, 1.5, 2.5, 5.0]).values()
     assert r2.tolist() == [0.0, 0.25, 0.5, 0.75]
+    (_, at), = budget_curves(rows[:4], "linf", grid=[0.01, 0.02, 0.04]).values()
+    assert at.tolist() == [0.25, 0.5, 0.75]  # a success exactly at the budget counts (within means <=)
+    (_, rm), = budget_curves(rows[:4], "rmsd", grid=[0.0, 0.15, 1.0]).values()
+    assert rm.tolist() == [0.0, 0.25, 0.75]
     with pytest.raises(ValueError, match="norm must be"):
         budget_curves(rows, "l1")
     # several objectives: the label says which
@@ -215,3 +222,12 @@ def test_export_routes_each_format():
         to_latex(table)
     with pytest.raises(ValueError, match="unknown format 'xls'"):
         export(table, "xls")
+
+
+def test_rows_of_one_run_without_a_key_are_one_row_whatever_their_settings_order():
+    a = _row(None, settings={"max_iterations": 2, "box": True})
+    b = _row(None, settings={"box": True, "max_iterations": 2}, linf=0.03)
+    for r in (a, b):
+        r.pop("run_key")
+    (row,) = table3([a, b])
+    assert row["attacked"] == 2 and row["linf"] == pytest.approx(0.02)

@@ -136,3 +136,10 @@ def test_without_a_gpu_every_rank_uses_gloo():
 
     assert process_group_plan(True, 0, 1, 0) == ("gloo", None)  # CUDA asked for, none there
     assert process_group_plan(True, 1, 2, 0) == ("gloo", None)
+
+
+def test_a_run_without_a_split_records_the_data_sets_default(weights, tmp_path):
+    store = tmp_path / "s.sqlite"
+    _run(weights, store, n=1, split=None)  # the tiny scenes are not registered: the registry's fallback
+    (run,) = ResultsStore(store).runs()
+    assert run["split"] == "default"

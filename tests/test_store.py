@@ -279,6 +279,16 @@ def test_what_cannot_be_a_store_is_refused_without_a_change(tmp_path):
         conn.close()
         with pytest.raises(ConfigurationError, match=words):
             ResultsStore(path)
+    # an SQLite file with a header and no table yet: another rank is creating the store
+    fresh = tmp_path / "fresh.sqlite"
+    conn = sqlite3.connect(fresh)
+    conn.execute("PRAGMA journal_mode=WAL")
+    conn.close()
+    assert fresh.stat().st_size > 0
+    with pytest.raises(ConfigurationError, match=r"not an mlalp results store \(tables: none\)"):
+        ResultsStore(fresh)  # to read, it is no store
+    ResultsStore(fresh, readonly=False)  # to write, it becomes one
+    assert ResultsStore(fresh).rows() == []
     blank = tmp_path / "blank.sqlite"
     blank.write_bytes(b"")
     ResultsStore(blank, readonly=False)  # an empty file: a store another rank is creating

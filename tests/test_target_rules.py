@@ -30,10 +30,12 @@ IDS = [0, 1, 7, 123, 10**6, 2**40]
 
 def test_the_random_draws_are_those_of_earlier_versions():
     """Pinned draws (hidden label per example; labels shown per example) for three seeds."""
-    hidden = {0: [0, 1, 3, 2, 2, 0], 3: [0, 3, 0, 3, 0, 0], 12345: [0, 2, 1, 2, 2, 0]}
+    hidden = {0: [0, 1, 3, 2, 2, 0], 3: [0, 3, 0, 3, 0, 0], 12345: [0, 2, 1, 2, 2, 0],
+              10**13: [0, 2, 2, 1, 1, 0]}  # a seed whose mix passes 2**63: reduced modulo 2**63 - 1
     shown = {0: [[5, 7], [4, 7], [4, 7], [4, 5], [4, 6], [5, 7]],
              3: [[4, 7], [6, 7], [4, 6], [4, 6], [4, 5], [4, 7]],
-             12345: [[5, 6], [5, 7], [5, 7], [4, 6], [4, 6], [5, 6]]}
+             12345: [[5, 6], [5, 7], [5, 7], [4, 6], [4, 6], [5, 6]],
+             10**13: [[4, 7], [5, 6], [4, 6], [4, 7], [4, 6], [4, 7]]}
     for seed in hidden:
         t = hide_one(Y, seed=seed, example_ids=IDS)
         assert (Y & ~t).int().argmax(1).tolist() == hidden[seed]
