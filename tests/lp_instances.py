@@ -160,3 +160,37 @@ def brute_line_search(u, v, alpha, gamma, t_max):
     cands = [0.0] + ts.tolist() + ([t_max] if math.isfinite(t_max) else [])
     vals = [f(t) for t in cands]
     return cands[int(np.argmin(vals))], min(vals), f
+
+
+def brute_dual_bound(u, c: float, lo=None, hi=None) -> float:
+    """The bound a dual point proves, by its definition: the smallest z >= 0 with
+    H(z) = sum_i |u_i| min(z, room_i) >= c, room_i = -lo_i where u_i > 0 and hi_i where u_i < 0
+    (inf without a box); inf when H never reaches c. H is evaluated by direct sums at the sorted
+    breakpoints (a bisection over them), then solved on its linear piece: no cumulative sums."""
+    u = np.asarray(torch.as_tensor(u).double().cpu())
+    a = np.abs(u)
+    if c <= 0.0:
+        return 0.0
+    if lo is None or hi is None:
+        room = np.full_like(a, np.inf)
+    else:
+        room = np.where(u > 0, -np.asarray(torch.as_tensor(lo).double().cpu()),
+                        np.asarray(torch.as_tensor(hi).double().cpu()))
+
+    def H(z: float) -> float:
+        return float(np.sum(a * np.minimum(z, room)))
+
+    pts = np.unique(room[np.isfinite(room) & (a > 0) & (room > 0)])
+    lo_k, hi_k = -1, len(pts)  # H(pts[lo_k]) < c <= H(pts[hi_k]) (pts[-1] = 0, pts[len] = inf)
+    while hi_k - lo_k > 1:
+        mid = (lo_k + hi_k) // 2
+        if H(float(pts[mid])) >= c:
+            hi_k = mid
+        else:
+            lo_k = mid
+    left = 0.0 if lo_k < 0 else float(pts[lo_k])
+    slope = float(a[room > left].sum())  # H's slope just right of `left`
+    if slope == 0.0:
+        return math.inf
+    z = left + (c - H(left)) / slope
+    return z if hi_k == len(pts) or z <= float(pts[hi_k]) else float(pts[hi_k])

@@ -76,12 +76,15 @@ def test_degenerate_and_tied_instances():
 def test_single_binding_row_is_solved_exactly():
     """Only one constraint binds: z* = -b_j / ||A_j||_1 exactly (a case a tolerance-bound master misses)."""
     A, b, _, _ = mlalp_instance(20, 20000, 1, seed=602113)
+    (j,) = (b < 0).nonzero().flatten().tolist()
+    zj = float(-b[j] / A[j].abs().sum())
+    candidate = -torch.sign(A[j]) * zj  # A_j r = b_j at ||r||_inf = zj, the least any r can have
+    others = torch.arange(len(b)) != j
+    b[others] = torch.maximum(b[others], A[others] @ candidate + 1e-6)  # every other row slack there
+    assert bool((A @ candidate <= b + 1e-12 * b.abs()).all())  # row j binds (to rounding)
     res = solve_linf(A, b)
-    j = int(torch.argmin(b / A.abs().sum(1)))
-    candidate = -torch.sign(A[j]) * float(-b[j] / A[j].abs().sum())
-    if bool((A @ candidate <= b + 1e-15).all()):
-        assert res.z == pytest.approx(float(-b[j] / A[j].abs().sum()), rel=1e-12)
-    assert res.gap <= 1e-9
+    assert res.z == pytest.approx(zj, rel=1e-12)
+    assert res.lower_bound == pytest.approx(zj, rel=1e-9) and res.gap <= 1e-9
 
 
 def test_scales_do_not_matter():

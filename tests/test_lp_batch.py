@@ -13,7 +13,7 @@ import math
 import numpy as np
 import pytest
 import torch
-from lp_instances import SWEEP, brute_line_search, mlalp_instance, sweep_instance
+from lp_instances import SWEEP, brute_dual_bound, brute_line_search, mlalp_instance, sweep_instance
 
 from mlalp_core.errors import InvalidInputError
 from mlalp_core.lp import solve_linf, solve_linf_batch
@@ -196,9 +196,13 @@ def test_the_batched_dual_bounds_are_the_one_image_ones(box):
         # the one-image bound by a sort (the GPU's way), checked before it certifies
         by_sort = dual_bound(u[i], float(c[i]), None if lo is None else lo[i], None if hi is None else hi[i],
                              sort=True)
+        # by the definition, independently of both ways (the sort-free search and the sort)
+        brute = brute_dual_bound(u[i], float(c[i]), None if lo is None else lo[i], None if hi is None else hi[i])
+        assert math.isinf(brute) == math.isinf(ref) and (math.isinf(brute) or ref == pytest.approx(brute, rel=1e-9))
         if math.isinf(ref):
             assert math.isinf(got[i]) and math.isinf(by_sort)
         else:
+            assert by_sort == pytest.approx(brute, rel=1e-9)
             assert got[i] == pytest.approx(ref, rel=1e-12, abs=1e-300)
             assert by_sort == pytest.approx(ref, rel=1e-12, abs=1e-300)
             if box and c[i] > 0:  # never too large: just below it, the aggregated constraint is not yet met (to rounding)

@@ -69,10 +69,20 @@ def _pick(rows: Sequence[dict[str, Any]], which: str, labels: dict[str, str]) ->
 
 
 def _quartiles(values: list[float]) -> tuple[float, float, float]:
+    """(median, q1, q3), linear between order statistics as numpy's default, but a ratio of inf
+    (B needed nothing, A something) stays inf instead of turning the quartiles it touches to NaN
+    (numpy's interpolation computes inf * 0 where a quartile sits exactly on a finite value)."""
     if not values:
         return (float("nan"),) * 3
-    q1, med, q3 = np.quantile(np.asarray(values, dtype=np.float64), [0.25, 0.5, 0.75])
-    return float(med), float(q1), float(q3)
+    v = np.sort(np.asarray(values, dtype=np.float64))
+
+    def at(q: float) -> float:
+        pos = q * (len(v) - 1)
+        i = int(np.floor(pos))
+        t, a, b = pos - i, float(v[i]), float(v[min(i + 1, len(v) - 1)])
+        return a if t == 0 or a == b else a + (b - a) * t
+
+    return at(0.5), at(0.25), at(0.75)
 
 
 def _ratio(a: float, b: float) -> float:

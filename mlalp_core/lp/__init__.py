@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING
 import torch
 
 from ..errors import InvalidInputError
-from .problem import Prepared, certify, prepare
+from .problem import CertificateError, Prepared, certify, prepare
 from .result import LPResult
 
 if TYPE_CHECKING:
@@ -29,7 +29,7 @@ if TYPE_CHECKING:
 
 BACKENDS = ("auto", "structured", "highs", "highs-ipm", "highs-ds", "mosek")
 
-__all__ = ["solve_linf", "solve_linf_batch", "LPResult", "BACKENDS", "backend_status"]
+__all__ = ["solve_linf", "solve_linf_batch", "LPResult", "BACKENDS", "backend_status", "CertificateError"]
 
 
 def backend_status() -> dict[str, tuple[bool, str]]:
@@ -195,6 +195,6 @@ def _result(prep: Prepared, sol: Solution, name: str, A, t0: float) -> LPResult:
     lower, viol = certify(prep, sol.rho.to(dev), sol.lam.to(dev), r, sol.known)
     z = max(float(r.max()), -float(r.min()))
     return LPResult(_restore(r, A, d), z, "optimal", sol.message, dual=_restore(lam, A, l),
-                    lower_bound=min(lower, z),
+                    lower_bound=lower,
                     max_violation=viol, backend=name, iterations=sol.iterations, passes=sol.passes,
                     time_s=time.perf_counter() - t0, info=sol.info)

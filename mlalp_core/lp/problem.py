@@ -18,7 +18,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from ..errors import InvalidInputError
+from ..errors import InvalidInputError, SolverError
 from .selection import concave_crossing, smallest_crossing
 
 #: Columns per block when a float32 matrix is used in float64 (bounded temporary memory).
@@ -365,6 +365,15 @@ def dual_bounds(u: torch.Tensor, c: np.ndarray, lo: torch.Tensor | None, hi: tor
     return np.where(c <= 0.0, 0.0, out)
 
 
+#: Relative excess of a certified lower bound over z that rounding may explain; beyond it (after
+#: allowing for the solution's own violations) the certificate contradicts the solution.
+CERT_RTOL = 1e-9
+
+
+class CertificateError(SolverError):
+    """A dual bound above the value of the solution it certifies: a bug, never a result."""
+
+
 def certify(prep: Prepared, rho: torch.Tensor, lam_s: torch.Tensor, r: torch.Tensor,
             known: tuple | None = None) -> tuple[float, float]:
     """(lower bound proved by the scaled dual lam_s, max violation of A r <= b and of the box).
@@ -373,17 +382,39 @@ def certify(prep: Prepared, rho: torch.Tensor, lam_s: torch.Tensor, r: torch.Ten
     the violation of row j is ||A_j||_1 * s * (Ah rho - beta)_j, in the units of b. ``known``:
     (Ah^T lam_s, the bound it proves, Ah rho or None) as the solver computed them, by these same
     float64 products on these same data (each is a pass over A: ~8 ms at d = 602k).
+
+    The bound is returned as proved, never capped at z = ||r||_inf: by weak duality it cannot
+    exceed z for a feasible r, so a bound above z means a wrong certificate or a wrong r, and
+    raises :class:`CertificateError` instead of reporting a gap of 0. Only what r's own violations
+    explain is allowed (beyond rounding): r is feasible for b + v and the box widened by its
+    violation, lam bounds that problem too, and the bound may exceed z by the factor between the
+    two bounds (so an error in the bound itself, a lost scale factor, is never explained away).
     """
     P = prep.scaled
     assert P is not None
     u, bound, image = known if known is not None else (None, None, None)
     if image is None:
         image = P.matvec(rho, exact=True)
-    viol = float(((image - P.beta) * (P.row_norm * P.s)).max().clamp(min=0.0))
+    excess = image - P.beta  # scaled units
+    viol = float((excess * (P.row_norm * P.s)).max().clamp(min=0.0))
+    box_viol = 0.0
     if prep.lo is not None and prep.hi is not None:
-        viol = max(viol, float((prep.lo - r).max().clamp(min=0.0)), float((r - prep.hi).max().clamp(min=0.0)))
+        box_viol = max(float((prep.lo - r).max().clamp(min=0.0)), float((r - prep.hi).max().clamp(min=0.0)))
+    viol = max(viol, box_viol)
+    if u is None:
+        u = P.rmatvec(lam_s, exact=True)
     if bound is None:
-        if u is None:
-            u = P.rmatvec(lam_s, exact=True)
         bound = dual_bound(u, float(-(P.beta @ lam_s)), P.lo, P.hi)
-    return P.s * bound, viol
+    lower = P.s * bound
+    z = float(r.abs().max()) if r.numel() else 0.0
+    if lower > z * (1 + CERT_RTOL):
+        # what lam proves for the problem r does satisfy: A r <= b + v, the box widened by box_viol
+        c_v = float(-((P.beta + excess.clamp(min=0.0)) @ lam_s))
+        w = box_viol / P.s
+        relaxed = dual_bound(u, c_v, None if P.lo is None else P.lo - w, None if P.hi is None else P.hi + w)
+        allowed = lower * (relaxed / bound) if math.isfinite(bound) else P.s * relaxed
+        if allowed > z * (1 + CERT_RTOL):
+            raise CertificateError(
+                f"the LP certificate contradicts its solution: lower bound {lower:.17g} > z = {z:.17g} (max "
+                f"violation {viol:.3g}); this is a bug in mlalp's LP solver or certificate, please report it")
+    return lower, viol

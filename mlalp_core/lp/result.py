@@ -15,7 +15,10 @@ class LPResult:
     ``r`` has the type and device of the ``A`` that was passed in (numpy or torch). ``dual`` is a
     point lam >= 0 (l,) of the Lagrangian dual; ``lower_bound`` is the bound it proves on the
     optimum, recomputed in float64 from the original data, so ``gap = (z - lower_bound) / z`` is
-    a certified relative optimality gap. For ``infeasible``, ``dual`` is the Farkas certificate.
+    a certified relative optimality gap. The bound is never capped at ``z``: it can exceed it by
+    rounding or where ``r`` violates its rows (``max_violation``), and a larger excess raises
+    :class:`~mlalp_core.lp.problem.CertificateError`. For ``infeasible``, ``dual`` is the Farkas
+    certificate.
     """
 
     r: Any

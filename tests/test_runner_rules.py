@@ -1,0 +1,145 @@
+"""The batch runner's rules (experiments/runner.py docstrings, README): --limit takes the first N
+selected examples; the authors' mode runs in the authors' own batch and records it; what makes a
+run a run of its own (objective, stored precision) is recorded in its settings, and the paper's
+objective keeps earlier keys; a configuration that cannot run is refused before any work; a
+run restarted under other numerics is announced."""
+
+from __future__ import annotations
+
+import sqlite3
+
+import pytest
+import torch
+from tiny import TinyScenes, load_tiny, train_tiny
+
+from mlalp_core.attacks import make_attack
+from mlalp_core.errors import InvalidInputError
+from mlalp_core.experiments.runner import DEFAULT_BATCH, BenchConfig, batch_for, numerics_note, run_benchmark
+from mlalp_core.experiments.store import ResultsStore
+from mlalp_core.numerics import Numerics
+
+
+@pytest.fixture(scope="module")
+def weights(tmp_path_factory):
+    torch.set_num_threads(1)
+    path = tmp_path_factory.mktemp("tiny") / "tiny.pt"
+    torch.save(train_tiny().state_dict(), path)
+    return path
+
+
+def _run(weights, store, notes=None, **kw):
+    cfg = BenchConfig(**{**dict(models=["tiny"], dataset="tiny", split="all", attacks=["fgsm"], seed=1,
+                                batch_size=4, device="cpu", store=store, threads=1), **kw})
+    return run_benchmark(cfg, model_loader=lambda name, device=None: load_tiny(weights),
+                         dataset_loader=lambda name, split=None: TinyScenes(n=24), notice=notes)
+
+
+def test_limit_takes_the_first_selected_examples(weights, tmp_path):
+    store = tmp_path / "s.sqlite"
+    (row,) = _run(weights, store, n=3)
+    assert row["attacked"] == 3
+    full = tmp_path / "full.sqlite"
+    (all_rows,) = _run(weights, full)
+    assert all_rows["attacked"] > 3
+    first = sorted(r["idx"] for r in ResultsStore(full).rows())[:3]
+    assert sorted(r["idx"] for r in ResultsStore(store).rows()) == first
+
+
+def test_what_makes_a_run_its_own_is_recorded_in_its_settings(weights, tmp_path):
+    store = tmp_path / "s.sqlite"
+    _run(weights, store)  # the paper's objective, float16: nothing extra in the settings (older keys hold)
+    _run(weights, store, objective="hide-all")
+    _run(weights, store, precision="float32")
+    runs = {(r["settings"].get("objective"), r["settings"].get("precision")): r for r in ResultsStore(store).runs()}
+    assert set(runs) == {(None, None), ("hide-all", None), (None, "float32")}
+    assert len({r["run_key"] for r in runs.values()}) == 3 and all(r["examples"] > 0 for r in runs.values())
+    with sqlite3.connect(store) as conn:
+        dtypes = dict(conn.execute("SELECT run_key, group_concat(DISTINCT pert_dtype) FROM results GROUP BY run_key"))
+    conn.close()
+    assert dtypes[runs[None, "float32"]["run_key"]] == "float32" and dtypes[runs[None, None]["run_key"]] == "float16"
+
+
+def test_the_authors_mode_runs_in_the_authors_batch(weights):
+    model = load_tiny(weights)
+    for name, batch in (("mla-lp", 10), ("ml-cw", 18)):
+        attack = make_attack(name, model, mode="authors")
+        size, recorded = batch_for(attack, None)
+        assert size == batch and recorded["batch_size"] == batch and recorded["mode"] == "authors"
+        size, recorded = batch_for(attack, 4)  # asked: that batch, recorded (their results depend on it)
+        assert size == 4 and recorded["batch_size"] == 4
+    plain = make_attack("mla-lp", model)
+    assert batch_for(plain, None) == (DEFAULT_BATCH, plain.config())  # no batch in the key outside their mode
+    assert batch_for(plain, 5)[0] == 5 and "batch_size" not in batch_for(plain, 5)[1]
+
+
+@pytest.mark.parametrize("kw, words", [
+    (dict(attacks=["nope"]), "unknown attack"), (dict(models=[]), "at least one model"),
+    (dict(attacks=[]), "at least one attack"), (dict(batch_size=0), "batch size must be >= 1"),
+    (dict(n=0), "n must be >= 1"), (dict(threads=0), "threads must be a whole number"),
+    (dict(precision="float64"), "precision must be float16 or float32"),
+    (dict(attack_settings={"nope": {}}), "settings given for unknown attack"),
+    (dict(attack_settings={"fgsm": {"eps": -1}}), "fgsm.eps"), (dict(objective="hide-some"), "unknown objective"),
+    (dict(attacks=["ml-rank1"], objective="hide-all"), "cannot pursue the objective hide-all"),
+])
+def test_a_configuration_that_cannot_run_is_refused_before_any_work(weights, tmp_path, kw, words):
+    store = tmp_path / "s.sqlite"
+    with pytest.raises(InvalidInputError, match=words):
+        _run(weights, store, **kw)
+    assert not store.exists() or ResultsStore(store).rows() == []
+
+
+def test_a_run_restarted_under_other_numerics_is_announced(weights, tmp_path):
+    store = tmp_path / "s.sqlite"
+    first: list[str] = []
+    _run(weights, store, n=2, threads=1, notes=first.append)
+    assert not [n for n in first if "other numerics" in n]  # a new run: nothing to announce
+    notes: list[str] = []
+    _run(weights, store, n=2, threads=2, notes=notes.append)
+    (note,) = [n for n in notes if "other numerics" in n]
+    assert "threads 2 (stored 1)" in note and "pass --threads 1 to resume that one" in note
+    runs = ResultsStore(store).runs()
+    assert sorted(r["numerics"]["threads"] for r in runs) == [1, 2] and all(r["examples"] == 2 for r in runs)
+    _run(weights, store, n=2, threads=4)  # no one to tell: the run starts anew all the same
+    assert sorted(r["numerics"]["threads"] for r in ResultsStore(store).runs()) == [1, 2, 4]
+    # the same numerics again: resumed, nothing to announce
+    notes.clear()
+    _run(weights, store, n=2, threads=2, notes=notes.append)
+    assert not [n for n in notes if "other numerics" in n]
+    # a run stored before numerics were recorded is named as such
+    rs = ResultsStore(store, readonly=False)
+    old = runs[0]
+    now = Numerics(**{**old["numerics"], "threads": 3})
+    key = rs.open_run(model="tiny", model_id=old["model_id"], dataset="tiny", split="all", data_id=old["data_id"],
+                      attack="fgsm", settings=old["settings"], seed=1, threshold=0.5, label_names=["a"],
+                      input_size=[16, 16], device="cpu", numerics=now.as_dict())
+    assert numerics_note(rs, key, now, model_id=old["model_id"], data_id=old["data_id"], attack="fgsm",
+                         settings=old["settings"], seed=1).startswith("fgsm: the store has this run under other")
+    assert numerics_note(rs, key, now, model_id=old["model_id"], data_id=old["data_id"], attack="fgsm",
+                         settings=old["settings"], seed=2) == ""  # another seed: another run, nothing to say
+
+
+def test_models_are_loaded_on_the_device_asked_for(weights, tmp_path):
+    asked = []
+
+    def loader(name, device=None):
+        asked.append(device)
+        return load_tiny(weights)
+
+    cfg = BenchConfig(models=["tiny"], dataset="tiny", split="all", attacks=["fgsm"], n=1, device="cpu",
+                      store=tmp_path / "s.sqlite", threads=1)
+    run_benchmark(cfg, model_loader=loader, dataset_loader=lambda name, split=None: TinyScenes(n=24))
+    assert asked == [torch.device("cpu")]
+
+
+def test_without_a_gpu_every_rank_uses_gloo():
+    from mlalp_core.experiments.runner import process_group_plan
+
+    assert process_group_plan(True, 0, 1, 0) == ("gloo", None)  # CUDA asked for, none there
+    assert process_group_plan(True, 1, 2, 0) == ("gloo", None)
+
+
+def test_a_run_without_a_split_records_the_data_sets_default(weights, tmp_path):
+    store = tmp_path / "s.sqlite"
+    _run(weights, store, n=1, split=None)  # the tiny scenes are not registered: the registry's fallback
+    (run,) = ResultsStore(store).runs()
+    assert run["split"] == "default"
