@@ -220,8 +220,14 @@ def make_paper_file(page, section, shots: Path | None, name: str) -> dict[str, A
     offer the file, which is downloaded and checked."""
     click_and_settle(page, section.get_by_role("button", name="Make the file"))
     download = section.get_by_role("button", name=re.compile(r"^Download "))
+    error = section.locator("[data-testid=stAlertContentError]")
+    try:  # on a loaded machine the rerun that draws the file may start after the page looked idle
+        download.or_(error).first.wait_for(timeout=120_000)
+    except Exception:  # noqa: BLE001 - judged below: no download is a finding
+        pass
     found = {"section_open": section.locator("details").get_attribute("open") is not None,
-             "download_visible": download.count() == 1 and download.first.is_visible()}
+             "download_visible": download.count() == 1 and download.first.is_visible(),
+             "errors": [e.inner_text()[:300] for e in error.all()]}
     if shots is not None:
         section.screenshot(path=str(shots / f"{name}.png"))
     if found["download_visible"]:
