@@ -63,6 +63,17 @@ def test_setting_differences_name_each_setting_that_is_not_the_papers():
         ("threshold 0.7", "threshold 0.7 (paper: 0.5)")]
 
 
+def test_settings_the_paper_does_not_have_are_compared_with_the_default_not_the_paper():
+    """The l_inf family is not in the paper, nor is MLA-LP+'s polish: their values are mlalp's."""
+    assert setting_differences("pgd", {"min_budget": True, "eps": 0.02}) == [
+        ("budget eps 0.02", "budget eps 0.02 (default: 0.0313725)"),
+        ("minimum-budget search on", "minimum-budget search on (default: off)")]
+    diffs = dict(setting_differences("mla-lp", {"polish": "pgd", "polish_factor": 0.9, "max_iterations": 5}))
+    assert diffs == {"max iterations 5": "max iterations 5 (paper: 10)",
+                     "polish (MLA-LP+) pgd": "polish (MLA-LP+) pgd (paper: none)",
+                     "polish budget factor 0.9": "polish budget factor 0.9 (default: 0.97)"}
+
+
 def test_numerics_in_words():
     assert numerics_text(None) == "numerics not recorded" and numerics_text({}) == "numerics not recorded"
     assert numerics_text(NUMERICS) == "2 threads, torch 2.5.1, cpu (avx2)"

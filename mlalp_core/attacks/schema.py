@@ -48,6 +48,8 @@ class Setting:
     high_open: bool = False
     choices: tuple[str, ...] = ()
     none_means: str = ""
+    #: False for a setting the paper does not have (its default is mlalp's, not the paper's)
+    from_paper: bool = True
 
     @property
     def title(self) -> str:

@@ -138,8 +138,9 @@ def run_name(attack: str, settings: Mapping[str, Any] | None) -> tuple[str, set[
 def setting_differences(attack: str, settings: Mapping[str, Any] | None) -> list[tuple[str, str]]:
     """(short text, text with the paper's value) for each recorded setting of a run that differs
     from the paper's: the attack's schema defaults, threshold 0.5, and in the authors' mode their
-    own batch size. The objective is a column of its own."""
-    from ..attacks import ATTACKS
+    own batch size; "default" instead of "paper" for a setting or an attack the paper does not
+    have (the l_inf family, MLA-LP+'s polish). The objective is a column of its own."""
+    from ..attacks import ATTACKS, PAPER_ATTACKS
 
     settings = dict(settings or {})
     cls = ATTACKS.get(attack)
@@ -150,12 +151,14 @@ def setting_differences(attack: str, settings: Mapping[str, Any] | None) -> list
     precision = settings.pop("precision", None)
     if cls is not None:
         for name, (value, paper) in cls.schema.differences(settings).items():
-            title = cls.schema.settings[name].title
+            setting = cls.schema.settings[name]
+            # the paper's value where the paper has the setting; mlalp's default where it does not
+            source = "paper" if attack in PAPER_ATTACKS and setting.from_paper else "default"
             if name == "mode" and value == "authors":
                 out.append(("authors' mode", "authors' mode (the authors' code, quirks included)"))
             else:
-                out.append((f"{title} {_value_text(value)}", f"{title} {_value_text(value)} (paper: "
-                                                             f"{_value_text(paper)})"))
+                out.append((f"{setting.title} {_value_text(value)}", f"{setting.title} {_value_text(value)} ({source}: "
+                                                                     f"{_value_text(paper)})"))
         unknown = sorted(k for k in settings if k not in cls.schema)
         out += [(f"{k} {_value_text(settings[k])}", f"{k} {_value_text(settings[k])}") for k in unknown]
         paper_batch = getattr(cls, "authors_batch", None)
