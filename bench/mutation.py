@@ -113,7 +113,8 @@ ISSUE_MUTANTS: list[tuple[str, str, list[tuple[str, str]]]] = [
     ("l_2 projection always onto the sphere", "gradient",
      [("delta = delta * torch.clamp(e / n, max=1.0)", "delta = delta * (e / n)")]),
     ("certificate without the scale factor s", "lp-problem",
-     [("lower = P.s * dual_bound(u, c, P.lo, P.hi)", "lower = dual_bound(u, c, P.lo, P.hi)"),
+     [("    lower = P.s * bound\n", "    lower = bound\n"),
+      ("lower = P.s * dual_bound(u, c, P.lo, P.hi)", "lower = dual_bound(u, c, P.lo, P.hi)"),
       ("return P.s * dual_bound(u, c, P.lo, P.hi), viol", "return dual_bound(u, c, P.lo, P.hi), viol")]),
 ]
 
