@@ -105,3 +105,33 @@ def test_report_pairwise_and_efficiency_from_a_store(tmp_path, capsys):
     assert main(["report", "--store", str(store), "--efficiency", str(out), "--eps", "0.015"]) == 0
     assert out.read_bytes().startswith(b"%PDF")
     assert main(["report", "--store", str(store), "--efficiency", str(tmp_path / "eff.txt")]) == 2
+    # the file it wrote may be written again (it is in mlalp's ledger); another file only with --force
+    assert main(["report", "--store", str(store), "--efficiency", str(out)]) == 0
+    other = tmp_path / "mine.png"
+    other.write_bytes(b"not mlalp's")
+    assert main(["report", "--store", str(store), "--efficiency", str(other)]) == 2
+    assert other.read_bytes() == b"not mlalp's"
+    assert main(["report", "--store", str(store), "--efficiency", str(other), "--force"]) == 0
+    assert other.read_bytes().startswith(b"\x89PNG")
+
+
+def test_a_run_has_one_marker_in_every_panel_of_the_efficiency_figure():
+    """The legend names each run once: its marker must be the same in each model's panel, however
+    the runs are ordered within each panel."""
+    from mlalp_core.viz.efficiency import efficiency_figure, efficiency_paper
+
+    def pt(model, label, calls, linf):
+        return {"model": model, "dataset": "d", "label": label, "attack": "pgd", "run_key": f"{model}{label}",
+                "model_calls": calls, "linf": linf, "success_within": 0.5}
+
+    points = [pt("m", "A", 10, 0.01), pt("m", "B", 20, 0.02), pt("n", "B", 20, 0.02), pt("n", "A", 10, 0.01)]
+    fig = efficiency_paper(points, budget=0.02)
+    seen: dict[str, set] = {}
+    for ax in fig.axes:
+        for line in ax.get_lines():
+            seen.setdefault(line.get_label(), set()).add(line.get_marker())
+    assert set(seen) == {"A", "B"} and all(len(m) == 1 for m in seen.values()) and seen["A"] != seen["B"]
+    symbols: dict[str, set] = {}
+    for trace in efficiency_figure(points, budget=0.02).data:
+        symbols.setdefault(trace.name, set()).add(trace.marker.symbol)
+    assert all(len(s) == 1 for s in symbols.values()) and symbols["A"] != symbols["B"]

@@ -150,8 +150,8 @@ def _efficiency(rows: list, args: argparse.Namespace) -> int:
     fmt = Path(args.efficiency).suffix.lower().lstrip(".")
     if fmt not in FORMATS:
         raise InvalidInputError(f"--efficiency {args.efficiency}: name a .pdf, .svg or .png file")
-    out = writable_output(args.efficiency, "--efficiency")
-    out.write_bytes(figure_bytes(efficiency_paper(efficiency(rows, args.eps), budget=args.eps), fmt))
+    out = writable_output(args.efficiency, "--efficiency", force=args.force)
+    write_output(out, figure_bytes(efficiency_paper(efficiency(rows, args.eps), budget=args.eps), fmt), "--efficiency")
     print(f"written to {out}")
     return 0
 

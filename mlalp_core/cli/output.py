@@ -76,16 +76,16 @@ def writable_output(path: str | Path, option: str, *, folder: bool = False, forc
     return p
 
 
-def write_output(path: Path, text: str, option: str) -> None:
+def write_output(path: Path, text: str | bytes, option: str) -> None:
     """Write a checked output file whole (a new file moved into place: a failure leaves the old one
     as it was) and remember that mlalp wrote it."""
     if _special(path):
         try:
-            path.write_text(text)
+            path.write_bytes(text) if isinstance(text, bytes) else path.write_text(text)
         except OSError as exc:
             raise InvalidInputError(f"{option} {path}: cannot write to it ({exc.strerror or exc})") from None
         return
-    data = text.encode()
+    data = text if isinstance(text, bytes) else text.encode()
     tmp = None
     try:
         fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")

@@ -28,6 +28,25 @@ _SYMBOLS = ("circle", "square", "diamond", "triangle-up", "triangle-down", "tria
             "pentagon", "hexagon", "star")
 
 
+def _marker_index(points: Sequence[Mapping[str, Any]]) -> dict[str, int]:
+    """One marker per run label across every panel (the legend names each marker once)."""
+    return {label: i for i, label in enumerate(dict.fromkeys(p["label"] for p in points))}
+
+
+def _plain_log_ticks(ax: Any) -> None:
+    """Plain numbers on log axes ("0.016", "60"), not "1.6 x 10^-2"; the ticks between powers of
+    ten are labelled only on an axis that spans less than ~1.3 decades (else they would crowd)."""
+    from matplotlib.ticker import FuncFormatter, NullFormatter
+
+    plain = FuncFormatter(lambda v, _pos: f"{v:.3g}")
+    for axis, (lo, hi) in ((ax.xaxis, ax.get_xlim()), (ax.yaxis, ax.get_ylim())):
+        if axis.get_scale() != "log":
+            continue
+        axis.set_major_formatter(plain)
+        narrow = lo > 0 and hi / lo < 20
+        axis.set_minor_formatter(plain if narrow else NullFormatter())
+
+
 def _panels(points: Sequence[Mapping[str, Any]]) -> tuple[list[tuple[str, str]], bool]:
     if not points:
         raise InvalidInputError("no runs to draw")
@@ -46,8 +65,10 @@ def efficiency_figure(points: Sequence[Mapping[str, Any]], *, budget: float | No
     fig = make_subplots(rows=rows, cols=len(groups), shared_xaxes=True, vertical_spacing=0.12,
                         horizontal_spacing=0.08, subplot_titles=[f"{m} / {d}" for m, d in groups])
     named: set[str] = set()
+    marker_of = _marker_index(points)
     for col, g in enumerate(groups, start=1):
-        for k, p in enumerate(q for q in points if (q["model"], q["dataset"]) == g):
+        for p in (q for q in points if (q["model"], q["dataset"]) == g):
+            k = marker_of[p["label"]]
             color = ATTACK_COLORS.get(p["attack"], _OTHER)
             hover = (f"{p['label']}<br>calls %{{x:.0f}}<br>" + "%{y:.4g}<extra></extra>")
             marker = dict(color=color, size=10, symbol=_SYMBOLS[k % len(_SYMBOLS)])
@@ -82,9 +103,11 @@ def efficiency_paper(points: Sequence[Mapping[str, Any]], *, budget: float | Non
         fig = Figure(figsize=(w, 2.2 * rows + 0.4), layout="constrained")
         axes = fig.subplots(rows, len(groups), squeeze=False, sharex="col")
         labels: dict[str, Any] = {}
+        marker_of = _marker_index(points)
         for col, g in enumerate(groups):
             top = axes[0][col]
-            for k, p in enumerate(q for q in points if (q["model"], q["dataset"]) == g):
+            for p in (q for q in points if (q["model"], q["dataset"]) == g):
+                k = marker_of[p["label"]]
                 style = dict(color=ATTACK_COLORS.get(p["attack"], _OTHER), marker=_MARKERS[k % len(_MARKERS)],
                              linestyle="none", markersize=5)
                 if not math.isnan(p["linf"]):
@@ -101,6 +124,8 @@ def efficiency_paper(points: Sequence[Mapping[str, Any]], *, budget: float | Non
                 axes[1][col].set_ylim(0, 1.05)
                 axes[1][col].grid(alpha=0.3, linewidth=0.4)
             axes[rows - 1][col].set_xlabel("model calls per example")
+            for ax in (axes[r][col] for r in range(rows)):
+                _plain_log_ticks(ax)
         axes[0][0].set_ylabel(r"mean $\ell_\infty$ of successes")
         if within:
             axes[1][0].set_ylabel(rf"success, $\ell_\infty \leq$ {budget:g}" if budget else "success within budget")
