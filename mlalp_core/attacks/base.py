@@ -36,6 +36,12 @@ THRESHOLD = Setting("threshold", float, 0.5, "a label is predicted when its prob
                     low=0.0, high=1.0, low_open=True, high_open=True)
 
 
+def _same_memory(a: torch.Tensor, b: torch.Tensor) -> bool:
+    """Views of the same memory with the same layout: the same values, without comparing them
+    (a detached result is another tensor object over the checked images)."""
+    return (a.data_ptr() == b.data_ptr() and a.shape == b.shape and a.stride() == b.stride()
+            and a.dtype == b.dtype and a.device == b.device)
+
 
 class AttackCancelled(Exception):
     """Raised from a progress callback to stop an attack early."""
@@ -272,7 +278,10 @@ class Attack(ABC):
         if any(t.is_meta for t in (*self.model.parameters(), *self.model.buffers())):
             raise InvalidInputError(f"model {model_name(self.model)} is on the meta device (shapes without weights): "
                                     "load its weights before attacking it")
-        model = self.model.to(self.device).eval()
+        model = self.model
+        if any(t.device != self.device for t in (*model.parameters(), *model.buffers())):
+            model = model.to(self.device)  # (a walk over every module: ~1 ms a call, only when needed)
+        model = model.eval()
         x_dev = x.detach().to(self.device, torch.float32).clamp(0.0, 1.0)
         t_dev = target.to(self.device)
         images = [f"example {e}" for e in example_ids] if example_ids is not None else None
@@ -290,12 +299,14 @@ class Attack(ABC):
                                else checked_probabilities(model, x_dev, images))
             x_adv = run.x_adv.detach()
             lo, hi = torch.aminmax(x_adv) if x_adv.numel() else (torch.zeros(()), torch.zeros(()))
-            if not (0.0 <= float(lo) and float(hi) <= 1.0):
+            clamped = not (0.0 <= float(lo) and float(hi) <= 1.0)
+            if clamped:
                 x_adv = x_adv.clamp(0.0, 1.0)  # (else the clamp would copy them unchanged)
             if self.device.type == "cuda":
                 torch.cuda.synchronize(self.device)
             wall = time.perf_counter() - t0
-            if run.checked is not None and (run.checked[0] is x_adv or torch.equal(run.checked[0], x_adv)):
+            if run.checked is not None and not clamped and (_same_memory(run.checked[0], x_adv)
+                                                            or torch.equal(run.checked[0], x_adv)):
                 outputs_adv = run.checked[1]  # that pass on these very images, as one batch
             else:
                 with torch.no_grad():
