@@ -177,3 +177,30 @@ def test_the_box_violation_is_reported_on_both_sides():
         rho = (r if P.cols is None else r[P.cols]) / P.s
         _, viol = certify(prep, rho, lam_s, r)
         assert viol == pytest.approx(0.004, rel=1e-9)
+
+
+@pytest.mark.parametrize("side", ["upper", "lower"])
+def test_a_bound_above_r_explained_by_its_box_violation_is_returned_as_proved(side):
+    """r1 + r2 >= 1 with r1 <= 0.1 (upper) or -r1 - r2 >= 1 with r1 >= -0.1 (lower): z* = 0.9, and
+    the one dual point proves 0.9. r = +-(0.5, 0.5) meets the row but leaves the box by 0.4, so
+    ||r||_inf = 0.5 is below the bound: the box widened by r's violation (r1 up to 0.5) explains
+    exactly that (the same dual point proves 0.5 there), so the bound is returned as proved, with
+    the violation; a box narrowed instead (0.1 - 0.4) would not explain it."""
+    k = 1.0 if side == "upper" else -1.0
+    A = np.array([[-k, -k]])
+    b = np.array([-1.0])
+    lo, hi = (np.array([-1.0, -1.0]), np.array([0.1, 1.0])) if side == "upper" else \
+        (np.array([-0.1, -1.0]), np.array([1.0, 1.0]))
+    res = solve_linf(A, b, lo, hi)
+    assert res.status == "optimal" and res.z == pytest.approx(0.9, rel=1e-12)
+    assert res.lower_bound == pytest.approx(0.9, rel=1e-9)
+    prep = prepare(A, b, lo, hi)
+    P = prep.scaled
+    lam_s = torch.as_tensor(res.dual)[P.rows] * P.row_norm
+    r = torch.tensor([0.5, 0.5], dtype=torch.float64) * k
+    assert float((torch.as_tensor(A) @ r - torch.as_tensor(b)).max()) <= 0.0  # the row holds; only the box fails
+    rho = (r if P.cols is None else r[P.cols]) / P.s
+    lower, viol = certify(prep, rho, lam_s, r)
+    assert lower == pytest.approx(0.9, rel=1e-9) and lower > float(r.abs().max())
+    assert viol == pytest.approx(0.4, rel=1e-9)
+    assert _weak_duality_bound(A, b, lo, hi, res.dual) == pytest.approx(lower, rel=1e-9)

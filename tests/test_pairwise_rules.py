@@ -64,3 +64,17 @@ def test_a_budget_must_be_a_number_in_the_unit_interval():
         with pytest.raises(InvalidInputError, match="budget must be a number in"):
             efficiency(rows, budget=bad)
     assert efficiency(rows, budget=1)[0]["success_within"] == 1.0
+
+
+def test_ratios_within_tie_of_one_are_ties_and_beyond_it_wins_or_losses():
+    """TIE: ratios within this relative distance of 1 count as ties, the edges included. Halving
+    is exact in binary, so 0.5 (1 +- TIE) / 0.5 is exactly 1 +- TIE."""
+    from mlalp_core.experiments.pairwise import TIE
+
+    a = [0.5 * (1 - TIE), 0.5 * (1 + TIE), 0.5 * (1 - 2 * TIE), 0.5 * (1 + 2 * TIE), 0.5]
+    rows = []
+    for k, v in enumerate(a):
+        rows += [_r("A", "mla-lp", f"e{k}", True, v), _r("B", "pgd", f"e{k}", True, 0.5)]
+    assert [v / 0.5 for v in a[:2]] == [1 - TIE, 1 + TIE]
+    (row,) = pairwise(rows, "A", "B")
+    assert (row["linf_wins"], row["linf_losses"], row["linf_ties"]) == (1, 1, 3)

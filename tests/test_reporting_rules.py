@@ -242,3 +242,24 @@ def test_rows_of_one_run_without_a_key_are_one_row_whatever_their_settings_order
         r.pop("run_key")
     (row,) = table3([a, b])
     assert row["attacked"] == 2 and row["linf"] == pytest.approx(0.02)
+
+
+def test_rows_without_a_key_may_hold_numpy_values():
+    """Rows made by hand often carry numpy scalars (a seed from an array, a budget from a grid):
+    they still group into one row per run, and runs that differ only in such a value stay apart."""
+    rows = [_row(None, seed=np.int64(s), settings={"max_iterations": np.int64(2), "eps": np.float32(0.5)},
+                 linf=0.01 * (k + 1)) for s in (0, 1) for k in range(2)]
+    for r in rows:
+        r.pop("run_key")
+    table = table3(rows)
+    assert len(table) == 2 and [t["attacked"] for t in table] == [2, 2]
+    assert [t["linf"] for t in table] == pytest.approx([0.015, 0.015])
+
+
+def test_an_empty_table_exports_its_header_and_no_row():
+    from mlalp_core.experiments.reporting import TABLE2_COLUMNS, TABLE3_COLUMNS
+
+    for columns in (TABLE2_COLUMNS, TABLE3_COLUMNS):
+        assert to_csv([], columns).splitlines() == [",".join(columns)]
+        lines = to_markdown([], columns).splitlines()
+        assert lines[0] == "| " + " | ".join(h for h, _, _ in columns.values()) + " |" and len(lines) == 2

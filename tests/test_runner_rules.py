@@ -143,3 +143,106 @@ def test_a_run_without_a_split_records_the_data_sets_default(weights, tmp_path):
     _run(weights, store, n=1, split=None)  # the tiny scenes are not registered: the registry's fallback
     (run,) = ResultsStore(store).runs()
     assert run["split"] == "default"
+
+
+def _paper_selection(model, dataset) -> list[str]:
+    """The paper's rule, computed here: every label predicted right and at least two positives."""
+    x = torch.stack([dataset.image(i, model.input_size) for i in range(len(dataset))])
+    with torch.no_grad():
+        right = ((torch.sigmoid(model(x)) >= 0.5) == dataset.labels()).all(1)
+    ids = dataset.ids()
+    return [ids[i] for i in range(len(ids)) if right[i] and dataset.labels()[i].sum() >= 2]
+
+
+def test_examples_are_selected_by_the_papers_rule_with_or_without_a_store(weights, tmp_path):
+    from mlalp_core.experiments.runner import select_examples
+
+    model, data = load_tiny(weights), TinyScenes(n=24)
+    expected = _paper_selection(model, data)
+    assert 4 <= len(expected) < 24  # the fixture selects some, not all
+    bare = select_examples(model, data, model_name="tiny", dataset_name="tiny", split="all")
+    store = ResultsStore(tmp_path / "s.sqlite", readonly=False)
+    stored = select_examples(model, data, model_name="tiny", dataset_name="tiny", split="all", store=store)
+    assert bare.ids == stored.ids == expected
+    assert len(store.selection(stored.model_id, stored.data_id)) == 24  # cached for the next run
+
+
+def test_a_second_rank_attacks_its_own_batches_with_the_numbers_of_one_process(weights, tmp_path, monkeypatch):
+    """Rank 1 of a sharded run, in this process (torch.distributed's rank, gather and barrier stand
+    in for by what rank 0 would contribute): it predicts its own chunks of the selection, attacks
+    its own batches into the store rank 0 created, and stores the numbers one process stores for
+    them; rank 0 speaks for the run (estimates, notes) and writes the shared selection."""
+    import mlalp_core.experiments.runner as runner
+    from mlalp_core.experiments.runner import attack_batches
+
+    one_path = tmp_path / "one.sqlite"
+    notes: list[str] = []
+    _run(weights, one_path, notes=notes.append)  # one process: every example
+    assert any(n.startswith("tiny: at most ~") for n in notes)  # what the run may cost, said before it
+    one = ResultsStore(one_path)
+    (run,) = one.runs()
+    correct = {r["idx"]: r["correct"] for r in one.selection(run["model_id"], run["data_id"])}
+    ref = sorted(one.rows(), key=lambda r: r["idx"])
+    sel_ids = [r["example_id"] for r in ref]
+
+    shard_path = tmp_path / "shard.sqlite"
+    ResultsStore(shard_path, readonly=False)  # rank 0 created it (the barrier waits for that)
+    predicted: list[int] = []
+
+    def all_gather(obj):
+        if isinstance(obj, dict) and obj and all(isinstance(k, int) for k in obj):  # this rank's predictions
+            predicted.extend(sorted(obj))
+            return [{i: c for i, c in correct.items() if i not in obj}, obj]
+        return [obj, obj]  # rank 0 computes with the same numerics
+
+    monkeypatch.setattr(runner, "dist_rank_world", lambda: (1, 2))
+    monkeypatch.setattr(runner, "_all_gather", all_gather)
+    monkeypatch.setattr(runner, "_barrier", lambda: None)
+    rank1_notes: list[str] = []
+    _run(weights, shard_path, notes=rank1_notes.append)
+    assert rank1_notes == []
+    assert predicted == [i for chunk in attack_batches(24, 16)[1::2] for i in chunk]  # selection chunks of 16
+    shard = ResultsStore(shard_path)
+    assert shard.selection(run["model_id"], run["data_id"]) == []  # written once, by rank 0
+    mine = {sel_ids[p] for b in attack_batches(len(sel_ids), 4)[1::2] for p in b}
+    assert mine and len(mine) < len(sel_ids)
+    got = {r["example_id"]: r for r in shard.rows()}
+    assert set(got) == mine and {r["run_key"] for r in got.values()} == {run["run_key"]}
+    for r in ref:
+        if r["example_id"] in mine:
+            assert [got[r["example_id"]][k] for k in ("success", "linf", "l2", "model_calls")] == \
+                [r[k] for k in ("success", "linf", "l2", "model_calls")]
+
+
+def test_a_model_that_breaks_after_its_selection_was_stored_is_named_by_example(weights, tmp_path):
+    """A resumed run reuses the stored selection (same weights, same data), so a model whose outputs
+    now break (here: NaN on one scene, from something outside its weights) is first met by the
+    attack: the one line names that example by its id, not by its place in a batch."""
+    from mlalp_core.experiments.store import model_identity
+
+    store = tmp_path / "s.sqlite"
+    _run(weights, store, n=2)
+    sel = sorted(ResultsStore(store).rows(), key=lambda r: r["idx"])
+    data = TinyScenes(n=24)
+    good = load_tiny(weights)
+    chosen = _paper_selection(good, data)
+    victim = chosen[5]  # in the second batch of 4, at place 1
+    bad_image = data.image(data.ids().index(victim), (16, 16))
+
+    class BreaksOnOneScene(type(good)):
+        def forward(self, x):
+            out = super().forward(x)
+            hit = (x - bad_image).flatten(1).abs().amax(1) < 1e-7
+            return torch.where(hit[:, None], torch.full_like(out, float("nan")), out)
+
+    broken = BreaksOnOneScene()
+    broken.load_state_dict(good.state_dict())
+    broken.eval()
+    assert model_identity(broken) == model_identity(good) and sel  # the stored selection is reused
+    cfg = BenchConfig(models=["tiny"], dataset="tiny", split="all", attacks=["fgsm"], seed=2, batch_size=4,
+                      device="cpu", store=store, threads=1)
+    with pytest.raises(InvalidInputError) as info:
+        run_benchmark(cfg, model_loader=lambda name, device=None: broken,
+                      dataset_loader=lambda name, split=None: data)
+    msg = str(info.value)
+    assert f"its output on example {victim} is not finite" in msg and "\n" not in msg

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import sqlite3
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -338,3 +339,141 @@ def test_identities_and_run_keys_are_those_earlier_versions_wrote():
     key = store_mod.run_key("m" * 16, "d" * 16, "mla-lp", {"max_iterations": 3}, 0, {"threads": 1})
     assert key == "007eabe1714cb2b24a29"
     assert store_mod.run_key("m" * 16, "d" * 16, "mla-lp", {"max_iterations": 3}, 0) == "74844cbeb1723a21da6a"  # schema 1
+
+
+def test_a_missing_run_lists_at_most_twelve_runs_and_says_when_there_are_more(tmp_path):
+    store = ResultsStore(tmp_path / "s.sqlite", readonly=False)
+    keys = [store.open_run(seed=s, **IDENT) for s in range(13)]
+    with pytest.raises(ConfigurationError) as info:
+        store.resolve_run("zzz")
+    listed = str(info.value).split("its runs: ", 1)[1].split(" (`mlalp report", 1)[0]
+    assert listed.endswith(" ...") and len(listed.removesuffix(" ...").split(", ")) == 12  # the 13th is not shown
+    twelve = ResultsStore(tmp_path / "twelve.sqlite", readonly=False)
+    keys = [twelve.open_run(seed=s, **IDENT) for s in range(12)]
+    with pytest.raises(ConfigurationError) as info:
+        twelve.resolve_run("zzz")
+    listed = str(info.value).split("its runs: ", 1)[1].split(" (`mlalp report", 1)[0]
+    assert sorted(listed.split(", ")) == sorted(k[:8] for k in keys)  # every run shown: no '...'
+
+
+class _Conn:
+    """A connection proxy: ``fail(sql)`` may raise before a statement reaches SQLite."""
+
+    def __init__(self, conn, fail):
+        object.__setattr__(self, "_c", conn)
+        object.__setattr__(self, "_fail", fail)
+
+    def execute(self, sql, *args):
+        self._fail(sql)
+        return self._c.execute(sql, *args)
+
+    def executescript(self, sql):
+        self._fail(sql)
+        return self._c.executescript(sql)
+
+    def __getattr__(self, name):
+        return getattr(self._c, name)
+
+    def __setattr__(self, name, value):
+        setattr(self._c, name, value)
+
+    def __enter__(self):
+        self._c.__enter__()
+        return self
+
+    def __exit__(self, *exc):
+        return self._c.__exit__(*exc)
+
+
+def _sqlite_as_built(monkeypatch, tmp_path, *, uri_filenames: bool = True, read_lock_error: str | None = None):
+    """Emulate two environments in sqlite3.connect. ``uri_filenames=False``: SQLite built without
+    SQLITE_USE_URI (SQLite's own default; Debian turns it on), where a name that starts with
+    ``file:`` is a URI only when the caller says uri=True, else a plain file name (here: relative
+    to ``tmp_path``, where no folder ``file:`` exists, so it cannot be opened). ``read_lock_error``:
+    a plain read-only connection to a store with a ``-wal`` cannot take its read lock (a read-only
+    folder or file system: no ``-shm`` can be made or written), and its first statement fails so."""
+    real = sqlite3.connect
+    monkeypatch.chdir(tmp_path)
+
+    def connect(database, *args, uri=False, **kw):
+        name = str(database)
+        if name.startswith("file:") and not uri and not uri_filenames:
+            database = "./" + name
+        conn = real(database, *args, uri=uri, **kw)
+        if read_lock_error and uri and "mode=ro" in name and "immutable=1" not in name:
+            def fail(sql):
+                raise sqlite3.OperationalError(read_lock_error)
+            return _Conn(conn, fail)
+        return conn
+
+    monkeypatch.setattr(sqlite3, "connect", connect)
+
+
+def _folder(path):
+    return {p.name: p.read_bytes() for p in sorted(path.iterdir())}
+
+
+def test_a_store_is_read_where_sqlite_reads_uri_names_only_when_asked(tmp_path, monkeypatch):
+    path = tmp_path / "st" / "s.sqlite"
+    store = ResultsStore(path, readonly=False)
+    key = store.open_run(seed=0, **IDENT)
+    _add(store, key, "e0", 0, 0)
+    unused = tmp_path / "st" / "unused.sqlite"
+    ResultsStore(unused, readonly=False)
+    before = _folder(tmp_path / "st")
+    _sqlite_as_built(monkeypatch, tmp_path, uri_filenames=False)
+    ro = ResultsStore(path)
+    assert [r["run_key"] for r in ro.runs()] == [key] and [r["example_id"] for r in ro.rows()] == ["e0"]
+    assert _folder(tmp_path / "st") == before and not (tmp_path / "file:").exists()  # nothing written anywhere
+    assert discard_unused_store(unused) is True and not unused.exists()  # a store without runs is still found
+    assert discard_unused_store(path) is False and path.exists()
+
+
+@pytest.mark.parametrize("error", ["unable to open database file", "attempt to write a readonly database"])
+@pytest.mark.parametrize("uri_filenames", [True, False])
+def test_a_store_whose_read_lock_cannot_be_taken_is_read_as_it_is(tmp_path, monkeypatch, error, uri_filenames):
+    """A store left with a -wal in a folder this process cannot write: a plain read-only connection
+    cannot take its read lock (SQLite says one of these two); the store is read as it is on disk
+    (immutable), and nothing is written."""
+    path = tmp_path / "st" / "s.sqlite"
+    store = ResultsStore(path, readonly=False)
+    key = store.open_run(seed=0, **IDENT)
+    _add(store, key, "e0", 0, 0)
+    Path(f"{path}-wal").write_bytes(b"")  # as a writer that did not close left it
+    before = _folder(tmp_path / "st")
+    _sqlite_as_built(monkeypatch, tmp_path, uri_filenames=uri_filenames, read_lock_error=error)
+    ro = ResultsStore(path)
+    assert [r["run_key"] for r in ro.runs()] == [key] and [r["example_id"] for r in ro.rows()] == ["e0"]
+    assert _folder(tmp_path / "st") == before and not (tmp_path / "file:").exists()
+    # any other failure of that connection is not taken for a missing read lock
+    monkeypatch.undo()
+    _sqlite_as_built(monkeypatch, tmp_path, read_lock_error="database disk image is malformed")
+    with pytest.raises(ConfigurationError, match="malformed"):
+        ResultsStore(path)
+
+
+def test_an_upgrade_that_finds_the_store_locked_is_retried(tmp_path, monkeypatch):
+    """A schema 1 store opened to write by several processes at once: the one whose upgrade finds
+    the write lock taken (SQLite says "locked" before any transaction began) retries, as creating
+    does, and the store is upgraded."""
+    path = tmp_path / "old.sqlite"
+    _schema1_store(path)
+    real = sqlite3.connect
+    locked = {"n": 1}
+
+    def fail(sql):
+        if "ALTER TABLE runs ADD COLUMN" in sql and locked["n"] > 0:
+            locked["n"] -= 1
+            raise sqlite3.OperationalError("database is locked")
+
+    monkeypatch.setattr(sqlite3, "connect", lambda *a, **k: _Conn(real(*a, **k), fail))
+    monkeypatch.setattr(store_mod.time, "sleep", lambda s: None)
+    rw = ResultsStore(path, readonly=False)
+    assert locked["n"] == 0
+    monkeypatch.undo()
+    conn = sqlite3.connect(path)
+    assert "numerics" in {r[1] for r in conn.execute("PRAGMA table_info(runs)")}
+    assert conn.execute("SELECT value FROM meta WHERE key='schema'").fetchone()[0] == str(store_mod.SCHEMA_VERSION)
+    conn.close()
+    key = rw.open_run(seed=0, **IDENT)
+    assert {r["run_key"] for r in ResultsStore(path).runs()} == {"old", key}

@@ -144,3 +144,23 @@ def test_every_objective_builds_the_target_it_names():
                        show_k(y, 2, seed=4, example_ids=[5, 6]))
     assert torch.equal(build_target("hide:b,c", y, label_names=NAMES), hide(y, ["b", "c"], NAMES))
     assert torch.equal(build_target("add:e", y, label_names=NAMES), add(y, ["e"], NAMES))
+
+
+def test_what_is_not_labels_is_named_in_one_line_cut_only_when_too_long():
+    """Label names (a list, a numpy array of str, one str) or nothing at all instead of label values:
+    one line naming what was given; the value shown whole when its text fits the 60 characters
+    shown, else cut to 60 with '...' (never cut when it fits)."""
+    import numpy as np
+
+    from mlalp_core.errors import InvalidInputError
+
+    for bad in (["person", "dog"], np.array(["person", "dog"]), "person", None, {"person": 1}):
+        with pytest.raises(InvalidInputError, match=r"labels must be a \(B, l\) tensor of 0/1") as info:
+            hide_one(bad)
+        assert "\n" not in str(info.value)
+    for n in range(55, 66):
+        bad = "x" * (n - 2)  # repr adds the two quotes: n characters
+        with pytest.raises(InvalidInputError) as info:
+            hide_one(bad)
+        shown = str(info.value).split("; got ", 1)[1]
+        assert len(shown) <= 60 and (shown == repr(bad) if n <= 60 else shown == repr(bad)[:57] + "...")
