@@ -116,6 +116,7 @@ def test_a_float_matrix_is_used_in_place_not_copied():
     ((torch.ones(2, 3), torch.ones(3)), "b must have 2 entries"),
     ((torch.full((2, 3), math.inf), -torch.ones(2)), "finite"),
     ((torch.ones(2, 3), torch.tensor([-1.0, math.nan])), "finite"),
+    ((torch.tensor([[1.0, 2.0, 3.0], [1.0, math.nan, 0.0]]), -torch.ones(2)), "finite"),  # one entry of one row
     ((torch.ones(2, 3), -torch.ones(2), -torch.ones(4), torch.ones(3)), "lo and hi must have 3 entries"),
     ((torch.ones(2, 3), -torch.ones(2), torch.tensor([-1.0, math.nan, -1.0]), torch.ones(3)), "must not be NaN"),
     ((torch.ones(2, 3), -torch.ones(2), torch.full((3,), 1e-9), torch.ones(3)), "contain 0"),
@@ -221,3 +222,27 @@ def test_sort_true_finds_the_bound_by_the_batched_sort(monkeypatch):
     lo, hi = -torch.ones(3, dtype=torch.float64), torch.ones(3, dtype=torch.float64)
     assert dual_bound(u, 3.5, lo, hi, sort=True) == 0.5 and len(calls) == 1
     assert dual_bound(u, 3.5, lo, hi, sort=False) == 0.5 and dual_bound(u, 3.5, lo, hi) == 0.5 and len(calls) == 1
+
+
+def test_a_zero_row_with_b_zero_is_satisfied_by_every_r_and_changes_nothing():
+    """0 . r <= 0 holds for every r: only b < 0 makes an all-zero row infeasible (prepare's docstring)."""
+    A, b = _instance(4)
+    with_zero = torch.cat([A, torch.zeros(1, A.shape[1], dtype=A.dtype)])
+    prep = prepare(with_zero, torch.cat([b, torch.zeros(1, dtype=b.dtype)]))
+    assert prep.trivial != "infeasible"
+    from mlalp_core.lp import solve_linf
+    alone, both = solve_linf(A, b), solve_linf(with_zero, torch.cat([b, torch.zeros(1, dtype=b.dtype)]))
+    assert both.status == alone.status == "optimal" and both.z == pytest.approx(alone.z, rel=1e-9)
+    assert prepare(with_zero, torch.cat([b, -torch.ones(1, dtype=b.dtype)])).trivial == "infeasible"
+
+
+def test_matvec64_takes_a_list_or_a_tuple_of_vectors():
+    A, _ = _instance(5)
+    M = A.float()
+    vs = [torch.randn(A.shape[1], generator=torch.Generator().manual_seed(k)) for k in range(3)]
+    want = A.double() @ torch.stack(vs, 1).double()
+    for given in (vs, tuple(vs)):
+        got = problem.matvec64(M, given)
+        assert got.dtype == torch.float64 and torch.allclose(got, M.double() @ torch.stack(vs, 1).double(), rtol=0,
+                                                             atol=1e-12)
+        assert torch.allclose(got, want, rtol=1e-6)

@@ -263,3 +263,21 @@ def test_an_empty_table_exports_its_header_and_no_row():
         assert to_csv([], columns).splitlines() == [",".join(columns)]
         lines = to_markdown([], columns).splitlines()
         assert lines[0] == "| " + " | ".join(h for h, _, _ in columns.values()) + " |" and len(lines) == 2
+
+
+def test_latex_escapes_names_and_centres_its_float_and_markdown_keeps_the_run_list_apart():
+    """A model named with an underscore or an ampersand must compile in LaTeX; the table float is
+    centred; in Markdown the run list is a list after a blank line, not a row of the table."""
+    table = [dict(r, model="my_model & co") for r in _two_blocks()]
+    tex = to_latex(table, caption="c")
+    assert "my\\_model \\& co" in tex and "my_model & co" not in tex
+    assert "\\centering" in tex
+    md = to_markdown(_two_blocks()).splitlines()
+    at = md.index("Runs (one row each):")
+    assert md[at - 1] == "" and md[at - 2].startswith("|")
+
+
+def test_hand_made_rows_that_differ_only_in_numerics_are_two_runs():
+    rows = [_row("", linf=0.01, numerics=dict(NUMERICS, threads=1)), _row("", linf=0.03, numerics=NUMERICS)]
+    t3 = table3(rows)
+    assert len(t3) == 2 and sorted(r["linf"] for r in t3) == pytest.approx([0.01, 0.03])
