@@ -477,3 +477,39 @@ def test_an_upgrade_that_finds_the_store_locked_is_retried(tmp_path, monkeypatch
     conn.close()
     key = rw.open_run(seed=0, **IDENT)
     assert {r["run_key"] for r in ResultsStore(path).runs()} == {"old", key}
+
+
+def test_numpy_and_tensor_settings_key_a_run_as_their_python_values():
+    """Settings built in a notebook often hold numpy or tensor scalars: the same values, the same run."""
+    import numpy as np
+
+    from mlalp_core.experiments.store import run_key
+
+    plain = run_key("m", "d", "pgd", {"eps": 0.25, "steps": 10, "where": "x"}, 0)
+    assert run_key("m", "d", "pgd", {"eps": np.float64(0.25), "steps": np.int64(10), "where": "x"}, 0) == plain
+    assert run_key("m", "d", "pgd", {"eps": torch.tensor(0.25), "steps": 10, "where": "x"}, 0) == plain
+    assert run_key("m", "d", "pgd", {"eps": 0.5, "steps": 10, "where": "x"}, 0) != plain
+
+
+def test_a_models_identity_depends_on_its_weights_not_on_the_order_it_registered_them():
+    from mlalp_core.experiments.store import model_identity
+
+    class AB(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.a = torch.nn.Linear(3, 2)
+            self.b = torch.nn.Linear(2, 2)
+
+    class BA(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.b = torch.nn.Linear(2, 2)
+            self.a = torch.nn.Linear(3, 2)
+
+    one, two = AB(), BA()
+    two.load_state_dict(one.state_dict())
+    assert list(one.state_dict()) != list(two.state_dict())  # the same names in another order
+    assert model_identity(one) == model_identity(two)
+    with torch.no_grad():
+        two.a.weight[0, 0] += 1.0
+    assert model_identity(one) != model_identity(two)

@@ -164,3 +164,12 @@ def test_what_is_not_labels_is_named_in_one_line_cut_only_when_too_long():
             hide_one(bad)
         shown = str(info.value).split("; got ", 1)[1]
         assert len(shown) <= 60 and (shown == repr(bad) if n <= 60 else shown == repr(bad)[:57] + "...")
+
+
+@pytest.mark.parametrize("dtype", [torch.bool, torch.uint8, torch.int8, torch.int16, torch.int32, torch.int64,
+                                   torch.float16, torch.float32, torch.float64])
+def test_labels_of_every_integer_float_or_bool_dtype_give_the_same_targets(dtype):
+    """0/1 labels as any tensor dtype a data loader hands out (numpy int32 arrays among them)."""
+    want = hide_one(Y.bool(), seed=3, example_ids=IDS)
+    assert torch.equal(hide_one(Y.to(dtype), seed=3, example_ids=IDS), want)
+    assert torch.equal(build_target("hide-one", Y.to(dtype), seed=3, example_ids=IDS), want)
