@@ -246,3 +246,21 @@ def test_a_model_that_breaks_after_its_selection_was_stored_is_named_by_example(
                       dataset_loader=lambda name, split=None: data)
     msg = str(info.value)
     assert f"its output on example {victim} is not finite" in msg and "\n" not in msg
+
+
+def test_the_selection_predicts_in_the_same_chunks_whatever_the_runs_batch(weights, tmp_path, monkeypatch):
+    """An ordinary model's last bits move with its batch: the selection's chunks (and so which
+    examples a cached selection holds) must not depend on --batch."""
+    from mlalp_core.experiments import runner
+
+    seen: dict[int, list[int]] = {}
+    real = runner.checked_probabilities
+
+    def record(model, x, images=None):
+        seen.setdefault(batch, []).append(x.shape[0])
+        return real(model, x, images)
+
+    monkeypatch.setattr(runner, "checked_probabilities", record)
+    for batch in (4, 32):
+        _run(weights, tmp_path / f"b{batch}.sqlite", batch_size=batch)
+    assert seen[4] == seen[32] and max(seen[4]) == runner.SELECTION_BATCH

@@ -165,10 +165,17 @@ def _barrier() -> None:
 # ---------------------------------------------------------------------------------------------
 
 
+#: Images per prediction chunk of the selection, whatever ``--batch`` and the rank count: an
+#: ordinary model's outputs move in the last bits with its batch, so a chunk size taken from the
+#: run's settings could select differently an example at the threshold, under one cached selection.
+SELECTION_BATCH = 16
+
+
 @torch.no_grad()
 def select_examples(model: MultiLabelClassifier, dataset: MultiLabelDataset, *, model_name: str,
-                    dataset_name: str, split: str, store: ResultsStore | None = None, batch_size: int = 32,
-                    device: DeviceLike = None, progress: ProgressFn | None = None) -> Selection:
+                    dataset_name: str, split: str, store: ResultsStore | None = None,
+                    batch_size: int = SELECTION_BATCH, device: DeviceLike = None,
+                    progress: ProgressFn | None = None) -> Selection:
     """The paper's selection, cached in the store (predictions are not recomputed on resume)."""
     check_labels_match(model_name, model.label_names, dataset_name, dataset.label_names)
     dev = resolve_device(device)
@@ -367,8 +374,7 @@ def run_benchmark(config: BenchConfig, progress: ProgressFn | None = None, *,
         model = model_loader(model_name, device=dev)
         check_labels_match(model_name, model.label_names, config.dataset, dataset.label_names)
         sel = select_examples(model, dataset, model_name=model_name, dataset_name=config.dataset, split=split,
-                              store=store, batch_size=max(config.batch_size or DEFAULT_BATCH, 16), device=dev,
-                              progress=progress)
+                              store=store, device=dev, progress=progress)
         if config.n is not None:
             sel = Selection(sel.indices[:config.n], sel.ids[:config.n], sel.labels[:config.n], sel.test_examples,
                             sel.model_id, sel.data_id)
