@@ -281,3 +281,10 @@ def test_hand_made_rows_that_differ_only_in_numerics_are_two_runs():
     rows = [_row("", linf=0.01, numerics=dict(NUMERICS, threads=1)), _row("", linf=0.03, numerics=NUMERICS)]
     t3 = table3(rows)
     assert len(t3) == 2 and sorted(r["linf"] for r in t3) == pytest.approx([0.01, 0.03])
+
+
+def test_latex_escapes_the_headers_a_caller_names():
+    """to_latex's docstring: every cell AND header is escaped (a column titled l_inf or 50% must compile)."""
+    table = [{"model": "m", "share": 0.5}]
+    tex = to_latex(table, columns={"model": ("model", "{}", None), "share": ("l_inf share 50%", "{:.2f}", None)})
+    assert "l\\_inf share 50\\%" in tex and "l_inf share 50%" not in tex

@@ -264,3 +264,12 @@ def test_the_selection_predicts_in_the_same_chunks_whatever_the_runs_batch(weigh
     for batch in (4, 32):
         _run(weights, tmp_path / f"b{batch}.sqlite", batch_size=batch)
     assert seen[4] == seen[32] and max(seen[4]) == runner.SELECTION_BATCH
+
+
+def test_each_stored_example_names_the_process_that_attacked_it(weights, tmp_path):
+    import sqlite3
+
+    store = tmp_path / "s.sqlite"
+    _run(weights, store, n=3)
+    workers = {w for (w,) in sqlite3.connect(store).execute("SELECT worker FROM results")}
+    assert workers == {"rank0/1"}
