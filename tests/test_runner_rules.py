@@ -6,6 +6,7 @@ run restarted under other numerics is announced."""
 
 from __future__ import annotations
 
+import json
 import sqlite3
 
 import pytest
@@ -273,3 +274,31 @@ def test_each_stored_example_names_the_process_that_attacked_it(weights, tmp_pat
     _run(weights, store, n=3)
     workers = {w for (w,) in sqlite3.connect(store).execute("SELECT worker FROM results")}
     assert workers == {"rank0/1"}
+
+
+def test_an_objective_that_names_labels_is_checked_with_the_models_label_names(weights):
+    from tiny import LABELS
+
+    from mlalp_core.experiments.runner import Selection, check_objective
+
+    sel = Selection(indices=[0, 1], ids=["a", "b"], labels=torch.tensor([[1, 1, 0, 0], [1, 0, 1, 0]]).bool(),
+                    test_examples=2, model_id="m", data_id="d")
+    attack = make_attack("fgsm", load_tiny(weights), device="cpu")
+    check_objective(attack, f"hide:{LABELS[0]}", sel, LABELS, seed=0)  # present in both: nothing to refuse
+    with pytest.raises(InvalidInputError, match="purple"):
+        check_objective(attack, "hide:purple", sel, LABELS, seed=0)
+    with pytest.raises(InvalidInputError, match=LABELS[1]):
+        check_objective(attack, f"hide:{LABELS[1]}", sel, LABELS, seed=0)  # absent from the second example
+
+
+def test_a_resumed_run_counts_the_examples_it_had_finished(weights, tmp_path):
+    store = tmp_path / "resume.sqlite"
+    _run(weights, store, n=3)
+    seen = []
+    cfg = BenchConfig(models=["tiny"], dataset="tiny", split="all", attacks=["fgsm"], seed=1, batch_size=4,
+                      device="cpu", store=store, threads=1)
+    run_benchmark(cfg, lambda done, total, msg: seen.append((done, total, msg)),
+                  model_loader=lambda name, device=None: load_tiny(weights),
+                  dataset_loader=lambda name, split=None: TinyScenes(n=24))
+    attack = [(d, t) for d, t, m in seen if m.startswith("fgsm:")]
+    assert attack and attack[0][0] > 3 and attack[-1][0] == attack[-1][1]
