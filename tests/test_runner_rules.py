@@ -6,7 +6,6 @@ run restarted under other numerics is announced."""
 
 from __future__ import annotations
 
-import json
 import sqlite3
 
 import pytest
