@@ -302,30 +302,12 @@ def test_a_store_locked_while_it_is_created_is_retried(tmp_path, monkeypatch):
     real = sqlite3.connect
     fails = {"n": 2}
 
-    class Locked:
-        def __init__(self, conn):
-            object.__setattr__(self, "_c", conn)
+    def locked(sql):
+        if fails["n"] > 0:
+            fails["n"] -= 1
+            raise sqlite3.OperationalError("database is locked")
 
-        def execute(self, *args, **kwargs):
-            if fails["n"] > 0:
-                fails["n"] -= 1
-                raise sqlite3.OperationalError("database is locked")
-            return self._c.execute(*args, **kwargs)
-
-        def __getattr__(self, name):
-            return getattr(self._c, name)
-
-        def __setattr__(self, name, value):
-            setattr(self._c, name, value)
-
-        def __enter__(self):
-            self._c.__enter__()
-            return self
-
-        def __exit__(self, *exc):
-            return self._c.__exit__(*exc)
-
-    monkeypatch.setattr(sqlite3, "connect", lambda *a, **k: Locked(real(*a, **k)))
+    monkeypatch.setattr(sqlite3, "connect", lambda *a, **k: _Conn(real(*a, **k), locked))
     monkeypatch.setattr(store_mod.time, "sleep", lambda s: None)
     store = ResultsStore(tmp_path / "s.sqlite", readonly=False)
     assert fails["n"] == 0 and store.runs() == []

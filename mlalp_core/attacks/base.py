@@ -275,11 +275,12 @@ class Attack(ABC):
         returned image on which the outputs break says so in its note."""
         check_image_batch(x, self.model.input_size)
         target = check_target(target, x.shape[0], self.model.num_labels)
-        if any(t.is_meta for t in (*self.model.parameters(), *self.model.buffers())):
-            raise InvalidInputError(f"model {model_name(self.model)} is on the meta device (shapes without weights): "
-                                    "load its weights before attacking it")
         model = self.model
-        if any(t.device != self.device for t in (*model.parameters(), *model.buffers())):
+        tensors = (*model.parameters(), *model.buffers())
+        if any(t.is_meta for t in tensors):
+            raise InvalidInputError(f"model {model_name(model)} is on the meta device (shapes without weights): "
+                                    "load its weights before attacking it")
+        if any(t.device != self.device for t in tensors):
             model = model.to(self.device)  # (a walk over every module: ~1 ms a call, only when needed)
         model = model.eval()
         x_dev = x.detach().to(self.device, torch.float32).clamp(0.0, 1.0)
