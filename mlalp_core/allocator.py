@@ -27,6 +27,7 @@ from __future__ import annotations
 import ctypes
 import platform
 import threading
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
@@ -44,9 +45,13 @@ TRIM_THRESHOLD_DURING = 2**31 - 1
 TRIM_AFTER_IDLE_S = 2.0
 
 _lock = threading.Lock()
+_wake = threading.Condition(_lock)
 _depth = 0
 _libc: Any = None
-_timer: threading.Timer | None = None
+#: when the freed memory goes back (time.monotonic()); None: nothing pending
+_deadline: float | None = None
+#: the one thread that gives it back (a thread per block cost ~0.1 ms of every attack call)
+_trimmer: threading.Thread | None = None
 
 
 def _glibc() -> Any:
@@ -71,15 +76,13 @@ def reuse_freed_memory(enabled: bool = True) -> Iterator[None]:
     Nested and concurrent blocks (threads of the app) are counted: the threshold goes back when
     the last one ends. ``enabled=False``: a plain block.
     """
-    global _depth, _timer
+    global _depth, _deadline, _trimmer
     libc = _glibc() if enabled else None
     if libc is None:
         yield
         return
     with _lock:
-        if _timer is not None:  # a block within the idle time: the memory is still there
-            _timer.cancel()
-            _timer = None
+        _deadline = None  # a block within the idle time: the memory is still there
         if _depth == 0:
             libc.mallopt(_M_MMAP_THRESHOLD, MMAP_THRESHOLD)
             libc.mallopt(_M_TRIM_THRESHOLD, TRIM_THRESHOLD_DURING)
@@ -90,27 +93,48 @@ def reuse_freed_memory(enabled: bool = True) -> Iterator[None]:
         with _lock:
             _depth -= 1
             if _depth == 0:
-                _timer = threading.Timer(TRIM_AFTER_IDLE_S, _give_back)
-                _timer.daemon = True
-                _timer.start()
+                _deadline = time.monotonic() + TRIM_AFTER_IDLE_S
+                if _trimmer is None or not _trimmer.is_alive():
+                    _trimmer = threading.Thread(target=_trim_when_idle, name="mlalp-trim", daemon=True)
+                    _trimmer.start()
+                _wake.notify()
+
+
+def pending() -> bool:
+    """Whether freed memory is waiting for the idle time to go back."""
+    with _lock:
+        return _deadline is not None
+
+
+def _trim_when_idle() -> None:
+    """The trimmer thread: waits for a deadline to pass with no block started since."""
+    global _deadline
+    with _wake:
+        while True:
+            if _deadline is None:
+                _wake.wait()
+                continue
+            left = _deadline - time.monotonic()
+            if left > 0:
+                _wake.wait(left)
+                continue
+            _deadline = None
+            if _depth == 0:
+                _give_back()
 
 
 def _give_back() -> None:
-    """The trim threshold back, and the free memory to the system, unless a block has started."""
-    global _timer
+    """The trim threshold back, and the free memory to the system (called with the lock held, no block running)."""
     libc = _glibc()
-    with _lock:
-        if _depth == 0 and libc is not None:
-            libc.mallopt(_M_TRIM_THRESHOLD, TRIM_THRESHOLD_AFTER)
-            libc.malloc_trim(0)
-        _timer = None
+    if libc is not None:
+        libc.mallopt(_M_TRIM_THRESHOLD, TRIM_THRESHOLD_AFTER)
+        libc.malloc_trim(0)
 
 
 def trim_now() -> None:
     """Give the free memory back at once (e.g. before measuring a process's footprint)."""
-    global _timer
+    global _deadline
     with _lock:
-        if _timer is not None:
-            _timer.cancel()
-            _timer = None
-    _give_back()
+        _deadline = None
+        if _depth == 0:
+            _give_back()

@@ -204,9 +204,14 @@ def test_freed_memory_goes_back_only_after_an_idle_time(monkeypatch):
     for _ in range(3):  # back to back: the pending trim of one block is cancelled by the next
         with reuse_freed_memory():
             torch.rand(500, 500)
-    assert trims == [] and alloc._timer is not None
+        time.sleep(0.1)
+    assert trims == [] and alloc.pending()
     time.sleep(0.8)
-    assert len(trims) == 1 and alloc._timer is None
+    assert len(trims) == 1 and not alloc.pending()
+    with reuse_freed_memory():  # the same thread serves the next idle time
+        torch.rand(500, 500)
+    time.sleep(0.8)
+    assert len(trims) == 2 and not alloc.pending()
 
 
 @pytest.mark.parametrize("name", ["ml-cw", "ml-rank2", "mla-lp", "ml-deepfool"])

@@ -21,8 +21,9 @@ pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 class _ExplicitCheck:
-    """The loop before one-pass-per-step (the code of commit 87549f3): after each step, a no-grad
-    forward pass on the new iterate decides its success."""
+    """The loop before one-pass-per-step (the code of commit 87549f3, its iterates kept as images,
+    x + delta clipped, as the loop keeps them now): after each step, a no-grad forward pass on the
+    new iterate decides its success."""
 
     def _attack_at(self, x, target, eps, stats, progress, label, whole=False, first=False) -> Fixed:
         b = x.shape[0]
@@ -35,36 +36,37 @@ class _ExplicitCheck:
             if not bool(active.any()):
                 break
             start = self._start(x, eps, restart)
-            delta = torch.zeros_like(x) if start is None else self._project(start, eps, x)
+            # the iterates: clip(x + projected delta), with their delta taken as iterate - x
+            adv = x.clone() if start is None else self._iterate(start, eps, x)
             state: dict[str, Any] = {}
             for it in range(steps):
                 idx = active.nonzero().flatten()
                 if idx.numel() == 0:
                     break
-                d = delta[idx].requires_grad_(True)
+                a = adv[idx].requires_grad_(True)
                 with torch.enable_grad():
-                    logits = self.model(x[idx] + d)
+                    logits = self.model(a)
                     loss = self._loss(logits, target[idx])
-                    (grad,) = torch.autograd.grad(loss.sum(), d)
+                    (grad,) = torch.autograd.grad(loss.sum(), a)
                 ran[idx] += 1
                 sub = {k: v[idx] for k, v in state.items()}
                 step = self._step_size(eps[idx]).view(-1, *([1] * (x.dim() - 1))) * self._direction(grad, sub)
                 for k, v in sub.items():
                     if k not in state:
-                        state[k] = torch.zeros_like(delta)
+                        state[k] = torch.zeros_like(adv)
                     state[k][idx] = v
-                delta[idx] = self._project(d.detach() - step, eps[idx], x[idx])
+                adv[idx] = self._iterate((a.detach() - x[idx]) - step, eps[idx], x[idx])
                 with torch.no_grad():
-                    probs = torch.sigmoid(self.model(x[idx] + delta[idx]))
+                    probs = torch.sigmoid(self.model(adv[idx]))
                 ok = self._success(probs, target[idx])
                 if self.stop_on_success or it == steps - 1:
                     take = ok & ~found[idx]
-                    best[idx[take]] = (x[idx] + delta[idx])[take]
+                    best[idx[take]] = adv[idx][take]
                     found[idx[take]] = True
                 if self.stop_on_success:
                     active[idx[ok]] = False
             last = ~found
-            best[last] = (x + delta)[last]
+            best[last] = adv[last]
         return Fixed(best, found, ran, None, None)
 
 

@@ -97,3 +97,25 @@ def test_linf_attacks_report_the_distortion_they_needed():
     assert bool(res.success.all()) and res.iterations.tolist() == [2]
     assert float(res.perturbation.abs().max()) == pytest.approx(0.125, rel=1e-5)
     assert float(res.perturbation[:, 0].max()) == pytest.approx(-0.125, rel=1e-5)
+
+
+@pytest.mark.parametrize("name, settings", [
+    ("fgsm", dict(eps=0.3)), ("bim", dict(eps=0.3)), ("mi-fgsm", dict(eps=0.3)),
+    ("pgd", dict(eps=0.3, restarts=2)), ("pgd-l2", dict(eps=20.0, restarts=2)),
+    ("pgd", dict(eps=0.05, min_budget=True, max_eps=0.4, budget_steps=2)),
+])
+def test_what_the_gradient_attacks_promise_in_the_unit_cube_is_in_it(name, settings):
+    """The gradient attacks tell the base class their images are clipped to [0,1] by construction,
+    so it skips its range pass (AttackRun.in_unit_cube): their own output, before the base class,
+    holds to that on images full of 0s and 1s under budgets that push far past them."""
+    from tiny import synthetic_scenes, train_tiny
+
+    model = train_tiny(60).eval()
+    x, labels = synthetic_scenes(6, 3)
+    x = torch.where(x > 0.5, torch.ones_like(x), torch.zeros_like(x))  # every pixel at an edge of the cube
+    target = ~model.predict(x)  # every label flipped: out of reach, so the iterates go far
+    attack = make_attack(name, model, device="cpu", **settings)
+    run = attack._run(x.clone(), target, None)
+    assert run.in_unit_cube
+    assert float(run.x_adv.min()) >= 0.0 and float(run.x_adv.max()) <= 1.0
+    assert float((run.x_adv - x).abs().max()) > 0  # it moved

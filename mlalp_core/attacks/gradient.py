@@ -90,8 +90,10 @@ class IterativeGradient(Attack):
         return None
 
     def _direction(self, grad: torch.Tensor, state: dict[str, Any]) -> torch.Tensor:
-        """The step's direction from the loss gradient (descent: the step subtracts it)."""
-        return grad.sign()
+        """The step's direction from the loss gradient (descent: the step subtracts it). ``grad``
+        is the loop's own tensor: a direction may be computed in its memory (the loop then
+        scales it in place too)."""
+        return grad.sign_()
 
     def _restarts(self) -> int:
         return 1
@@ -122,15 +124,24 @@ class IterativeGradient(Attack):
 
     def _project(self, delta: torch.Tensor, eps: torch.Tensor, x: torch.Tensor,
                  same: float | None = None) -> torch.Tensor:
-        """delta within the budget and x + delta within [0,1]. ``same``: every eps is this value (a
-        clamp to a number is ~4x faster than to a broadcast tensor; the values are the same)."""
-        e = eps.view(-1, *([1] * (delta.dim() - 1)))
-        if self.norm == "linf":
-            delta = delta.clamp(-same, same) if same is not None else torch.maximum(torch.minimum(delta, e), -e)
-        else:
-            n = delta.flatten(1).norm(dim=1).view_as(e).clamp_min(1e-12)
-            delta = delta * torch.clamp(e / n, max=1.0)
-        return (x + delta).clamp_(0.0, 1.0).sub_(x)
+        """delta within the budget and x + delta within [0,1] (the iterate of :meth:`_iterate`, less x)."""
+        return self._iterate(delta, eps, x, same).sub_(x)
+
+    def _iterate(self, delta: torch.Tensor, eps: torch.Tensor, x: torch.Tensor, same: float | None = None,
+                inside: bool = False) -> torch.Tensor:
+        """The iterate x + delta with delta projected onto the budget and the image clipped to
+        [0,1]; computed in ``delta``'s memory (the caller's own tensor). ``same``: every eps is
+        this value (a clamp to a number is ~4x faster than to a broadcast tensor; the values are
+        the same). ``inside``: delta is known to be within the budget (a first step from zero no
+        longer than eps), so the budget's clamp would change nothing and is skipped."""
+        if not inside:
+            e = eps.view(-1, *([1] * (delta.dim() - 1)))
+            if self.norm == "linf":
+                delta = delta.clamp_(-same, same) if same is not None else delta.clamp_(min=-e, max=e)
+            else:
+                n = delta.flatten(1).norm(dim=1).view_as(e).clamp_min(1e-12)
+                delta = delta.mul_(torch.clamp(e / n, max=1.0))
+        return delta.add_(x).clamp_(0.0, 1.0)
 
     def _success(self, probs: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
         return ((probs >= self.threshold) == target.bool()).all(1)
@@ -161,21 +172,22 @@ class IterativeGradient(Attack):
         restarts = self._restarts()
         shape = (-1,) + (1,) * (x.dim() - 1)
         same = float(eps[0]) if b and bool((eps == eps[0]).all()) else None  # one budget for the batch
+        size_same = float(self._step_size(eps[:1])[0]) if same is not None else None
         for restart in range(restarts):
             if bool(found.all()):
                 break
             start = self._start(x, eps, restart)
-            # dr None: a zero delta (x + 0 is x, and x is in [0,1]: the projection of 0 is 0)
-            delta = None if start is None else self._project(start, eps, x)
-            # the running images: their batch rows, images, deltas, targets, budgets and step state
+            # ar None: a zero delta (x + 0 is x, and x is in [0,1]: the projection of 0 is 0)
+            adv = None if start is None else self._iterate(start, eps, x)
+            # the running examples: their batch rows, clean images, iterates, targets, budgets and step state
             if bool(found.any()):
                 rows = (~found).nonzero().flatten()
                 xr, tr, er = x[rows], target[rows], eps[rows]
-                dr = None if delta is None else delta[rows]
+                ar = None if adv is None else adv[rows]
             else:
                 rows = torch.arange(b, device=x.device)
-                xr, dr, tr, er = x, delta, target, eps
-            zero = dr is None
+                xr, ar, tr, er = x, adv, target, eps
+            zero = ar is None
             rows_cpu = rows.cpu()
             state: dict[str, Any] = {}
             stopped = False
@@ -191,7 +203,7 @@ class IterativeGradient(Attack):
                 if last and whole and reuse and not stopped and restart == restarts - 1:
                     # one pass on every returned image: the last iterates' check, and for the
                     # others (already final) the base class's re-check, which reuses it
-                    images = xr if dr is None else xr + dr
+                    images = xr if ar is None else ar
                     if n < b:  # some stopped, so best holds their images
                         assert best is not None
                         images, running = best.clone(), images
@@ -203,16 +215,15 @@ class IterativeGradient(Attack):
                     probs = every if n == b else every[rows]
                     inputs = images if n == b else images[rows]
                 elif last:
-                    inputs = xr if dr is None else xr + dr
+                    inputs = xr if ar is None else ar
                     with torch.no_grad():
                         probs = torch.sigmoid(self.model(inputs))
                 else:
-                    # the gradient with respect to the delta is the one with respect to the input
-                    d = (xr if dr is None else dr).detach().requires_grad_(True)
+                    # the gradient with respect to the iterate is the one with respect to its delta
+                    d = (xr if ar is None else ar).detach().requires_grad_(True)
                     with torch.enable_grad():
-                        inputs = d if dr is None else xr + d
-                        logits = self.model(inputs)
-                    inputs = inputs.detach()
+                        logits = self.model(d)
+                    inputs = d.detach()
                     probs = torch.sigmoid(logits.detach())
                 calls[rows_cpu] += 1
                 if restart == 0 and it == 0 and n == b and reuse and zero:
@@ -239,7 +250,7 @@ class IterativeGradient(Attack):
                     if rows.numel() == 0:
                         continue
                     xr, er = xr[keep], er[keep]
-                    dr = None if dr is None else dr[keep]
+                    ar = None if ar is None else ar[keep]
                     state = {k: v[keep] for k, v in state.items()}
                     logits, tr = logits[keep], tr[keep]
                 with torch.enable_grad():
@@ -248,9 +259,7 @@ class IterativeGradient(Attack):
                     grad = grad[keep]
                 calls[rows_cpu] += 1
                 ran[rows_cpu] += 1
-                step = self._step_size(er).view(shape) * self._direction(grad, state)
-                # -step is 0 - step but for the sign of a zero, which the projection's x + delta - x drops
-                dr = self._project(-step if dr is None else dr - step, er, xr, same)
+                ar = self._step(ar, xr, er, grad, state, same, size_same, shape)
                 if not self._report(progress, it + 1, steps, f"{label}: step {it + 1}/{steps}"):
                     stopped = True
             if stopped:
@@ -266,6 +275,32 @@ class IterativeGradient(Attack):
                     best[rows[never]] = inputs[never]
         return Fixed(x.clone() if best is None else best, found, ran, clean, checked)
 
+    def _step(self, ar: torch.Tensor | None, xr: torch.Tensor, er: torch.Tensor, grad: torch.Tensor,
+              state: dict[str, Any], same: float | None, size_same: float | None,
+              shape: tuple[int, ...]) -> torch.Tensor:
+        """The next iterates from the current ones (``ar``; None: the clean images ``xr``) and the
+        loss gradient there: delta - step * direction, projected (:meth:`_iterate`). Elementwise
+        passes over the images: a first step from zero 4 (the sign, its scaling, x + delta, the
+        clip; FGSM's only step), later l_inf steps 6 (with the delta ar - xr and the budget's clamp). Every product is rounded on its own (an l_inf
+        direction is a sign: size * sign is exact, so the fused ``add(alpha=)`` rounds once, as
+        the unfused subtraction does): no element's value depends on its place in the batch."""
+        direction = self._direction(grad, state)
+        linf_sign = self.norm == "linf"
+        if size_same is not None:
+            if ar is None:
+                delta = direction.mul_(-size_same)
+            elif linf_sign:
+                delta = (ar - xr).add_(direction, alpha=-size_same)
+            else:
+                delta = (ar - xr).sub_(direction.mul_(size_same))
+            inside = ar is None and linf_sign and same is not None and size_same <= same
+        else:
+            size = self._step_size(er)
+            delta = (direction.mul_(size.neg().view(shape)) if ar is None
+                     else (ar - xr).sub_(direction.mul_(size.view(shape))))
+            inside = ar is None and linf_sign and bool((size <= er).all())
+        return self._iterate(delta, er, xr, same, inside)
+
     def _run(self, x: torch.Tensor, target: torch.Tensor, progress: ProgressFn | None) -> AttackRun:
         b = x.shape[0]
         stats = {"calls": torch.zeros(b, dtype=torch.long)}
@@ -277,7 +312,7 @@ class IterativeGradient(Attack):
             trace = [[{"eps": float(self.eps), "success": bool(out.success[i]), "iterations": int(out.ran[i])}]
                      for i in range(b)]
             run = AttackRun(x_adv=out.x_adv, iterations=out.ran, model_calls=stats["calls"], trace=trace,
-                            probs_clean=out.clean, checked=out.checked)
+                            probs_clean=out.clean, checked=out.checked, in_unit_cube=True)
         if run.probs_clean is None:
             stats["calls"] += 1  # the clean forward pass the base class makes
         return run
@@ -330,7 +365,7 @@ class IterativeGradient(Attack):
             if trace[i]:
                 trace[i][-1]["budget"] = float(hi[i]) if math.isfinite(float(hi[i])) else None
         return AttackRun(x_adv=best, iterations=iterations, model_calls=stats["calls"], trace=trace,
-                         probs_clean=clean)
+                         probs_clean=clean, in_unit_cube=True)
 
 
 class Fixed(NamedTuple):
