@@ -25,7 +25,7 @@ class _ExplicitCheck:
     x + delta clipped, as the loop keeps them now): after each step, a no-grad forward pass on the
     new iterate decides its success."""
 
-    def _attack_at(self, x, target, eps, stats, progress, label, whole=False, first=False) -> Fixed:
+    def _attack_at(self, x, target, eps, stats, progress, label, whole=False, first=False, uniform=None) -> Fixed:
         b = x.shape[0]
         best = x.clone()
         found = torch.zeros(b, dtype=torch.bool)

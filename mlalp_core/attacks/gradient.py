@@ -147,7 +147,8 @@ class IterativeGradient(Attack):
         return ((probs >= self.threshold) == target.bool()).all(1)
 
     def _attack_at(self, x: torch.Tensor, target: torch.Tensor, eps: torch.Tensor, stats: dict[str, Any],
-                   progress: ProgressFn | None, label: str, whole: bool = False, first: bool = False) -> Fixed:
+                   progress: ProgressFn | None, label: str, whole: bool = False, first: bool = False,
+                   uniform: float | None = None) -> Fixed:
         """One fixed-budget attack of the batch at per-example ``eps``.
 
         One forward pass per iterate: the pass at iterate t gives the gradient of step t+1 and
@@ -159,7 +160,8 @@ class IterativeGradient(Attack):
         of their own, compacted when some stop (not gathered at every step). ``whole``: ``x`` is
         the batch the base class re-checks, so the last pass covers every returned image and is
         that re-check. ``first``: ``x`` is the base class's batch, attacked first: the first pass
-        checks the clean outputs when the base class left that to it."""
+        checks the clean outputs when the base class left that to it. ``uniform``: every eps is
+        this value (else found out here)."""
         b = x.shape[0]
         best: torch.Tensor | None = None  # the returned images, once one is known (the clean image elsewhere)
         found = torch.zeros(b, dtype=torch.bool, device=x.device)
@@ -171,7 +173,8 @@ class IterativeGradient(Attack):
         reuse = self._outputs_from_forward()
         restarts = self._restarts()
         shape = (-1,) + (1,) * (x.dim() - 1)
-        same = float(eps[0]) if b and bool((eps == eps[0]).all()) else None  # one budget for the batch
+        same = uniform if uniform is not None else (  # one budget for the batch
+            float(eps[0]) if b and bool((eps == eps[0]).all()) else None)
         size_same = float(self._step_size(eps[:1])[0]) if same is not None else None
         for restart in range(restarts):
             if bool(found.all()):
@@ -225,7 +228,7 @@ class IterativeGradient(Attack):
                         logits = self.model(d)
                     inputs = d.detach()
                     probs = torch.sigmoid(logits.detach())
-                calls[rows_cpu] += 1
+                _count(calls, rows_cpu, rows_cpu.numel() == b)
                 if restart == 0 and it == 0 and n == b and reuse and zero:
                     # the pass on x itself, the whole batch: the clean outputs, checked before any step
                     # when the base class left that to this pass
@@ -257,8 +260,8 @@ class IterativeGradient(Attack):
                     (grad,) = torch.autograd.grad(self._loss(logits, tr).sum(), d)
                 if keep is not None:
                     grad = grad[keep]
-                calls[rows_cpu] += 1
-                ran[rows_cpu] += 1
+                _count(calls, rows_cpu, rows_cpu.numel() == b)
+                _count(ran, rows_cpu, rows_cpu.numel() == b)
                 ar = self._step(ar, xr, er, grad, state, same, size_same, shape)
                 if not self._report(progress, it + 1, steps, f"{label}: step {it + 1}/{steps}"):
                     stopped = True
@@ -308,9 +311,10 @@ class IterativeGradient(Attack):
         if self.min_budget:
             run = self._search(x, target, stats, progress)
         else:
-            out = self._attack_at(x, target, eps, stats, progress, self.display_name, whole=True, first=True)
-            trace = [[{"eps": float(self.eps), "success": bool(out.success[i]), "iterations": int(out.ran[i])}]
-                     for i in range(b)]
+            out = self._attack_at(x, target, eps, stats, progress, self.display_name, whole=True, first=True,
+                                  uniform=float(eps[0]))
+            trace = [[{"eps": float(self.eps), "success": ok, "iterations": ran}]
+                     for ok, ran in zip(out.success.tolist(), out.ran.tolist())]
             run = AttackRun(x_adv=out.x_adv, iterations=out.ran, model_calls=stats["calls"], trace=trace,
                             probs_clean=out.clean, checked=out.checked, in_unit_cube=True)
         if run.probs_clean is None:
@@ -376,6 +380,14 @@ class Fixed(NamedTuple):
     ran: torch.Tensor  # (B,) long: gradient steps
     clean: torch.Tensor | None  # (B, l) outputs on x from the first pass (a zero start), else None
     checked: tuple[torch.Tensor, torch.Tensor] | None  # the last iterates' no-grad pass, when on the whole batch
+
+
+def _count(counts: Any, rows: torch.Tensor, every: bool) -> None:
+    """One more for the running rows (``every``: all rows of a plain tensor: one op, not an index)."""
+    if every and isinstance(counts, torch.Tensor):
+        counts.add_(1)
+    else:
+        counts[rows] += 1
 
 
 class _Sub(dict):

@@ -120,8 +120,9 @@ class MultiLabelClassifier(nn.Module):
         }
 
 
-def check_image_batch(x: torch.Tensor, input_size: tuple[int, int] | None = None) -> None:
-    """Validate a batch of [0,1] images (B, 3, H, W), with a tolerance for round-off."""
+def check_image_batch(x: torch.Tensor, input_size: tuple[int, int] | None = None) -> tuple[float, float]:
+    """Validate a batch of [0,1] images (B, 3, H, W), with a tolerance for round-off; returns the
+    smallest and largest pixel value (a caller copying the batch clamps only when it must)."""
     if not isinstance(x, torch.Tensor):
         raise InvalidInputError(f"images must be a torch.Tensor, got {type(x).__name__}")
     if x.dim() != 4 or x.shape[1] != 3:
@@ -145,6 +146,8 @@ def check_image_batch(x: torch.Tensor, input_size: tuple[int, int] | None = None
             raise InvalidInputError(
                 f"images must lie in [0,1] (pixels divided by 255), got values in [{lo:.4g}, {hi:.4g}]"
             )
+        return lo, hi
+    return 0.0, 0.0
 
 
 _freeze_lock = threading.Lock()
