@@ -276,7 +276,7 @@ class Attack(ABC):
         the model, the example (``example_ids``, else its place in the batch) and the problem, and
         nothing of the batch is attacked (an attack of a broken output would only mislead). A
         returned image on which the outputs break says so in its note."""
-        lo, hi = check_image_batch(x, self.model.input_size)
+        x_lo, x_hi = check_image_batch(x, self.model.input_size)
         target = check_target(target, x.shape[0], self.model.num_labels)
         model = self.model
         # one walk over the modules for the three checks (parameters() and eval() walk them again,
@@ -293,7 +293,7 @@ class Attack(ABC):
         x_dev = x.detach().to(self.device, torch.float32)
         # a copy of the caller's images (clipped, round-off within the tolerance): a clone is the
         # faster copy where nothing needs clipping
-        x_dev = x_dev.clamp(0.0, 1.0) if lo < 0.0 or hi > 1.0 else x_dev.clone()
+        x_dev = x_dev.clamp(0.0, 1.0) if x_lo < 0.0 or x_hi > 1.0 else x_dev.clone()
         t_dev = target.to(self.device)
         images = [f"example {e}" for e in example_ids] if example_ids is not None else None
         with (frozen_parameters(model) if self.frozen_model else contextlib.nullcontext(),
