@@ -52,6 +52,9 @@ _libc: Any = None
 _deadline: float | None = None
 #: the one thread that gives it back (a thread per block cost ~0.1 ms of every attack call)
 _trimmer: threading.Thread | None = None
+#: the trimmer waits with no deadline (a block's end must wake it; else it wakes by itself at the
+#: deadline it had and finds the new one: back-to-back calls do not wake it at every call)
+_waiting_forever = False
 
 
 def _glibc() -> Any:
@@ -97,7 +100,8 @@ def reuse_freed_memory(enabled: bool = True) -> Iterator[None]:
                 if _trimmer is None or not _trimmer.is_alive():
                     _trimmer = threading.Thread(target=_trim_when_idle, name="mlalp-trim", daemon=True)
                     _trimmer.start()
-                _wake.notify()
+                elif _waiting_forever:
+                    _wake.notify()
 
 
 def pending() -> bool:
@@ -108,11 +112,13 @@ def pending() -> bool:
 
 def _trim_when_idle() -> None:
     """The trimmer thread: waits for a deadline to pass with no block started since."""
-    global _deadline
+    global _deadline, _waiting_forever
     with _wake:
         while True:
             if _deadline is None:
+                _waiting_forever = True
                 _wake.wait()
+                _waiting_forever = False
                 continue
             left = _deadline - time.monotonic()
             if left > 0:

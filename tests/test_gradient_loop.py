@@ -16,6 +16,7 @@ from tiny import OneAtATime, synthetic_scenes, train_tiny
 from mlalp_core.attacks import ATTACKS, make_attack
 from mlalp_core.attacks.gradient import Fixed
 from mlalp_core.attacks.targets import hide_one
+from mlalp_core.models.base import MultiLabelClassifier
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
@@ -77,27 +78,32 @@ def _explicit(name: str, model, **settings):
 
 class _Counting:
     """Counts the forward passes made on the model (images per pass) and the backward passes
-    through it, whoever makes them (the attack, or the base class through model.probabilities)."""
+    through it, whoever makes them (the attack, or the base class through model.probabilities).
+    On a plain MultiLabelClassifier it counts the calls of ``classify``, which every pass makes
+    (a step that takes its gradient at the normalised image calls it without ``forward``); on a
+    model with a forward of its own, that forward."""
 
     def __init__(self, model) -> None:
         self.forwards: list[int] = []
         self.backwards: list[int] = []
-        self.model, inner = model, model.forward
+        plain = type(model).forward is MultiLabelClassifier.forward
+        self.model, self.name = model, "classify" if plain else "forward"
+        inner = getattr(model, self.name)
 
-        def forward(x):
+        def counted(x):
             out = inner(x)
             self.forwards.append(int(x.shape[0]))
             if out.requires_grad:
                 out.register_hook(lambda g: self.backwards.append(int(g.shape[0])))
             return out
-        model.forward = forward
+        setattr(model, self.name, counted)
 
     def clear(self) -> None:
         self.forwards.clear()
         self.backwards.clear()
 
     def close(self) -> None:
-        del self.model.forward
+        delattr(self.model, self.name)
 
 
 def _same(new, old):
@@ -255,7 +261,6 @@ def test_broken_clean_outputs_stop_the_attack_before_its_first_step(tiny):
     """The clean outputs come from the first pass, so they are checked there, before any backward
     pass: the same one-line error as the base class's check, naming the example."""
     from mlalp_core.errors import InvalidInputError
-    from mlalp_core.models.base import MultiLabelClassifier
 
     inner, x, target = tiny
 
@@ -280,5 +285,47 @@ def test_broken_clean_outputs_stop_the_attack_before_its_first_step(tiny):
         with pytest.raises(InvalidInputError, match="its output on example s1 is not finite"):
             make_attack("pgd", model, device="cpu")(x[:3], target[:3], example_ids=["s0", "s1", "s2"])
         assert counter.forwards == [3] and counter.backwards == []
+    finally:
+        counter.close()
+
+
+def test_the_sign_steps_take_the_gradient_at_the_normalised_image_where_it_changes_nothing(tiny, monkeypatch):
+    """dL/dx = dL/dz / std: with 0 < std <= 1 its sign is that of dL/dz, so the l_inf sign steps
+    (FGSM, BIM, PGD) take it at z and skip the normalisation's backward pass. The results are
+    those of the gradient at x bit for bit (the explicit loop takes it at x), on the tiny model
+    and the demo model, batched and with the budget search; the steps that use more than the
+    sign (MI-FGSM's momentum, PGD-l2's norm) and models where forward is not
+    classify(normalize(x)), or has hooks, or std > 1, keep the gradient at x."""
+    from mlalp_core.attacks.gradient import IterativeGradient
+
+    model, x, target = tiny
+    demo = _demo()
+    for name, settings in (("fgsm", {"eps": 0.1}), ("bim", {"eps": 0.1}), ("pgd", {"eps": 0.1, "restarts": 2}),
+                           ("bim", {"min_budget": True, "budget_steps": 3})):
+        assert make_attack(name, model, device="cpu", **settings)._gradient_at_normalized()
+        for m, xs, ts in ((model, x, target), demo):
+            at_z = make_attack(name, m, device="cpu", **settings)(xs, ts)
+            with monkeypatch.context() as mp:
+                mp.setattr(IterativeGradient, "_gradient_at_normalized", lambda self: False)
+                at_x = make_attack(name, m, device="cpu", **settings)(xs, ts)
+            _same(at_z, at_x)
+            assert int(at_z.success.sum()) > 0
+    # where it does not apply
+    assert not make_attack("mi-fgsm", model, device="cpu")._gradient_at_normalized()
+    assert not make_attack("pgd-l2", model, device="cpu")._gradient_at_normalized()
+    assert not make_attack("fgsm", OneAtATime(model), device="cpu")._gradient_at_normalized()
+    handle = model.register_forward_hook(lambda *a: None)
+    try:
+        assert not make_attack("fgsm", model, device="cpu")._gradient_at_normalized()
+    finally:
+        handle.remove()
+    wide = train_tiny(5)
+    wide.norm_std.fill_(2.0)
+    assert not make_attack("fgsm", wide, device="cpu")._gradient_at_normalized()
+    # and the passes are counted where they are made: one backward pass per step, through classify
+    counter = _Counting(model)
+    try:
+        res = make_attack("fgsm", model, eps=0.3, device="cpu")(x, target)
+        assert counter.forwards == [8, 8] and counter.backwards == [8] and res.model_calls.tolist() == [3] * 8
     finally:
         counter.close()

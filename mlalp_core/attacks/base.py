@@ -26,7 +26,7 @@ import torch
 from ..allocator import reuse_freed_memory
 from ..device import DeviceLike, resolve_device
 from ..errors import InvalidInputError
-from ..models.base import MultiLabelClassifier, check_image_batch, frozen_parameters
+from ..models.base import MultiLabelClassifier, frozen_parameters, prepare_image_batch
 from ..models.outputs import checked_probabilities, model_name, output_problems
 from ..progress import ProgressFn
 from .schema import Schema, Setting
@@ -276,7 +276,7 @@ class Attack(ABC):
         the model, the example (``example_ids``, else its place in the batch) and the problem, and
         nothing of the batch is attacked (an attack of a broken output would only mislead). A
         returned image on which the outputs break says so in its note."""
-        x_lo, x_hi = check_image_batch(x, self.model.input_size)
+        x_dev = prepare_image_batch(x, self.model.input_size, self.device)  # checked; a copy of its own
         target = check_target(target, x.shape[0], self.model.num_labels)
         model = self.model
         # one walk over the modules for the three checks (parameters() and eval() walk them again,
@@ -290,10 +290,6 @@ class Attack(ABC):
             model = model.to(self.device)  # (a walk over every module: ~1 ms a call, only when needed)
         if any(m.training for m in modules):
             model = model.eval()
-        x_dev = x.detach().to(self.device, torch.float32)
-        # a copy of the caller's images (clipped, round-off within the tolerance): a clone is the
-        # faster copy where nothing needs clipping
-        x_dev = x_dev.clamp(0.0, 1.0) if x_lo < 0.0 or x_hi > 1.0 else x_dev.clone()
         t_dev = target.to(self.device)
         images = [f"example {e}" for e in example_ids] if example_ids is not None else None
         with (frozen_parameters(model) if self.frozen_model else contextlib.nullcontext(),

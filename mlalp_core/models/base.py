@@ -120,9 +120,26 @@ class MultiLabelClassifier(nn.Module):
         }
 
 
-def check_image_batch(x: torch.Tensor, input_size: tuple[int, int] | None = None) -> tuple[float, float]:
-    """Validate a batch of [0,1] images (B, 3, H, W), with a tolerance for round-off; returns the
-    smallest and largest pixel value (a caller copying the batch clamps only when it must)."""
+def check_image_batch(x: torch.Tensor, input_size: tuple[int, int] | None = None) -> None:
+    """Validate a batch of [0,1] images (B, 3, H, W), with a tolerance for round-off."""
+    _check_batch_shape(x, input_size)
+    _check_values(x)
+
+
+def prepare_image_batch(x: torch.Tensor, input_size: tuple[int, int] | None,
+                        device: torch.device) -> torch.Tensor:
+    """The batch validated as :func:`check_image_batch` does, as a float32 copy of its own on
+    ``device`` with round-off clipped to [0,1]. The values are checked on the copy (the same
+    numbers, read from cache right after the copy, not once more from memory before it)."""
+    _check_batch_shape(x, input_size)
+    x_dev = x.detach().to(device, torch.float32, copy=True)
+    lo, hi = _check_values(x_dev)
+    if lo < 0.0 or hi > 1.0:
+        x_dev.clamp_(0.0, 1.0)
+    return x_dev
+
+
+def _check_batch_shape(x: torch.Tensor, input_size: tuple[int, int] | None) -> None:
     if not isinstance(x, torch.Tensor):
         raise InvalidInputError(f"images must be a torch.Tensor, got {type(x).__name__}")
     if x.dim() != 4 or x.shape[1] != 3:
@@ -139,15 +156,19 @@ def check_image_batch(x: torch.Tensor, input_size: tuple[int, int] | None = None
         )
     if not torch.is_floating_point(x):
         raise InvalidInputError(f"images must be floating point in [0,1], got dtype {x.dtype}")
-    if x.numel():
-        lo_t, hi_t = torch.aminmax(x)  # one pass; a NaN anywhere makes both NaN
-        lo, hi = float(lo_t), float(hi_t)
-        if not (-RANGE_TOLERANCE <= lo and hi <= 1 + RANGE_TOLERANCE):
-            raise InvalidInputError(
-                f"images must lie in [0,1] (pixels divided by 255), got values in [{lo:.4g}, {hi:.4g}]"
-            )
-        return lo, hi
-    return 0.0, 0.0
+
+
+def _check_values(x: torch.Tensor) -> tuple[float, float]:
+    """The smallest and largest value, refused outside [0,1] beyond the round-off tolerance."""
+    if not x.numel():
+        return 0.0, 0.0
+    lo_t, hi_t = torch.aminmax(x)  # one pass; a NaN anywhere makes both NaN
+    lo, hi = float(lo_t), float(hi_t)
+    if not (-RANGE_TOLERANCE <= lo and hi <= 1 + RANGE_TOLERANCE):
+        raise InvalidInputError(
+            f"images must lie in [0,1] (pixels divided by 255), got values in [{lo:.4g}, {hi:.4g}]"
+        )
+    return lo, hi
 
 
 _freeze_lock = threading.Lock()
