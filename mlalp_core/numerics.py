@@ -64,9 +64,17 @@ class Numerics:
     deterministic: bool  #: cuDNN deterministic algorithms, no autotuning (CUDA)
     lp_threads: int  #: torch threads of the LP solver on the CPU (MLALP_LP_THREADS)
     lp_batched: bool  #: a batch's LPs solved together (MLALP_LP_BATCH)
+    #: the revision of the attack's arithmetic (:attr:`mlalp_core.attacks.base.Attack.arithmetic`),
+    #: set per run: a code change that moves any bit of an attack's numbers starts runs of their own
+    arithmetic: int = 1
 
     def as_dict(self) -> dict[str, Any]:
-        return asdict(self)
+        """The record kept with a run; the first arithmetic revision is left out of it, so the
+        runs stored before revisions were recorded keep their keys."""
+        d = asdict(self)
+        if d["arithmetic"] == 1:
+            del d["arithmetic"]
+        return d
 
     def to_json(self) -> str:
         return json.dumps(self.as_dict(), sort_keys=True)
@@ -87,11 +95,13 @@ class Numerics:
             parts.append(f"LP threads {self.lp_threads}")
         if self.lp_batched:
             parts.append("LPs batched")
+        if self.arithmetic != 1:
+            parts.append(f"arithmetic {self.arithmetic}")
         return ", ".join(parts)
 
     def differences(self, other: Numerics) -> list[str]:
         """What differs from ``other``, in words ("threads 1 (stored 2)")."""
-        mine, theirs = self.as_dict(), other.as_dict()
+        mine, theirs = asdict(self), asdict(other)
         return [f"{k.replace('_', ' ')} {mine[k]} (stored {theirs[k]})" for k in mine if mine[k] != theirs[k]]
 
 

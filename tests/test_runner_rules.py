@@ -301,3 +301,30 @@ def test_a_resumed_run_counts_the_examples_it_had_finished(weights, tmp_path):
                   dataset_loader=lambda name, split=None: TinyScenes(n=24))
     attack = [(d, t) for d, t, m in seen if m.startswith("fgsm:")]
     assert attack and attack[0][0] > 3 and attack[-1][0] == attack[-1][1]
+
+
+def test_a_run_of_an_attack_whose_arithmetic_changed_is_not_resumed_by_the_new_code(weights, tmp_path, monkeypatch):
+    """The store keeps which revision of an attack's arithmetic computed a run (Attack.arithmetic;
+    the first is left out of the record, so older runs keep their keys): after a change that moves
+    a bit of FGSM's numbers, the same command starts a run of its own and says why, and Table III
+    tells the two apart; another attack's runs are resumed as before."""
+    from mlalp_core.attacks.fgsm import FGSM
+    from mlalp_core.attacks.ml_deepfool import MLDeepFool
+    from mlalp_core.experiments.reporting import table3
+
+    store = tmp_path / "s.sqlite"
+    _run(weights, store, n=2, attacks=["fgsm", "ml-deepfool"])
+    before = {r["attack"]: r for r in ResultsStore(store).runs()}
+    assert before["fgsm"]["numerics"]["arithmetic"] == FGSM.arithmetic == 2  # the gradient attacks' second
+    assert "arithmetic" not in before["ml-deepfool"]["numerics"] and MLDeepFool.arithmetic == 1
+    monkeypatch.setattr(FGSM, "arithmetic", 3)
+    notes: list[str] = []
+    _run(weights, store, n=2, attacks=["fgsm", "ml-deepfool"], notes=notes.append)
+    (note,) = [n for n in notes if "other numerics" in n]
+    assert note.startswith("fgsm:") and "arithmetic 3 (stored 2)" in note
+    runs = ResultsStore(store).runs()
+    assert sorted((r["attack"], r["numerics"].get("arithmetic", 1)) for r in runs) == [
+        ("fgsm", 2), ("fgsm", 3), ("ml-deepfool", 1)]
+    assert all(r["examples"] == 2 for r in runs)
+    labels = sorted(r["label"] for r in table3(ResultsStore(store).rows()) if r["attack"] == "fgsm")
+    assert labels == ["FGSM (arithmetic 2)", "FGSM (arithmetic 3)"]

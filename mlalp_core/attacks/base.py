@@ -169,6 +169,10 @@ class Attack(ABC):
     #: and freed memory kept for reuse (:func:`~..allocator.reuse_freed_memory`); False: as before both
     frozen_model: ClassVar[bool] = True
     keep_freed_memory: ClassVar[bool] = True
+    #: the revision of the attack's arithmetic, recorded with every stored run (its numerics): raise
+    #: it with any change that moves a bit of the attack's numbers, so a resumed run is never
+    #: finished by code that computes otherwise (the store starts a run of its own, with a note)
+    arithmetic: ClassVar[int] = 1
 
     @classmethod
     def target_problem(cls, target: torch.Tensor) -> str:

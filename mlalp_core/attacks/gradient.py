@@ -69,6 +69,9 @@ class IterativeGradient(Attack):
     """The core; subclasses set ``norm`` ("linf" or "l2"), the schema, and ``_direction``."""
 
     norm: ClassVar[str] = "linf"
+    #: 2: the iterates are clip(x + delta) (revision 1 returned x + (clip(x + delta) - x), which can
+    #: differ from it in the last bit)
+    arithmetic: ClassVar[int] = 2
     # settings every subclass has (checked against its schema at import)
     eps: float
     loss: str
@@ -315,9 +318,10 @@ class IterativeGradient(Attack):
         """The next iterates from the current ones (``ar``; None: the clean images ``xr``) and the
         loss gradient there: delta - step * direction, projected (:meth:`_iterate`). Elementwise
         passes over the images: a first step from zero 4 (the sign, its scaling, x + delta, the
-        clip; FGSM's only step), later l_inf steps 6 (with the delta ar - xr and the budget's clamp). Every product is rounded on its own (an l_inf
-        direction is a sign: size * sign is exact, so the fused ``add(alpha=)`` rounds once, as
-        the unfused subtraction does): no element's value depends on its place in the batch."""
+        clip; FGSM's only step), later l_inf steps 6 (with the delta ar - xr and the budget's
+        clamp); the old loop made 8. Every product is rounded on its own (an l_inf direction is a
+        sign: size * sign is exact, so the fused ``add(alpha=)`` rounds once, as the unfused
+        subtraction does): no element's value depends on its place in the batch."""
         direction = self._direction(grad, state)
         linf_sign = self.norm == "linf"
         if size_same is not None:

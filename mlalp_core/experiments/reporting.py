@@ -244,10 +244,15 @@ def run_labels(rows: Sequence[dict[str, Any]]) -> dict[str, str]:
         name, said = run_name(r["attack"], r.get("settings"))
         diffs = setting_differences(r["attack"], {k: v for k, v in (r.get("settings") or {}).items() if k not in said})
         table.append({"run_key": key, "model": r["model"], "dataset": r["dataset"], "objective": _objective(r),
-                      "seed": r.get("seed"), "_numerics": r.get("numerics") or {},
+                      "seed": r.get("seed"), "_numerics": _all_numerics(r.get("numerics")),
                       "label": name + (f" ({', '.join(d[0] for d in diffs)})" if diffs else "")})
     _tell_apart(table)
     return {r["run_key"]: r["label"] for r in table}
+
+
+def _all_numerics(numerics: Mapping[str, Any] | None) -> dict[str, Any]:
+    """A run's numerics with what a record leaves out at its default (the first arithmetic)."""
+    return {"arithmetic": 1, **numerics} if numerics else {}
 
 
 def _tell_apart(table: list[dict[str, Any]]) -> None:

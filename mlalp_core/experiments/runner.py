@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -391,17 +391,18 @@ def run_benchmark(config: BenchConfig, progress: ProgressFn | None = None, *,
                 recorded = {**recorded, "objective": config.objective}
             if config.precision != "float16":  # how its perturbations are stored: a run of its own
                 recorded = {**recorded, "precision": config.precision}
-            key = run_key(sel.model_id, sel.data_id, attack_name, recorded, config.seed, numerics.as_dict())
-            plans.append((attack_name, settings, probe, batch, recorded, key))
+            run_numerics = replace(numerics, arithmetic=type(probe).arithmetic)
+            key = run_key(sel.model_id, sel.data_id, attack_name, recorded, config.seed, run_numerics.as_dict())
+            plans.append((attack_name, settings, probe, batch, recorded, key, run_numerics))
         if notice is not None and dist_rank_world()[0] == 0:
             notice_estimates(notice, model_name, model, dev, sel, store, [(p[0], p[2].config(), p[5]) for p in plans])
-        for attack_name, settings, probe, batch, recorded, key in plans:
+        for attack_name, settings, probe, batch, recorded, key, run_numerics in plans:
             store.open_run(model=model_name, model_id=sel.model_id, dataset=config.dataset, split=split,
                            data_id=sel.data_id, attack=attack_name, settings=recorded, seed=config.seed,
                            threshold=probe.threshold, label_names=model.label_names, input_size=model.input_size,
-                           device=str(dev), numerics=numerics.as_dict())
+                           device=str(dev), numerics=run_numerics.as_dict())
             keys.append(key)
-            note = numerics_note(store, key, numerics, model_id=sel.model_id, data_id=sel.data_id,
+            note = numerics_note(store, key, run_numerics, model_id=sel.model_id, data_id=sel.data_id,
                                  attack=attack_name, settings=recorded, seed=config.seed)
             if note and notice is not None and dist_rank_world()[0] == 0:
                 notice(note)
