@@ -382,3 +382,19 @@ def test_a_new_servers_first_run_of_a_page_goes_through_app_py(monkeypatch):
         assert [t.value for t in at.title] == [title]
         assert at.sidebar.selectbox(key="g_model").value == "demo-gcn"  # app.py drew the sidebar
     assert PagesManager.uses_pages_directory is False
+
+
+def test_settings_the_other_settings_make_no_use_of_are_greyed_out_until_they_do():
+    """MLA-LP's polish settings mean nothing without a polish (Setting.used_when): their widgets
+    are disabled, their help says when they are used, and choosing the pgd polish enables them."""
+    at = _app()
+    assert at.selectbox(key="explore_attack").value == "mla-lp"
+    factor = at.number_input(key="explore_mla-lp_polish_factor")
+    assert factor.disabled and "used only when polish is pgd" in factor.help
+    assert not at.number_input(key="explore_mla-lp_max_iterations").disabled
+    at.selectbox(key="explore_mla-lp_polish").set_value("scale").run()
+    _no_exception(at)
+    assert at.number_input(key="explore_mla-lp_polish_factor").disabled
+    assert not at.number_input(key="explore_mla-lp_polish_steps").disabled  # the scale polish's bisection steps
+    at.selectbox(key="explore_mla-lp_polish").set_value("pgd").run()
+    assert not at.number_input(key="explore_mla-lp_polish_factor").disabled

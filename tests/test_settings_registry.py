@@ -271,3 +271,38 @@ def test_paper_models_through_the_registry(tmp_path: Path, monkeypatch: pytest.M
         assert not model.training and model.registry_name == name
         with torch.no_grad():
             assert torch.equal(model(x), ref(x))
+
+
+def test_a_setting_is_used_only_where_its_schema_says_and_a_run_records_only_those():
+    from mlalp_core.attacks import attack_class
+    from mlalp_core.attacks.schema import Schema, Setting
+
+    schema = attack_class("mla-lp").schema
+    polish = {"polish_factor", "polish_steps", "polish_step", "polish_rounds"}
+    assert schema.unused(schema.defaults()) == polish  # the paper's MLA-LP has no polish
+    assert schema.unused({**schema.defaults(), "polish": "scale"}) == polish - {"polish_steps"}
+    assert schema.unused({**schema.defaults(), "polish": "pgd"}) == set()
+    pgd = attack_class("pgd").schema
+    assert pgd.unused(pgd.defaults()) == {"margin", "max_eps", "budget_steps"}
+    assert pgd.unused({**pgd.defaults(), "random_start": False, "loss": "margin"}) == {
+        "restarts", "seed", "max_eps", "budget_steps"}
+    assert pgd.setting("seed").used_note() == "used only when random_start is true"
+    # a declaration that names no setting, or a value that setting does not take, is refused at import
+    base = Setting("loss", str, "bce", "the loss", choices=("bce", "margin"))
+    with pytest.raises(ValueError, match="used_when"):
+        Schema("x", (base, Setting("k", float, 0.0, "kappa", used_when=("lost", ("margin",)))))
+    with pytest.raises(ValueError, match="used_when"):
+        Schema("x", (base, Setting("k", float, 0.0, "kappa", used_when=("loss", ("hinge",)))))
+
+
+def test_the_cli_warns_about_a_setting_that_has_no_effect(tmp_path, capsys):
+    from mlalp_core.cli.main import main
+
+    code = main(["attack", "scene_009", "--model", "demo-gcn", "--attack", "fgsm", "--set", "fgsm.margin=2",
+                 "--set", "fgsm.loss=bce", "--out", str(tmp_path)])
+    err = capsys.readouterr().err
+    assert code == 0, err
+    assert "mlalp attack: warning: fgsm.margin has no effect here: it is used only when loss is margin" in err
+    code = main(["attack", "scene_009", "--model", "demo-gcn", "--attack", "fgsm", "--set", "fgsm.margin=2",
+                 "--set", "fgsm.loss=margin", "--out", str(tmp_path / "b")])
+    assert code == 0 and "no effect" not in capsys.readouterr().err

@@ -53,15 +53,16 @@ def budget_settings(eps: float, max_eps: float, norm: str) -> tuple[Setting, ...
                 "budget search)", "budget eps", low=0.0, high=max_eps, low_open=True),
         Setting("loss", str, "bce", "bce: per-label binary cross-entropy toward y*; margin: per-label margin on "
                 "the logits", "loss", choices=("bce", "margin")),
-        Setting("margin", float, 0.0, "kappa of the margin loss (logit units)", "margin kappa", low=0.0, high=100.0),
+        Setting("margin", float, 0.0, "kappa of the margin loss (logit units)", "margin kappa", low=0.0, high=100.0,
+                used_when=("loss", ("margin",))),
         Setting("stop_on_success", bool, True, "stop an example at its first iterate that reaches y*",
                 "stop on success"),
         Setting("min_budget", bool, False, "search, per example, the smallest eps that reaches y*",
                 "minimum-budget search"),
         Setting("max_eps", float, max_eps, "the largest eps the search tries", "largest eps",
-                low=0.0, high=max_eps, low_open=True),
+                low=0.0, high=max_eps, low_open=True, used_when=("min_budget", (True,))),
         Setting("budget_steps", int, 6, "bisection steps after bracketing (each halves the interval)",
-                "bisection steps", low=0, high=30),
+                "bisection steps", low=0, high=30, used_when=("min_budget", (True,))),
     )
 
 

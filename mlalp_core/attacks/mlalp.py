@@ -95,14 +95,15 @@ class MLALP(Attack):
                 "reaches y*: none (the paper), scale (bisection along it), pgd (a PGD shrink warm-started from it)",
                 "polish (MLA-LP+)", choices=POLISHES),
         Setting("polish_factor", float, 0.97, "pgd polish: each round's l_inf budget, as a fraction of the current "
-                "l_inf", "polish budget factor", low=0.0, high=1.0, low_open=True, high_open=True, from_paper=False),
+                "l_inf", "polish budget factor", low=0.0, high=1.0, low_open=True, high_open=True, from_paper=False,
+                used_when=("polish", ("pgd",))),
         Setting("polish_steps", int, 12, "pgd polish: signed-gradient steps per round; scale polish: bisection "
-                "steps", "polish steps", low=1, high=10_000, from_paper=False),
+                "steps", "polish steps", low=1, high=10_000, from_paper=False, used_when=("polish", ("pgd", "scale"))),
         Setting("polish_step", float, 0.1, "pgd polish: step size as a fraction of the round's budget",
-                "polish step", low=0.0, high=1.0, low_open=True, from_paper=False),
+                "polish step", low=0.0, high=1.0, low_open=True, from_paper=False, used_when=("polish", ("pgd",))),
         Setting("polish_rounds", int, 100, "pgd polish: rounds at most (each ends at the first iterate that "
                 "reaches y*; the polish stops at the first round that reaches nothing)", "polish rounds",
-                low=1, high=100_000, from_paper=False),
+                low=1, high=100_000, from_paper=False, used_when=("polish", ("pgd",))),
     ))
 
     # the settings as attributes, for type checkers (checked against the schema at import)
@@ -126,7 +127,7 @@ class MLALP(Attack):
     def config(self) -> dict[str, Any]:
         """The settings recorded with a run: the polish's own only where its polish uses them (a
         run of the paper's MLA-LP keeps its identity whatever the polish defaults are)."""
-        unused = {"none": _POLISH_SETTINGS, "scale": _POLISH_SETTINGS - {"polish_steps"}}.get(self.polish, set())
+        unused = self.schema.unused(self.settings) & _POLISH_SETTINGS
         return {k: v for k, v in super().config().items() if k not in unused}
 
     @classmethod

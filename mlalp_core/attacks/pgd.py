@@ -22,8 +22,9 @@ from .schema import Schema, Setting
 RANDOM_START = (
     Setting("random_start", bool, True, "start from a uniform random point of the eps-ball", "random start"),
     Setting("restarts", int, 1, "independent random starts; an example keeps the first that reaches y*",
-            "restarts", low=1, high=100),
-    Setting("seed", int, 0, "seed of the random starts (a run is repeatable)", "seed", low=0, high=2**31 - 1),
+            "restarts", low=1, high=100, used_when=("random_start", (True,))),
+    Setting("seed", int, 0, "seed of the random starts (a run is repeatable)", "seed", low=0, high=2**31 - 1,
+            used_when=("random_start", (True,))),
 )
 PGD_STEPS = (
     Setting("iterations", int, 10, "gradient steps", "iterations", low=1, high=10_000),

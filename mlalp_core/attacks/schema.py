@@ -50,6 +50,24 @@ class Setting:
     none_means: str = ""
     #: False for a setting the paper does not have (its default is mlalp's, not the paper's)
     from_paper: bool = True
+    #: (another setting, its values) under which this one is used at all (empty: always); the
+    #: app greys it out otherwise, and a run need not record it
+    used_when: tuple[str, tuple[Any, ...]] | tuple[()] = ()
+
+    def used_with(self, values: Mapping[str, Any]) -> bool:
+        """Whether the other settings ``values`` make use of this one."""
+        if not self.used_when:
+            return True
+        name, wanted = self.used_when
+        return values.get(name) in wanted
+
+    def used_note(self) -> str:
+        """When the setting is used, in words ("" when always)."""
+        if not self.used_when:
+            return ""
+        name, wanted = self.used_when
+        shown = [str(v).lower() if isinstance(v, bool) else str(v) for v in wanted]
+        return f"used only when {name} is {' or '.join(shown)}"
 
     @property
     def title(self) -> str:
@@ -159,6 +177,17 @@ class Schema:
         for s in self.settings.values():  # a default must satisfy its own declaration
             if s.parse(s.default, attack) != s.default:
                 raise ValueError(f"{attack}.{s.name}: default {s.default!r} is not canonical")
+            if s.used_when and not self._takes(*s.used_when):
+                raise ValueError(f"{attack}.{s.name}: used_when names no setting or values it does not take")
+
+    def _takes(self, name: str, values: tuple[Any, ...]) -> bool:
+        """Whether setting ``name`` exists and takes each of ``values`` as it is."""
+        if name not in self.settings:
+            return False
+        try:
+            return all(self.settings[name].parse(v, self.attack) == v for v in values)
+        except InvalidInputError:
+            return False
 
     def __iter__(self):
         return iter(self.settings.values())
@@ -193,6 +222,10 @@ class Schema:
             except InvalidInputError as exc:
                 raise InvalidInputError(f"{prefix}{exc}") from None
         return out
+
+    def unused(self, values: Mapping[str, Any]) -> set[str]:
+        """The settings that ``values`` (complete) make no use of (:attr:`Setting.used_when`)."""
+        return {s.name for s in self if not s.used_with(values)}
 
     def differences(self, values: Mapping[str, Any]) -> dict[str, tuple[Any, Any]]:
         """name -> (value, the paper's) for every setting that differs from the paper's."""

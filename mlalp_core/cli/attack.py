@@ -53,7 +53,7 @@ def _cmd_attack(args: argparse.Namespace) -> int:
     from ..models.registry import load_model
     from ..settings import load_settings
     from ..viz.paper import figure_bytes, result_panel
-    from .bench import parse_sets
+    from .bench import parse_sets, unused_setting_warnings
 
     formats = [f.strip().lower() for f in args.format.split(",") if f.strip()] if args.figures else []
     bad = [f for f in formats if f not in ("pdf", "svg", "png")]
@@ -62,6 +62,8 @@ def _cmd_attack(args: argparse.Namespace) -> int:
     settings = load_settings()
     attack_name = args.attack.strip().lower()
     sets = parse_sets(args.set, file_settings(settings)).get(attack_name, {})
+    if sets:  # (parsed, so the attack is known)
+        unused_setting_warnings({attack_name: sets}, "attack")
     # every file in one folder: --out, else the --figures folder, else here
     out = writable_output(args.out or args.figures or ".", "--out" if args.out else "--figures", folder=True)
     figures = writable_output(args.figures, "--figures", folder=True) if args.figures else None

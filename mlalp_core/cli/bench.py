@@ -36,6 +36,19 @@ def parse_sets(items: list[str] | None, base: dict[str, dict] | None = None) -> 
     return out
 
 
+def unused_setting_warnings(sets: dict[str, dict], command: str) -> None:
+    """One warning line per setting given that the attack's other settings make no use of
+    (e.g. ``mla-lp.polish_steps`` without a polish): the run is what it would be without it."""
+    from ..attacks import attack_class
+
+    for attack, given in sets.items():
+        schema = attack_class(attack).schema
+        complete = {**schema.defaults(), **given}
+        for name in sorted(schema.unused(complete) & set(given)):
+            print(f"mlalp {command}: warning: {attack}.{name} has no effect here: it is "
+                  f"{schema.setting(name).used_note()}", file=sys.stderr)
+
+
 def _cmd_bench(args: argparse.Namespace) -> int:
     from tqdm import tqdm
 
@@ -54,9 +67,12 @@ def _cmd_bench(args: argparse.Namespace) -> int:
     groups = {"all": list(ATTACKS), "paper": list(PAPER_ATTACKS),
               "linf": [a for a, c in ATTACKS.items() if c.norm == "linf"]}
     attacks = [a for name in args.attacks for a in groups.get(name.lower(), [name])]
+    sets = parse_sets(args.set, file_settings())
+    if rank == 0:
+        unused_setting_warnings({a: v for a, v in sets.items() if a in attacks}, "bench")
     cfg = BenchConfig(models=args.models, dataset=args.data, split=args.split, attacks=attacks, n=args.limit,
                       seed=args.seed, batch_size=args.batch, device=dist_dev or args.device,
-                      attack_settings=parse_sets(args.set, file_settings()), store=args.store, precision=args.precision,
+                      attack_settings=sets, store=args.store, precision=args.precision,
                       objective=args.objective, threads=args.threads)
     bars: dict[str, tqdm] = {}
 

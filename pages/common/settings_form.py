@@ -65,8 +65,11 @@ def apply_preset(page: str, attacks: list[str], preset: str) -> None:
         st.session_state.setdefault("_attack_settings", {})[f"{page}/{a}"] = values
 
 
-def _setting_widget(setting, key: str, on_change: dict[str, Any]) -> None:
+def _setting_widget(setting, key: str, on_change: dict[str, Any], used: bool = True) -> None:
     label, help_ = setting.title, f"{setting.help}. Accepts {setting.allowed()}; the paper: {setting.default}."
+    if setting.used_when:
+        help_ += f" ({setting.used_note()}.)"
+    on_change = {**on_change, "disabled": not used}  # greyed out where the other settings make no use of it
     if setting.kind is bool:
         st.checkbox(label, key=key, help=help_, **on_change)
     elif setting.choices:
@@ -88,7 +91,8 @@ def attack_settings(attack: str, page: str) -> dict[str, Any]:
     for setting in attack_class(attack).schema:
         key = _setting_key(page, attack, setting.name)
         st.session_state[key] = kept[setting.name]
-        _setting_widget(setting, key, {"on_change": _commit_setting, "args": (page, attack, setting.name)})
+        _setting_widget(setting, key, {"on_change": _commit_setting, "args": (page, attack, setting.name)},
+                        setting.used_with(kept))
         if key in errors:
             st.error(errors[key])
     if attack == "mla-lp":
