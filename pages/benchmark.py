@@ -167,7 +167,7 @@ st.dataframe(show, hide_index=True, width="stretch",
 st.caption("One row per run: " + " · ".join(run_notes(t3)))
 st.caption("Rows in the paper's order. Success rate over all attacked examples; RMSD, l_2 and l_inf averaged over "
            "the successful ones (l_2, l_inf in [0,1] units; RMSD on 0..255, and 'rmsd_paper' on the paper's printed "
-           "scale). Time per example: MLA-LP times each example; the others divide their batch's wall time by its "
+           "scale); None where a run reached no example (nothing to average). Time per example: MLA-LP times each example; the others divide their batch's wall time by its "
            "size. " + ("The paper's columns are hidden: it has numbers for ML-GCN and ML-LIW on VOC only."
                        if no_paper else "paper_*: the paper's Table III for the same model, data set and attack."))
 c1, c2, c3 = st.columns(3)
