@@ -81,8 +81,10 @@ TARGETS: dict[str, tuple[str, set[str] | None, list[str]]] = {
         "tests/test_properties.py", "tests/test_gradient_attacks.py",
         "-k", "not batching_does_not_change and (target or hide or add or custom or show or objective "
               "or test_published)"]),
-    "gradient": ("mlalp_core/attacks/gradient.py", {"IterativeGradient._project"}, [
-        "tests/test_projections.py", "tests/test_gradient_attacks.py"]),
+    "gradient": ("mlalp_core/attacks/gradient.py", {"IterativeGradient._project", "IterativeGradient._iterate",
+                                                     "IterativeGradient._step",
+                                                     "IterativeGradient._gradient_at_normalized"}, [
+        "tests/test_projections.py", "tests/test_gradient_attacks.py", "tests/test_gradient_loop.py"]),
     "lp-problem": ("mlalp_core/lp/problem.py", None, [
         "tests/test_lp_problem.py", "tests/test_lp_certificate.py", "tests/test_lp.py", "tests/test_lp_batch.py",
         "-k", "not narrowed and not sweep and not flipped and not many_rows and not line_search "
