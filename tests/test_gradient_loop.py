@@ -23,8 +23,9 @@ pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 class _ExplicitCheck:
     """The loop before one-pass-per-step (the code of commit 87549f3, its iterates kept as images,
-    x + delta clipped, as the loop keeps them now): after each step, a no-grad forward pass on the
-    new iterate decides its success."""
+    as the loop keeps them now: an l_inf step projects a - step onto the box [max(x - eps, 0),
+    min(x + eps, 1)], an l_2 step x + delta clipped): after each step, a no-grad forward pass on
+    the new iterate decides its success."""
 
     def _attack_at(self, x, target, eps, stats, progress, label, whole=False, first=False, uniform=None) -> Fixed:
         b = x.shape[0]
@@ -56,7 +57,12 @@ class _ExplicitCheck:
                     if k not in state:
                         state[k] = torch.zeros_like(adv)
                     state[k][idx] = v
-                adv[idx] = self._iterate((a.detach() - x[idx]) - step, eps[idx], x[idx])
+                if self.norm == "linf":  # a - step projected onto [max(x - eps, 0), min(x + eps, 1)]
+                    e = eps[idx].view(-1, *([1] * (x.dim() - 1)))
+                    lo, hi = (x[idx] - e).clamp(min=0.0), (x[idx] + e).clamp(max=1.0)
+                    adv[idx] = torch.minimum(torch.maximum(a.detach() - step, lo), hi)
+                else:
+                    adv[idx] = self._iterate((a.detach() - x[idx]) - step, eps[idx], x[idx])
                 with torch.no_grad():
                     probs = torch.sigmoid(self.model(adv[idx]))
                 ok = self._success(probs, target[idx])

@@ -317,28 +317,34 @@ class IterativeGradient(Attack):
               state: dict[str, Any], same: float | None, size_same: float | None,
               shape: tuple[int, ...]) -> torch.Tensor:
         """The next iterates from the current ones (``ar``; None: the clean images ``xr``) and the
-        loss gradient there: delta - step * direction, projected (:meth:`_iterate`). Elementwise
-        passes over the images: a first step from zero 4 (the sign, its scaling, x + delta, the
-        clip; FGSM's only step), later l_inf steps 6 (with the delta ar - xr and the budget's
-        clamp); the old loop made 8. Every product is rounded on its own (an l_inf direction is a
-        sign: size * sign is exact, so the fused ``add(alpha=)`` rounds once, as the unfused
-        subtraction does): no element's value depends on its place in the batch."""
+        loss gradient there. l_inf: a - size * sign, projected onto the intersection of the
+        budget and the unit cube, the box [max(x - eps, 0), min(x + eps, 1)] (projecting onto the
+        ball and then onto the cube is the same clamp); the box's bounds are computed once per
+        run, at its first step that can leave the ball (kept in ``state``, compacted with it). Three
+        elementwise passes over the images a step (the sign, a - size * sign in one rounding,
+        the clamp; size * sign is exact), where a step kept as a delta took 8. l_2: delta - size *
+        direction, projected (:meth:`_iterate`). No element's value depends on its place in the
+        batch."""
         direction = self._direction(grad, state)
-        linf_sign = self.norm == "linf"
+        src = xr if ar is None else ar
+        if self.norm != "linf":
+            size = self._step_size(er).view(shape) if size_same is None else size_same
+            delta = direction.mul_(size)
+            delta = delta.neg_() if ar is None else (ar - xr).sub_(delta)
+            return self._iterate(delta, er, xr, same)
         if size_same is not None:
-            if ar is None:
-                delta = direction.mul_(-size_same)
-            elif linf_sign:
-                delta = (ar - xr).add_(direction, alpha=-size_same)
-            else:
-                delta = (ar - xr).sub_(direction.mul_(size_same))
-            inside = ar is None and linf_sign and same is not None and size_same <= same
+            new = torch.add(src, direction, alpha=-size_same, out=direction)
+            inside = ar is None and same is not None and size_same <= same
         else:
             size = self._step_size(er)
-            delta = (direction.mul_(size.neg().view(shape)) if ar is None
-                     else (ar - xr).sub_(direction.mul_(size.view(shape))))
-            inside = ar is None and linf_sign and bool((size <= er).all())
-        return self._iterate(delta, er, xr, same, inside)
+            new = torch.addcmul(src, direction, size.view(shape), value=-1, out=direction)
+            inside = ar is None and bool((size <= er).all())
+        if inside:  # a first step from x no longer than eps: only the cube can bind
+            return new.clamp_(0.0, 1.0)
+        if "box_lo" not in state:
+            e: float | torch.Tensor = same if same is not None else er.view(shape)
+            state["box_lo"], state["box_hi"] = (xr - e).clamp_(min=0.0), (xr + e).clamp_(max=1.0)
+        return new.clamp_(min=state["box_lo"], max=state["box_hi"])
 
     def _run(self, x: torch.Tensor, target: torch.Tensor, progress: ProgressFn | None) -> AttackRun:
         b = x.shape[0]
