@@ -338,7 +338,7 @@ class Attack(ABC):
         if not all(reached):
             rows_adv, rows_x = x_adv.unbind(0), x_dev.unbind(0)  # (views in one call, not two per row)
             unmoved = [not ok and torch.equal(rows_adv[i], rows_x[i]) for i, ok in enumerate(reached)]
-        notes = [self._outcome(i, reached[i], wrong[i], unmoved[i], run.trace[i]) for i in range(b)]
+        notes = ["" if reached[i] else self._outcome(i, False, wrong[i], unmoved[i], run.trace[i]) for i in range(b)]
         notes = ["; ".join(filter(None, [f"the model's output on the returned image {broken[i]}", note])) if broken[i]
                  else note for i, note in enumerate(notes)]
         for i, note in enumerate(notes):

@@ -139,7 +139,10 @@ class IterativeGradient(Attack):
                 getattr(torch.nn.modules.module, "_global" + h, None) for h in hooks):
             return False
         std = model.norm_std
-        return bool(((std > 0) & (std <= 1)).all())
+        key = (std.data_ptr(), std._version, std.device)
+        if getattr(self, "_std_checked", (None, False))[0] != key:  # (four small ops: once per std)
+            self._std_checked = (key, bool(((std > 0) & (std <= 1)).all()))
+        return self._std_checked[1]
 
     # ---- the loop ------------------------------------------------------------------------------
     def _loss(self, logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
