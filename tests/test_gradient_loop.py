@@ -320,14 +320,43 @@ def test_the_sign_steps_take_the_gradient_at_the_normalised_image_where_it_chang
     assert not make_attack("mi-fgsm", model, device="cpu")._gradient_at_normalized()
     assert not make_attack("pgd-l2", model, device="cpu")._gradient_at_normalized()
     assert not make_attack("fgsm", OneAtATime(model), device="cpu")._gradient_at_normalized()
-    handle = model.register_forward_hook(lambda *a: None)
-    try:
-        assert not make_attack("fgsm", model, device="cpu")._gradient_at_normalized()
-    finally:
-        handle.remove()
+    for register in (lambda m: m.register_forward_hook(lambda *a: None),
+                     lambda m: m.register_forward_pre_hook(lambda *a: None),
+                     lambda m: m.register_full_backward_hook(lambda *a: None),
+                     lambda m: m.register_full_backward_pre_hook(lambda *a: None),
+                     lambda m: torch.nn.modules.module.register_module_forward_hook(lambda *a: None)):
+        handle = register(model)  # a hook on the model (or on every module) would be skipped at z
+        try:
+            assert not make_attack("fgsm", model, device="cpu")._gradient_at_normalized()
+        finally:
+            handle.remove()
+    assert make_attack("fgsm", model, device="cpu")._gradient_at_normalized()
+
+    class OwnNormalize(type(model)):  # another normalisation, or another call: not the plain model
+        def normalize(self, x):
+            return x
+
+    class OwnCall(type(model)):
+        def __call__(self, x):
+            return super().__call__(x)
+
+    for kind in (OwnNormalize, OwnCall):
+        other = kind()
+        other.load_state_dict(model.state_dict())
+        assert not make_attack("fgsm", other.eval(), device="cpu")._gradient_at_normalized()
+    patched = train_tiny(5)
+    patched.forward = lambda x: type(patched).forward(patched, x)  # on the instance
+    assert not make_attack("fgsm", patched, device="cpu")._gradient_at_normalized()
+    # std in (0, 1] on every channel, checked again when it changes (in place, or a new tensor)
     wide = train_tiny(5)
-    wide.norm_std.fill_(2.0)
-    assert not make_attack("fgsm", wide, device="cpu")._gradient_at_normalized()
+    attack = make_attack("fgsm", wide, device="cpu")
+    assert attack._gradient_at_normalized()
+    wide.norm_std[0, 1] = 1.5  # one channel above 1
+    assert not attack._gradient_at_normalized()
+    wide.norm_std = torch.full_like(wide.norm_std, 0.5)
+    assert attack._gradient_at_normalized()
+    wide.norm_std = torch.tensor([0.5, 2.0, 0.5]).view(1, 3, 1, 1)
+    assert not attack._gradient_at_normalized()
     # and the passes are counted where they are made: one backward pass per step, through classify
     counter = _Counting(model)
     try:

@@ -119,3 +119,31 @@ def test_what_the_gradient_attacks_promise_in_the_unit_cube_is_in_it(name, setti
     assert run.in_unit_cube
     assert float(run.x_adv.min()) >= 0.0 and float(run.x_adv.max()) <= 1.0
     assert float((run.x_adv - x).abs().max()) > 0  # it moved
+
+
+@pytest.mark.parametrize("name, settings", [
+    ("bim", dict(eps=0.05, step=2.0, iterations=3)), ("pgd", dict(eps=0.05, step=1.5, random_start=False)),
+    ("mi-fgsm", dict(eps=0.05, step=2.0)), ("fgsm", dict(eps=0.05)),
+    ("bim", dict(eps=0.05, step=2.0, iterations=1)),
+])
+def test_no_step_leaves_the_budget_not_even_a_first_step_longer_than_eps(name, settings):
+    """A step may be up to twice eps (step / eps <= 2): even the first, from the clean image, is
+    projected back into the ball, so every returned image lies within eps of its clean image (up
+    to the rounding of x +- eps), on images away from the cube's faces where only the ball binds."""
+    from tiny import synthetic_scenes, train_tiny
+
+    model = train_tiny(60).eval()
+    x, _ = synthetic_scenes(6, 4)
+    x = 0.25 + 0.5 * x  # in [0.25, 0.75]: the cube does not bind within 0.2
+    target = ~model.predict(x)
+    attack = make_attack(name, model, device="cpu", **settings)
+    run = attack._run(x.clone(), target, None)
+    linf = (run.x_adv - x).flatten(1).abs().amax(1)
+    budget = torch.full((len(x),), settings["eps"])
+    assert bool((linf <= budget * (1 + 1e-6)).all()), (linf, budget)
+    assert bool((linf >= budget * 0.999).any())  # the budget binds somewhere: the projection was needed
+    # the same with a budget of its own per example (the minimum-budget search's batches)
+    eps = torch.linspace(0.02, 0.07, len(x))
+    out = attack._attack_at(x.clone(), target, eps, {"calls": torch.zeros(len(x), dtype=torch.long)}, None, "t")
+    linf = (out.x_adv - x).flatten(1).abs().amax(1)
+    assert bool((linf <= eps * (1 + 1e-6)).all()) and bool((linf >= eps * 0.999).any()), (linf, eps)

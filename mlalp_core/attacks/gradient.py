@@ -139,10 +139,10 @@ class IterativeGradient(Attack):
                 getattr(torch.nn.modules.module, "_global" + h, None) for h in hooks):
             return False
         std = model.norm_std
-        key = (std.data_ptr(), std._version, std.device)
-        if getattr(self, "_std_checked", (None, False))[0] != key:  # (four small ops: once per std)
-            self._std_checked = (key, bool(((std > 0) & (std <= 1)).all()))
-        return self._std_checked[1]
+        held = getattr(self, "_std_checked", None)  # (the tensor itself, its version, the answer)
+        if held is None or held[0] is not std or held[1] != std._version:  # (four small ops: once per std)
+            held = self._std_checked = (std, std._version, bool(((std > 0) & (std <= 1)).all()))
+        return held[2]
 
     # ---- the loop ------------------------------------------------------------------------------
     def _loss(self, logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
@@ -152,25 +152,20 @@ class IterativeGradient(Attack):
             return F.relu(self.margin - y * logits).sum(1)
         return per_label_bce(logits, target).sum(1)
 
-    def _project(self, delta: torch.Tensor, eps: torch.Tensor, x: torch.Tensor,
-                 same: float | None = None) -> torch.Tensor:
+    def _project(self, delta: torch.Tensor, eps: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
         """delta within the budget and x + delta within [0,1] (the iterate of :meth:`_iterate`, less x)."""
-        return self._iterate(delta, eps, x, same).sub_(x)
+        return self._iterate(delta, eps, x).sub_(x)
 
-    def _iterate(self, delta: torch.Tensor, eps: torch.Tensor, x: torch.Tensor, same: float | None = None,
-                inside: bool = False) -> torch.Tensor:
+    def _iterate(self, delta: torch.Tensor, eps: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
         """The iterate x + delta with delta projected onto the budget and the image clipped to
-        [0,1]; computed in ``delta``'s memory (the caller's own tensor). ``same``: every eps is
-        this value (a clamp to a number is ~4x faster than to a broadcast tensor; the values are
-        the same). ``inside``: delta is known to be within the budget (a first step from zero no
-        longer than eps), so the budget's clamp would change nothing and is skipped."""
-        if not inside:
-            e = eps.view(-1, *([1] * (delta.dim() - 1)))
-            if self.norm == "linf":
-                delta = delta.clamp_(-same, same) if same is not None else delta.clamp_(min=-e, max=e)
-            else:
-                n = delta.flatten(1).norm(dim=1).view_as(e).clamp_min(1e-12)
-                delta = delta.mul_(torch.clamp(e / n, max=1.0))
+        [0,1]; computed in ``delta``'s memory (the caller's own tensor). The random starts and
+        the l_2 steps (the l_inf steps clamp onto a box of their own, :meth:`_step`)."""
+        e = eps.view(-1, *([1] * (delta.dim() - 1)))
+        if self.norm == "linf":
+            delta = delta.clamp_(min=-e, max=e)
+        else:
+            n = delta.flatten(1).norm(dim=1).view_as(e).clamp_min(1e-12)
+            delta = delta.mul_(torch.clamp(e / n, max=1.0))
         return delta.add_(x).clamp_(0.0, 1.0)
 
     def _success(self, probs: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
@@ -334,7 +329,7 @@ class IterativeGradient(Attack):
             size = self._step_size(er).view(shape) if size_same is None else size_same
             delta = direction.mul_(size)
             delta = delta.neg_() if ar is None else (ar - xr).sub_(delta)
-            return self._iterate(delta, er, xr, same)
+            return self._iterate(delta, er, xr)
         if size_same is not None:
             new = torch.add(src, direction, alpha=-size_same, out=direction)
             inside = ar is None and same is not None and size_same <= same
