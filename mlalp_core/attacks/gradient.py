@@ -122,12 +122,12 @@ class IterativeGradient(Attack):
         """Whether a step may take its gradient at the normalised image z = (x - mean) / std, not
         at x. dL/dx = (dL/dz) / std elementwise, and with 0 < std <= 1 the division never turns a
         nonzero into zero (nor changes a sign, an inf or a NaN): a step that uses only the sign of
-        the gradient (the l_inf sign step) is the same bit for bit, and the normalisation's
+        the gradient (the sign step of FGSM, BIM, PGD) is the same bit for bit, and the normalisation's
         backward pass is not made (~2 % of an F+B pass on the demo models, bench/peers.py).
         Only for a plain :class:`MultiLabelClassifier`: forward = classify(normalize(x)), neither
         redefined (on the class or the instance), no hook on the model (they would be skipped)."""
         model = self.model
-        if self.norm != "linf" or type(self)._direction is not IterativeGradient._direction:
+        if type(self)._direction is not IterativeGradient._direction:  # the sign (of any norm's step)
             return False
         kind = type(model)
         if not isinstance(model, MultiLabelClassifier) or any(
