@@ -17,3 +17,16 @@ def one_torch_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(before)
+
+
+@pytest.fixture(scope="module")
+def weights(tmp_path_factory):
+    """The tiny model's weights (trained with one thread: the same bits everywhere) in a file, for
+    the batch runner's tests (they load it as a user's checkpoint)."""
+    import torch
+    from tiny import train_tiny
+
+    torch.set_num_threads(1)
+    path = tmp_path_factory.mktemp("tiny") / "tiny.pt"
+    torch.save(train_tiny().state_dict(), path)
+    return path

@@ -13,8 +13,6 @@ import sys
 from pathlib import Path
 
 import pytest
-import torch
-from tiny import train_tiny
 
 from mlalp_core.experiments.reporting import table3
 from mlalp_core.experiments.store import ResultsStore
@@ -73,14 +71,6 @@ def test_torchrun_with_two_ranks_stores_what_one_process_stores(tmp_path):
     assert _assert_same_numbers(tmp_path / "one.sqlite", tmp_path / "two.sqlite") == 16
     workers = {w for (w,) in sqlite3.connect(tmp_path / "two.sqlite").execute("SELECT worker FROM results")}
     assert workers == {"rank0/2", "rank1/2"}
-
-
-@pytest.fixture(scope="module")
-def weights(tmp_path_factory):
-    torch.set_num_threads(1)
-    path = tmp_path_factory.mktemp("tiny") / "tiny.pt"
-    torch.save(train_tiny().state_dict(), path)
-    return path
 
 
 def _worker(weights: Path, store: Path, *extra: str) -> subprocess.CompletedProcess:

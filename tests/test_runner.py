@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from tiny import TinyScenes, load_tiny, train_tiny
+from tiny import TinyScenes, load_tiny
 
 from mlalp_core.experiments.reporting import budget_curves, table3, to_csv, to_latex, to_markdown
 from mlalp_core.experiments.runner import BenchConfig, attack_batches, run_benchmark, select_examples
@@ -17,14 +17,6 @@ from mlalp_core.experiments.store import ResultsStore
 
 HERE = Path(__file__).parent
 WORKER = HERE / "bench_worker.py"
-
-
-@pytest.fixture(scope="module")
-def weights(tmp_path_factory):
-    torch.set_num_threads(1)
-    path = tmp_path_factory.mktemp("tiny") / "tiny.pt"
-    torch.save(train_tiny().state_dict(), path)
-    return path
 
 
 def _run(weights, store, attacks, **kw):

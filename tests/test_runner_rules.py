@@ -10,21 +10,13 @@ import sqlite3
 
 import pytest
 import torch
-from tiny import TinyScenes, load_tiny, train_tiny
+from tiny import TinyScenes, load_tiny
 
 from mlalp_core.attacks import make_attack
 from mlalp_core.errors import InvalidInputError
 from mlalp_core.experiments.runner import DEFAULT_BATCH, BenchConfig, batch_for, numerics_note, run_benchmark
 from mlalp_core.experiments.store import ResultsStore
 from mlalp_core.numerics import Numerics
-
-
-@pytest.fixture(scope="module")
-def weights(tmp_path_factory):
-    torch.set_num_threads(1)
-    path = tmp_path_factory.mktemp("tiny") / "tiny.pt"
-    torch.save(train_tiny().state_dict(), path)
-    return path
 
 
 def _run(weights, store, notes=None, **kw):
