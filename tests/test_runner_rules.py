@@ -10,7 +10,7 @@ import sqlite3
 
 import pytest
 import torch
-from tiny import TinyScenes, load_tiny
+from tiny import TinyScenes, load_tiny, synthetic_scenes
 
 from mlalp_core.attacks import make_attack
 from mlalp_core.errors import InvalidInputError
@@ -320,3 +320,27 @@ def test_a_run_of_an_attack_whose_arithmetic_changed_is_not_resumed_by_the_new_c
     assert all(r["examples"] == 2 for r in runs)
     labels = sorted(r["label"] for r in table3(ResultsStore(store).rows()) if r["attack"] == "fgsm")
     assert labels == ["FGSM (arithmetic 2)", "FGSM (arithmetic 3)"]
+
+
+def test_runs_that_differ_only_in_a_setting_nothing_uses_are_one_run(weights, tmp_path):
+    """A setting the others make no use of (Setting.used_when) is left out of the record: PGD's
+    margin with the BCE loss, or its restarts and seed without a random start, change no number,
+    so the second command finds the first one's run finished; a setting in use makes a run of
+    its own. And PGD without a random start makes its passes once, whatever restarts says."""
+    from mlalp_core.attacks import make_attack
+
+    store = tmp_path / "s.sqlite"
+    base = {"random_start": False, "iterations": 3}
+    _run(weights, store, n=4, attacks=["pgd"], attack_settings={"pgd": base})
+    _run(weights, store, n=4, attacks=["pgd"], attack_settings={"pgd": {**base, "margin": 2.0, "restarts": 3,
+                                                                       "seed": 7}})
+    runs = ResultsStore(store).runs()
+    assert len(runs) == 1 and runs[0]["examples"] == 4
+    assert not {"margin", "restarts", "seed", "max_eps", "budget_steps"} & set(runs[0]["settings"])
+    _run(weights, store, n=4, attacks=["pgd"], attack_settings={"pgd": {**base, "loss": "margin", "margin": 2.0}})
+    assert len(ResultsStore(store).runs()) == 2  # the margin in use: another run
+    model, x = load_tiny(weights), synthetic_scenes(8, 7)[0]
+    target = ~model.predict(x)  # out of reach: every example runs every step
+    once = make_attack("pgd", model, device="cpu", **base)(x, target)
+    thrice = make_attack("pgd", model, device="cpu", **base, restarts=3)(x, target)
+    assert torch.equal(once.model_calls, thrice.model_calls) and torch.equal(once.x_adv, thrice.x_adv)

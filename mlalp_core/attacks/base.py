@@ -230,8 +230,11 @@ class Attack(ABC):
         return cls.display_name, set()
 
     def config(self) -> dict[str, Any]:
-        """The attack's settings (stored with every result), typed by the schema."""
-        return {"threshold": self.threshold, **self.settings}
+        """The attack's settings (stored with every result, part of a run's identity), typed by the
+        schema; those the other settings make no use of (:attr:`~.schema.Setting.used_when`) are
+        left out: two runs that differ only there compute the same numbers, and are one run."""
+        unused = self.schema.unused(self.settings)
+        return {"threshold": self.threshold, **{k: v for k, v in self.settings.items() if k not in unused}}
 
     @abstractmethod
     def _run(self, x: torch.Tensor, target: torch.Tensor, progress: ProgressFn | None) -> AttackRun:

@@ -65,8 +65,6 @@ MARGIN_FLOOR = 0.1
 MARGIN_TRIGGER = 0.6
 #: The give-up rule is checked from this step on (1-based; the authors' 0-based index 5).
 GIVE_UP_FROM = 6
-#: Settings of MLA-LP+'s polish (recorded only where the chosen polish uses them)
-_POLISH_SETTINGS = {"polish_factor", "polish_steps", "polish_step", "polish_rounds"}
 
 
 class MLALP(Attack):
@@ -123,12 +121,6 @@ class MLALP(Attack):
     #: no box in the LP; their own iterate rule (restart on a worse step) in place of keep_best
     authors_fixes: ClassVar[dict[str, Any]] = {"box": False, "keep_best": True}
     authors_batch: ClassVar[int | None] = 10  # their MLA-LP batches (the margin is shared by the batch)
-
-    def config(self) -> dict[str, Any]:
-        """The settings recorded with a run: the polish's own only where its polish uses them (a
-        run of the paper's MLA-LP keeps its identity whatever the polish defaults are)."""
-        unused = self.schema.unused(self.settings) & _POLISH_SETTINGS
-        return {k: v for k, v in super().config().items() if k not in unused}
 
     @classmethod
     def run_name(cls, settings: dict[str, Any]) -> tuple[str, set[str]]:

@@ -41,7 +41,8 @@ class _PGDBase(IterativeGradient):
     seed: int
 
     def _restarts(self) -> int:
-        return self.restarts
+        """Without a random start every restart would repeat the first: one (restarts is unused)."""
+        return self.restarts if self.random_start else 1
 
     def _zero_start(self) -> bool:
         return not self.random_start
