@@ -82,8 +82,10 @@ def estimate_seconds(attack: str, settings: dict[str, Any], costs: Costs) -> flo
         return settings.get("max_iterations", 20) * (costs.jacobian + costs.forward_backward / 2)
     cls = ATTACKS.get(attack)
     if cls is not None and "eps" in cls.schema:  # the gradient family: a forward + backward per step
+        unused = cls.schema.unused({**cls.schema.defaults(), **settings})  # (e.g. restarts without a random start)
+        settings = {k: v for k, v in settings.items() if k not in unused}
         steps = settings.get("iterations", cls.schema.defaults().get("iterations", 1)) * max(
-            1, settings.get("restarts", 1) if settings.get("random_start", True) else 1)
+            1, settings.get("restarts", 1))
         if settings.get("min_budget"):  # bracketing (eps doubles up to max_eps), then bisection
             eps, top = settings.get("eps", 1.0), settings.get("max_eps", 1.0)
             steps *= max(1, math.ceil(math.log2(max(top / eps, 1.0))) + 1) + settings.get("budget_steps", 6)

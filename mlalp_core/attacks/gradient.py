@@ -261,7 +261,7 @@ class IterativeGradient(Attack):
                         with torch.enable_grad():
                             logits = self.model(d)
                     probs = torch.sigmoid(logits.detach())
-                _count(calls, rows_cpu, rows_cpu.numel() == b)
+                _count(calls, rows_cpu, b)
                 if restart == 0 and it == 0 and n == b and reuse and zero:
                     # the pass on x itself, the whole batch: the clean outputs, checked before any step
                     # when the base class left that to this pass
@@ -293,8 +293,8 @@ class IterativeGradient(Attack):
                     (grad,) = torch.autograd.grad(self._loss(logits, tr).sum(), d)
                 if keep is not None:
                     grad = grad[keep]
-                _count(calls, rows_cpu, rows_cpu.numel() == b)
-                _count(ran, rows_cpu, rows_cpu.numel() == b)
+                _count(calls, rows_cpu, b)
+                _count(ran, rows_cpu, b)
                 ar = self._step(ar, xr, er, grad, state, same, size_same, shape)
                 if not self._report(progress, it + 1, steps, f"{label}: step {it + 1}/{steps}"):
                     stopped = True
@@ -422,9 +422,9 @@ class Fixed(NamedTuple):
     checked: tuple[torch.Tensor, torch.Tensor] | None  # the last iterates' no-grad pass, when on the whole batch
 
 
-def _count(counts: Any, rows: torch.Tensor, every: bool) -> None:
-    """One more for the running rows (``every``: all rows of a plain tensor: one op, not an index)."""
-    if every and isinstance(counts, torch.Tensor):
+def _count(counts: Any, rows: torch.Tensor, b: int) -> None:
+    """One more for the running rows (all ``b`` rows of a plain tensor: one op, not an index)."""
+    if rows.numel() == b and isinstance(counts, torch.Tensor):
         counts.add_(1)
     else:
         counts[rows] += 1

@@ -252,7 +252,12 @@ def run_labels(rows: Sequence[dict[str, Any]]) -> dict[str, str]:
 
 def _all_numerics(numerics: Mapping[str, Any] | None) -> dict[str, Any]:
     """A run's numerics with what a record leaves out at its default (the first arithmetic)."""
-    return {"arithmetic": 1, **numerics} if numerics else {}
+    from dataclasses import MISSING, fields
+
+    from ..numerics import Numerics
+
+    defaults = {f.name: f.default for f in fields(Numerics) if f.default is not MISSING}
+    return {**defaults, **numerics} if numerics else {}
 
 
 def _tell_apart(table: list[dict[str, Any]]) -> None:

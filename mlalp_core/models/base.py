@@ -120,17 +120,11 @@ class MultiLabelClassifier(nn.Module):
         }
 
 
-def check_image_batch(x: torch.Tensor, input_size: tuple[int, int] | None = None) -> None:
-    """Validate a batch of [0,1] images (B, 3, H, W), with a tolerance for round-off."""
-    _check_batch_shape(x, input_size)
-    _check_values(x)
-
-
 def prepare_image_batch(x: torch.Tensor, input_size: tuple[int, int] | None,
                         device: torch.device) -> torch.Tensor:
-    """The batch validated as :func:`check_image_batch` does, as a float32 copy of its own on
-    ``device`` with round-off clipped to [0,1]. The values are checked on the copy (the same
-    numbers, read from cache right after the copy, not once more from memory before it)."""
+    """A batch of [0,1] images (B, 3, H, W) validated (a tolerance for round-off), as a float32
+    copy of its own on ``device`` with that round-off clipped. The values are checked on the copy
+    (the same numbers, read from cache right after the copy, not once more from memory before it)."""
     _check_batch_shape(x, input_size)
     x_dev = x.detach().to(device, torch.float32, copy=True)
     lo, hi = _check_values(x_dev)

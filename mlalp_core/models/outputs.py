@@ -31,18 +31,17 @@ def output_problems(outputs: torch.Tensor, kind: str, num_labels: int) -> list[s
         rows = outputs.shape[0] if isinstance(outputs, torch.Tensor) and outputs.dim() else 1
         return [f"has shape {got}, expected one value per label (B, {num_labels})"] * max(int(rows), 1)
     out = outputs.detach()
-    if kind != "probabilities" and bool(torch.isfinite(out).all()):  # the usual case, in two small ops
+    finite = torch.isfinite(out)
+    outside = ((out < 0) | (out > 1)).any(1) if kind == "probabilities" else None
+    if bool(finite.all()) and (outside is None or not bool(outside.any())):  # the usual case, without a loop
         return [""] * out.shape[0]
-    nonfinite = (~torch.isfinite(out)).sum(1)
-    outside = ((out < 0) | (out > 1)).any(1) if kind == "probabilities" else torch.zeros_like(nonfinite, dtype=torch.bool)
-    if not bool(nonfinite.any() | outside.any()):  # the usual case, without a loop over the rows
-        return [""] * out.shape[0]
+    nonfinite = (~finite).sum(1)
     problems = []
     for i in range(out.shape[0]):
         bad = int(nonfinite[i])
         if bad:
             problems.append(f"is not finite (NaN or inf in {bad} of {num_labels} labels)")
-        elif kind == "probabilities" and (bool((out[i] < 0).any()) or bool((out[i] > 1).any())):
+        elif outside is not None and bool(outside[i]):
             problems.append(f"leaves [0, 1] (from {float(out[i].min()):.4g} to {float(out[i].max()):.4g}) although "
                             "the model declares its output as probabilities; declare logits if the network returns "
                             "logits")
