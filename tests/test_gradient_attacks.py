@@ -127,3 +127,47 @@ def test_show_many_through_the_runner_and_table_three(tmp_path, monkeypatch):
     assert many["norm"] == "l_inf" and many["attacked"] == 3
     assert 0 <= many["labels_shown"] <= 8 and many["success_at_1"] >= many["success_at_2"] >= many["success_at_3"]
     assert two["labels_shown"] <= 2 and two["success_rate"] == pytest.approx(two["success_at_2"])
+
+
+def _textbook(model, x, target, eps, alpha, steps):
+    """FGSM / BIM as their papers write them, in plain autograd on the model's forward: the
+    gradient of the summed per-label BCE toward y* at the image itself (through the model's
+    normalisation), X' = X - alpha sign(grad), then Kurakin et al.'s Clip_{X,eps}{X'} =
+    min(1, X + eps, max(0, X - eps, X')). Nothing taken from mlalp's loop."""
+    adv = x.clone()
+    for _ in range(steps):
+        a = adv.clone().requires_grad_(True)
+        loss = torch.nn.functional.binary_cross_entropy_with_logits(model(a), target.float(), reduction="sum")
+        (g,) = torch.autograd.grad(loss, a)
+        step = a.detach() - alpha * g.sign()
+        adv = torch.minimum(torch.minimum(torch.ones_like(x), x + eps), torch.maximum(torch.maximum(
+            torch.zeros_like(x), x - eps), step))
+    return adv
+
+
+@pytest.mark.parametrize("name, steps, alpha", [("fgsm", 1, 1.0), ("bim", 10, 0.125), ("bim", 4, 0.5)])
+def test_fgsm_and_bim_are_the_textbook_formulas_bit_for_bit(name, steps, alpha):
+    """On the demo model (its normalisation's std below 1, so mlalp takes the sign at the
+    normalised image) and without early stop (every image runs every step, as the textbook loop
+    does), mlalp's images are those of the formulas above, bit for bit."""
+    from pathlib import Path
+
+    if not (Path(__file__).resolve().parents[1] / "assets" / "models" / "demo-gcn.pt").exists():
+        pytest.skip("assets/models/demo-gcn.pt is not there")
+    from mlalp_core.attacks.targets import hide_one
+    from mlalp_core.data.demo import load_gallery
+    from mlalp_core.models.demo import load_demo_model
+
+    model = load_demo_model("demo-gcn", device="cpu").eval()
+    gallery = load_gallery()
+    x = gallery.images(model.input_size)[:8]
+    target = hide_one(model.predict(x) | (torch.arange(10) < 2), seed=0)
+    eps = 0.03
+    settings = {"eps": eps, "stop_on_success": False}
+    if name == "bim":
+        settings.update(iterations=steps, step=alpha)
+    attack = make_attack(name, model, device="cpu", **settings)
+    assert attack._gradient_at_normalized()
+    ours = attack(x, target).x_adv
+    alpha_abs = float(torch.tensor(eps) * alpha)  # the step size as the attack rounds it (float32)
+    assert torch.equal(ours, _textbook(model, x, target, eps, alpha_abs, steps))
