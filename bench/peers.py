@@ -48,7 +48,7 @@ rounding: the libraries' steps round differently in the last bits).
 
     pip install -e .[peers] && pip install --no-deps torchattacks==3.5.1   # see pyproject.toml
     PYTHONPATH=$PWD python bench/peers.py --repeats 7 --diagnose
-    PYTHONPATH=$PWD python bench/peers.py --breakdown --eps 0.02 --repeats 15
+    PYTHONPATH=$PWD python bench/peers.py --breakdown --repeats 60
 """
 
 from __future__ import annotations
@@ -231,14 +231,15 @@ def run_arm(kind: str, fn: Callable, model, x: torch.Tensor, target: torch.Tenso
             "success": torch.cat(succ), "model_calls": torch.cat(calls).double().mean().item() if calls else None}
 
 
-def breakdown(models: list[str], eps: float, batch: int, repeats: int) -> None:
-    """Where an mlalp FGSM call's CPU time goes against torchattacks' (steady state: each variant
-    run in a block, after warm-up calls, on one batch): the passes alone, the attack's loop
-    (``_run``), the whole call without the allocator's trim, the whole call."""
-    from mlalp_core.allocator import reuse_freed_memory
-
+def breakdown(models: list[str], eps_list: list[float], batch: int, calls: int) -> None:
+    """FGSM, call by call: mlalp's call against torchattacks' with its success check, and against
+    the least any FGSM with a check computes here (the floor: F + B at the normalised image, the
+    sign step, F at x_adv; no input check, copy or record). The three are called in turn, ``calls``
+    rounds, the order reversed every other round (a shared machine's load changes over seconds:
+    the ratio of two calls made a few ms apart is steadier than one of medians over blocks)."""
     gallery = load_gallery()
-    print(f"# FGSM eps {eps}, one batch of {batch}, median of {repeats} calls, CPU ms per image")
+    print(f"# FGSM, one batch of {batch}, {calls} rounds of alternating calls; CPU ms per image (median) "
+          "and the paired ratio to torchattacks + check (median, quartiles, share of rounds below 1)")
     for mname in models:
         model = load_demo_model(mname, device="cpu").eval()
         for p in model.parameters():
@@ -248,44 +249,44 @@ def breakdown(models: list[str], eps: float, batch: int, repeats: int) -> None:
             pred = model.predict(x_all)
         keep = ((pred == y_all).all(1) & (y_all.sum(1) >= 2)).nonzero().flatten()[:batch]
         x, t = x_all[keep], hide_one(y_all[keep], seed=0, example_ids=keep.tolist())
-        attack = mlalp_arm("fgsm", model, eps, 1, True)
-        peer = torchattacks_arm("fgsm", model, eps, 1)
+        tf = t.float()
+        for eps in eps_list:
+            attack = mlalp_arm("fgsm", model, eps, 1, True)
+            peer = torchattacks_arm("fgsm", model, eps, 1)
 
-        def passes() -> None:  # what any FGSM with a success check computes: F + B on x, F on x_adv
-            d = x.detach().requires_grad_(True)
-            loss = F.binary_cross_entropy_with_logits(model(d), t.float(), reduction="sum")
-            (g,) = torch.autograd.grad(loss, d)
-            with torch.no_grad():
-                model.probabilities((x - eps * g.sign()).clamp(0, 1))
+            def floor(eps: float = eps) -> None:
+                with torch.no_grad():
+                    z = model.normalize(x)
+                z.requires_grad_(True)
+                loss = F.binary_cross_entropy_with_logits(model.classify(z), tf, reduction="sum")
+                (g,) = torch.autograd.grad(loss, z)
+                with torch.no_grad():
+                    model.probabilities(torch.add(x, g.sign_(), alpha=-eps, out=g).clamp_(0, 1))
 
-        def peer_check() -> None:
-            adv = peer(x, t)
-            with torch.no_grad():
-                model.probabilities(adv)
+            def peer_check(peer: Callable = peer) -> None:
+                adv = peer(x, t)
+                with torch.no_grad():
+                    model.probabilities(adv)
 
-        def loop_only() -> None:
-            with reuse_freed_memory(True):
-                attack._run(x.clone(), t, None)
-
-        variants: dict[str, Callable[[], Any]] = {
-            "passes alone (F+B, then F)": passes, "torchattacks + check": peer_check,
-            "mlalp's loop (_run)": loop_only, "mlalp call without trim": lambda: without_trim(attack)(x, t),
-            "mlalp call": lambda: attack(x, t)}
-        res = {}
-        for name, fn in variants.items():
-            # one block around the others: no trim between their calls; the last runs as a user's call
-            with reuse_freed_memory(name != "mlalp call"):
+            arms: dict[str, Callable[[], Any]] = {
+                "floor (passes + step)": floor, "mlalp call": lambda attack=attack: attack(x, t),
+                "torchattacks + check": peer_check}
+            ts: dict[str, list[float]] = {k: [] for k in arms}
+            for fn in arms.values():
                 for _ in range(3):
                     fn()
-                ts = []
-                for _ in range(repeats):
+            for i in range(calls):
+                for name in (list(arms) if i % 2 == 0 else list(arms)[::-1]):
                     c0 = time.thread_time()
-                    fn()
-                    ts.append(time.thread_time() - c0)
-            res[name] = statistics.median(ts)
-        for name, v in res.items():
-            print(f"{mname:9} {name:28} {v * 1e3 / len(x):6.3f} ms/img  "
-                  f"{v / res['torchattacks + check']:.3f} x torchattacks + check", flush=True)
+                    arms[name]()
+                    ts[name].append(time.thread_time() - c0)
+            base = ts["torchattacks + check"]
+            for name, v in ts.items():
+                r = [a / b for a, b in zip(v, base)]
+                q1, q2, q3 = statistics.quantiles(r, n=4)
+                below = sum(x < 1 for x in r) / len(r)
+                print(f"{mname:9} eps {eps:5.3f} {name:22} {statistics.median(v) * 1e3 / len(x):6.3f} ms/img  "
+                      f"ratio {q2:.3f} [{q1:.3f}, {q3:.3f}]  below 1 in {below:4.0%}", flush=True)
 
 
 def _versions() -> str:
@@ -312,12 +313,13 @@ def main() -> None:
     ap.add_argument("--diagnose", action="store_true",
                     help="add the arm mlalp-notrim: mlalp (early stop) without the allocator's malloc_trim after each call")
     ap.add_argument("--breakdown", action="store_true",
-                    help="only: where an mlalp FGSM call's time goes against torchattacks' (first --eps, --batch)")
+                    help="only: FGSM call by call, mlalp against torchattacks + check and the floor (every --eps, "
+                         "one --batch; --repeats rounds, at least 30)")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
     if args.breakdown:
         print(f"# {_versions()}")
-        breakdown(args.models, args.eps[0], args.batch, max(args.repeats, 5))
+        breakdown(args.models, args.eps, args.batch, max(args.repeats, 30))
         return
     import logging
 
