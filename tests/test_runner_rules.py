@@ -344,3 +344,17 @@ def test_runs_that_differ_only_in_a_setting_nothing_uses_are_one_run(weights, tm
     once = make_attack("pgd", model, device="cpu", **base)(x, target)
     thrice = make_attack("pgd", model, device="cpu", **base, restarts=3)(x, target)
     assert torch.equal(once.model_calls, thrice.model_calls) and torch.equal(once.x_adv, thrice.x_adv)
+
+
+def test_settings_given_for_an_attack_stay_the_ones_given(weights, tmp_path):
+    """A run's attack settings are those given, the rest the attack's own (README, "Attack
+    settings"): given only mode = authors, the run is the authors' mode with its fixed settings,
+    not a refusal for the paper's defaults of the settings that mode fixes."""
+    cfg = BenchConfig(models=["tiny"], dataset="tiny", attacks=["mla-lp"], attack_settings={"mla-lp": {"mode": "authors"}})
+    cfg.check()
+    assert cfg.attack_settings == {"mla-lp": {"mode": "authors"}}
+    store = tmp_path / "s.sqlite"
+    (row,) = _run(weights, store, attacks=["mla-lp"], attack_settings={"mla-lp": {"mode": "authors"}}, n=2)
+    assert row["attacked"] == 2
+    (run,) = ResultsStore(store).runs()
+    assert run["settings"]["mode"] == "authors" and run["settings"]["box"] is False
