@@ -118,3 +118,28 @@ def test_attacks_on_the_demo_models_are_the_same_as_with_nn_max_pool2d(name: str
         b = make_attack(attack, ref, device="cpu", **settings)(x, target)
         assert torch.equal(_bits(a.x_adv), _bits(b.x_adv)), attack
         assert torch.equal(a.success, b.success) and torch.equal(a.model_calls, b.model_calls), attack
+
+
+@pytest.mark.parametrize("cfg", CONFIGS[:2], ids=["2x2", "3x3s2p1"])
+def test_forward_mode_and_torch_func_transforms_give_the_same_derivatives(cfg: dict) -> None:
+    from torch.autograd import forward_ad
+    from torch.func import jacfwd, jacrev, jvp
+
+    ref, new = nn.MaxPool2d(**cfg), ExactMaxPool2d(**cfg)
+    g = torch.Generator().manual_seed(4)
+    x, v = torch.randn(2, 3, 9, 9, generator=g), torch.randn(2, 3, 9, 9, generator=g)
+
+    def through(pool: nn.Module):
+        return lambda z: pool(z * z)
+
+    for a, b in zip(jvp(through(ref), (x,), (v,)), jvp(through(new), (x,), (v,))):
+        assert torch.equal(a, b)
+    for transform in (jacfwd, jacrev):
+        assert torch.equal(transform(through(new))(x[:1]), transform(through(ref))(x[:1]))
+    for needs_grad in (False, True):  # dual tensors, with and without a backward pass to come
+        tangents = []
+        for pool in (ref, new):
+            with forward_ad.dual_level():
+                out = pool(forward_ad.make_dual(x.clone().requires_grad_(needs_grad), v))
+                tangents.append(forward_ad.unpack_dual(out).tangent)
+        assert torch.equal(tangents[1], tangents[0])

@@ -9,7 +9,8 @@ than all before it, a NaN taking the place of any number: the values and the ind
 same, down to the sign of a zero. The backward pass is the NCHW kernel's own, with those
 indices: gradients are the same bits too, and reach the layers before the pool in the layout
 they always had (a convolution's backward pass may pick other kernels for another layout).
-Everywhere but on the CPU, the module is ``nn.MaxPool2d``.
+Everywhere but on the CPU, and inside torch.func's transforms (vmap, jacrev, jacfwd: they cannot
+change a layout), the module is ``nn.MaxPool2d``.
 """
 
 from __future__ import annotations
@@ -38,12 +39,19 @@ class _Pool(torch.autograd.Function):
         x, params = inputs
         ctx.params = params
         ctx.save_for_backward(x, output[1])
+        ctx.save_for_forward(output[1])
         ctx.mark_non_differentiable(output[1])
 
     @staticmethod
     def backward(ctx: Any, grad: torch.Tensor, _grad_idx: Any) -> tuple[torch.Tensor, None]:
         x, idx = ctx.saved_tensors
         return torch.ops.aten.max_pool2d_with_indices_backward(grad.contiguous(), x, *ctx.params, idx), None
+
+    @staticmethod
+    def jvp(ctx: Any, tangent: torch.Tensor, _params: Any) -> tuple[torch.Tensor, None]:
+        """Forward-mode AD (torch.func.jvp, jacfwd): each output's tangent is its input's at the index."""
+        (idx,) = ctx.saved_tensors
+        return tangent.flatten(2).gather(2, idx.flatten(2)).view(idx.shape), None
 
 
 class ExactMaxPool2d(nn.MaxPool2d):
@@ -52,8 +60,8 @@ class ExactMaxPool2d(nn.MaxPool2d):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if (x.device.type != "cpu" or x.dim() != 4 or not x.is_floating_point() or self.return_indices
-                or not x.is_contiguous()):
-            return super().forward(x)
+                or not x.is_contiguous() or torch._C._are_functorch_transforms_active()):
+            return super().forward(x)  # (torch.func's transforms cannot change a layout inside vmap)
         kernel, stride, padding, dilation = (_pair(v) for v in (self.kernel_size, self.stride or self.kernel_size,
                                                                 self.padding, self.dilation))
         if torch.is_grad_enabled() and x.requires_grad:
