@@ -25,22 +25,20 @@ _CL = torch.channels_last
 
 
 class _Pool(torch.autograd.Function):
-    """Forward on the channels-last kernel, backward on the NCHW one (the same indices)."""
-
-    generate_vmap_rule = True  # batched backward passes (the Jacobians of attacks.jacobian)
+    """Forward on the channels-last kernel, backward on the NCHW one (the same indices). In the
+    form with ``ctx`` in ``forward``: the form with ``setup_context`` binds the arguments to the
+    signature at every call (twice the overhead). A batched backward pass (``is_grads_batched``,
+    the Jacobians of attacks.jacobian) runs ``backward`` on batched gradients as it is."""
 
     @staticmethod
-    def forward(x: torch.Tensor, params: tuple) -> tuple[torch.Tensor, torch.Tensor]:
+    def forward(ctx: Any, x: torch.Tensor, params: tuple) -> tuple[torch.Tensor, torch.Tensor]:
         out, idx = torch.ops.aten.max_pool2d_with_indices(x.contiguous(memory_format=_CL), *params)
-        return out.contiguous(), idx.contiguous()
-
-    @staticmethod
-    def setup_context(ctx: Any, inputs: tuple, output: tuple) -> None:
-        x, params = inputs
+        idx = idx.contiguous()
         ctx.params = params
-        ctx.save_for_backward(x, output[1])
-        ctx.save_for_forward(output[1])
-        ctx.mark_non_differentiable(output[1])
+        ctx.save_for_backward(x, idx)
+        ctx.save_for_forward(idx)
+        ctx.mark_non_differentiable(idx)
+        return out.contiguous(), idx
 
     @staticmethod
     def backward(ctx: Any, grad: torch.Tensor, _grad_idx: Any) -> tuple[torch.Tensor, None]:
@@ -49,7 +47,7 @@ class _Pool(torch.autograd.Function):
 
     @staticmethod
     def jvp(ctx: Any, tangent: torch.Tensor, _params: Any) -> tuple[torch.Tensor, None]:
-        """Forward-mode AD (torch.func.jvp, jacfwd): each output's tangent is its input's at the index."""
+        """Forward-mode AD (dual tensors): each output's tangent is its input's at the index."""
         (idx,) = ctx.saved_tensors
         return tangent.flatten(2).gather(2, idx.flatten(2)).view(idx.shape), None
 
