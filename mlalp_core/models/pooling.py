@@ -2,9 +2,9 @@
 
 PyTorch's CPU kernel for max pooling over an NCHW (contiguous) tensor walks one (image, channel)
 plane at a time; its kernel for channels-last tensors runs along the channels with vector
-instructions and, with the layout change before it, takes a fifth to a quarter of the time on
-the demo trunk's 2x2 pools (``bench/max_pool.py``), where the NCHW kernel took about 40 % of a
-forward pass. Both kernels pick, in each window, the first element in row-major order greater
+instructions and, with the layout changes around it, takes a quarter of the time on the demo
+trunk's 2x2 pools without gradients and about half with them (``bench/max_pool.py``), where the
+NCHW kernel took about 40 % of a forward pass. Both kernels pick, in each window, the first element in row-major order greater
 than all before it, a NaN taking the place of any number: the values and the indices are the
 same, down to the sign of a zero. The backward pass is the NCHW kernel's own, with those
 indices: gradients are the same bits too, and reach the layers before the pool in the layout
