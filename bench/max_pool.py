@@ -12,7 +12,6 @@ Every pair's outputs are compared bit for bit (the figures mean nothing if the n
 from __future__ import annotations
 
 import argparse
-import copy
 import os
 import statistics
 import sys
@@ -28,17 +27,7 @@ from mlalp_core.attacks import make_attack  # noqa: E402
 from mlalp_core.attacks.targets import hide_one  # noqa: E402
 from mlalp_core.data.demo import load_gallery  # noqa: E402
 from mlalp_core.models.demo import load_demo_model  # noqa: E402
-from mlalp_core.models.pooling import ExactMaxPool2d  # noqa: E402
-
-
-def with_nn_pools(model: nn.Module) -> nn.Module:
-    ref = copy.deepcopy(model)
-    for module in list(ref.modules()):
-        for name, child in list(module.named_children()):
-            if isinstance(child, ExactMaxPool2d):
-                setattr(module, name, nn.MaxPool2d(child.kernel_size, child.stride, child.padding, child.dilation,
-                                                   ceil_mode=child.ceil_mode))
-    return ref
+from mlalp_core.models.pooling import ExactMaxPool2d, with_nn_max_pools  # noqa: E402
 
 
 def paired(new: Callable[[], object], old: Callable[[], object], rounds: int) -> tuple[float, float, float]:
@@ -85,7 +74,7 @@ def main() -> None:
     gallery = load_gallery()
     for name in ("demo-gcn", "demo-liw"):
         model = load_demo_model(name, device="cpu")
-        ref = with_nn_pools(model)
+        ref = with_nn_max_pools(model)
         x, y = gallery.images(model.input_size)[:b], gallery.labels()[:b]
         target = hide_one(y, seed=0, example_ids=list(range(len(x))))
         with torch.no_grad():

@@ -3,8 +3,6 @@ Jacobians and whole attacks on the demo models, bit for bit."""
 
 from __future__ import annotations
 
-import copy
-
 import pytest
 import torch
 from torch import nn
@@ -14,7 +12,7 @@ from mlalp_core.attacks.jacobian import batched_jacobian
 from mlalp_core.attacks.targets import hide_one
 from mlalp_core.data.demo import load_gallery
 from mlalp_core.models.demo import load_demo_model
-from mlalp_core.models.pooling import ExactMaxPool2d
+from mlalp_core.models.pooling import ExactMaxPool2d, with_nn_max_pools
 
 CONFIGS = [
     dict(kernel_size=2),
@@ -38,20 +36,6 @@ def _hard_values(shape: tuple[int, ...], seed: int) -> torch.Tensor:
     for value, k in ((0.0, n // 5), (float("inf"), n // 40), (float("-inf"), n // 40), (float("nan"), n // 60)):
         x.view(-1)[torch.randperm(n, generator=g)[:k]] = value
     return x
-
-
-def _plain(model: nn.Module) -> nn.Module:
-    """A copy of ``model`` with nn.MaxPool2d in place of every ExactMaxPool2d."""
-    ref = copy.deepcopy(model)
-    swapped = 0
-    for module in list(ref.modules()):
-        for name, child in list(module.named_children()):
-            if isinstance(child, ExactMaxPool2d):
-                setattr(module, name, nn.MaxPool2d(child.kernel_size, child.stride, child.padding, child.dilation,
-                                                   ceil_mode=child.ceil_mode))
-                swapped += 1
-    assert swapped
-    return ref
 
 
 @pytest.mark.parametrize("cfg", CONFIGS, ids=lambda c: ",".join(f"{k}={v}" for k, v in c.items()))
@@ -107,7 +91,9 @@ def test_inputs_the_faster_kernel_does_not_take_go_to_nn_max_pool2d() -> None:
 @pytest.mark.parametrize("name", ["demo-gcn", "demo-liw"])
 def test_attacks_on_the_demo_models_are_the_same_as_with_nn_max_pool2d(name: str) -> None:
     model = load_demo_model(name, device="cpu")
-    ref = _plain(model)
+    ref = with_nn_max_pools(model)
+    assert any(type(m) is nn.MaxPool2d for m in ref.modules())
+    assert not any(isinstance(m, ExactMaxPool2d) for m in ref.modules())
     gallery = load_gallery()
     x, y = gallery.images(model.input_size)[:6], gallery.labels()[:6]
     target = hide_one(y, seed=0, example_ids=list(range(6)))

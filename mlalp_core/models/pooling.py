@@ -15,6 +15,7 @@ change a layout), the module is ``nn.MaxPool2d``.
 
 from __future__ import annotations
 
+import copy
 from typing import Any
 
 import torch
@@ -60,8 +61,8 @@ class ExactMaxPool2d(nn.MaxPool2d):
         if (x.device.type != "cpu" or x.dim() != 4 or not x.is_floating_point() or self.return_indices
                 or not x.is_contiguous() or torch._C._are_functorch_transforms_active()):
             return super().forward(x)  # (torch.func's transforms cannot change a layout inside vmap)
-        kernel, stride, padding, dilation = (_pair(v) for v in (self.kernel_size, self.stride or self.kernel_size,
-                                                                self.padding, self.dilation))
+        kernel, stride, padding, dilation = (_pair(v) for v in (self.kernel_size, self.stride, self.padding,
+                                                                self.dilation))
         if torch.is_grad_enabled() and x.requires_grad:
             return _Pool.apply(x, (kernel, stride, padding, dilation, bool(self.ceil_mode)))[0]
         return F.max_pool2d(x.contiguous(memory_format=_CL), kernel, stride, padding, dilation,
@@ -70,3 +71,15 @@ class ExactMaxPool2d(nn.MaxPool2d):
 
 def _pair(v: int | tuple[int, ...]) -> list[int]:
     return [v, v] if isinstance(v, int) else list(v)
+
+
+def with_nn_max_pools(model: nn.Module) -> nn.Module:
+    """A copy of ``model`` with ``nn.MaxPool2d`` in place of every :class:`ExactMaxPool2d` (the
+    reference the tests and ``bench/max_pool.py`` hold it to; the same weights)."""
+    ref = copy.deepcopy(model)
+    for module in list(ref.modules()):
+        for name, child in list(module.named_children()):
+            if isinstance(child, ExactMaxPool2d):
+                setattr(module, name, nn.MaxPool2d(child.kernel_size, child.stride, child.padding, child.dilation,
+                                                   ceil_mode=child.ceil_mode))
+    return ref
